@@ -1,0 +1,122 @@
+/*
+ * tcp_server.c - the classic TCP server, on netsock.
+ *
+ * Shows: ns_tcp_serve with on_open/on_close options, reading the bound
+ * address back, answering from the data callback, and a clean shutdown
+ * from a signal handler (ns_server_stop is async-signal-safe).
+ *
+ * Every time a connection sends something, the server prints it, answers
+ * "ACK!" and closes the connection.
+ *
+ * Try it:
+ *   ./tcp_server 127.0.0.1:6666          (default 0.0.0.0:6666; port 0 = any free port)
+ *   ./tcp_client 127.0.0.1:6666 hello    or:  echo hello | nc 127.0.0.1 6666
+ *   Ctrl-C stops the server.  "unix:/tmp/ns.sock" listens on a Unix socket.
+ */
+#ifndef _POSIX_C_SOURCE
+#define _POSIX_C_SOURCE 200809L
+#endif
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <netsock.h>
+
+static ns_server *g_server; /* set before the signal handlers are installed */
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    ns_server_stop(g_server); /* only wakes the server up; main does the rest */
+}
+
+static void on_open(ns_conn *conn, void *user)
+{
+    char peer[256];
+    (void)user;
+    if (ns_conn_peer(conn, peer, sizeof peer) != NS_OK)
+        strcpy(peer, "?");
+    printf("connection #%llu from %s\n", (unsigned long long)ns_conn_id(conn), peer);
+}
+
+static void on_data(ns_conn *conn, const uint8_t *data, size_t len, void *user)
+{
+    static const char answer[] = "ACK!";
+    char peer[256];
+    int rc;
+    (void)user;
+
+    if (ns_conn_peer(conn, peer, sizeof peer) != NS_OK)
+        strcpy(peer, "?");
+    while (len > 0 && (data[len - 1] == '\n' || data[len - 1] == '\r'))
+        len--; /* print a typed line without its line break */
+    printf("received from %s: %.*s\n", peer, (int)len, (const char *)data);
+
+    rc = ns_conn_send(conn, answer, strlen(answer));
+    if (rc != NS_OK)
+        fprintf(stderr, "send to %s failed: %s\n", peer, ns_strerror(rc));
+    rc = ns_conn_close(conn); /* the answer is flushed first */
+    if (rc != NS_OK && rc != NS_ERR_CLOSED)
+        fprintf(stderr, "close of %s failed: %s\n", peer, ns_strerror(rc));
+}
+
+static void on_close(ns_conn *conn, int reason, void *user)
+{
+    (void)user;
+    printf("connection #%llu closed (%s)\n", (unsigned long long)ns_conn_id(conn),
+           ns_strerror(reason));
+}
+
+int main(int argc, char **argv)
+{
+    const char *addr = argc > 1 ? argv[1] : "0.0.0.0:6666";
+    char bound[256];
+    struct sigaction sa;
+    ns_options *opts;
+    int rc;
+
+    setvbuf(stdout, NULL, _IOLBF, 0); /* line-buffered even when redirected */
+
+    opts = ns_options_new();
+    if (opts == NULL) {
+        fprintf(stderr, "ns_options_new failed\n");
+        return 1;
+    }
+    if (ns_options_set_on_open(opts, on_open) != NS_OK ||
+        ns_options_set_on_close(opts, on_close) != NS_OK) {
+        fprintf(stderr, "cannot set options: %s\n", ns_last_error());
+        ns_options_free(opts);
+        return 1;
+    }
+    rc = ns_tcp_serve(addr, on_data, NULL, opts, &g_server);
+    ns_options_free(opts); /* serve copied it */
+    if (rc != NS_OK) {
+        fprintf(stderr, "cannot listen on %s: %s (%s)\n", addr, ns_strerror(rc), ns_last_error());
+        return 1;
+    }
+
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(SIGINT, &sa, NULL) != 0 || sigaction(SIGTERM, &sa, NULL) != 0) {
+        perror("sigaction");
+        ns_server_free(g_server);
+        return 1;
+    }
+
+    rc = ns_server_addr(g_server, bound, sizeof bound);
+    if (rc != NS_OK) {
+        fprintf(stderr, "ns_server_addr: %s\n", ns_strerror(rc));
+        ns_server_free(g_server);
+        return 1;
+    }
+    printf("listening on %s\n", bound);
+    fflush(stdout);
+
+    rc = ns_server_wait(g_server); /* returns once a signal stopped the server */
+    if (rc != NS_OK)
+        fprintf(stderr, "ns_server_wait: %s\n", ns_strerror(rc));
+    ns_server_free(g_server);
+    printf("server stopped\n");
+    return rc == NS_OK ? 0 : 1;
+}

@@ -1,0 +1,185 @@
+//! Address text: `host:port`, `[v6]:port`, `unix:/path`. Parsing is strict (no silent defaults)
+//! because a typo in a server address should fail loudly, not listen somewhere unexpected.
+
+use std::fmt::Write as _;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+
+use socket2::SockAddr;
+
+use crate::error::{Error, Result};
+
+/// Longest Unix socket path the kernel accepts (`sun_path` less its NUL).
+const UNIX_PATH_MAX: usize = 107;
+
+/// A parsed and resolved address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Addr {
+    /// One or more IP socket addresses (a name may resolve to several; clients try each in turn).
+    Inet(Vec<SocketAddr>),
+    /// A Unix-domain socket path.
+    Unix(PathBuf),
+}
+
+impl Addr {
+    /// Parses address text, resolving host names (which may block on DNS).
+    pub fn parse(text: &str) -> Result<Addr> {
+        let bad = |why: &str| Error::Addr(format!("{why} in {text:?}").into());
+        if let Some(path) = text.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err(bad("empty unix socket path"));
+            }
+            if path.len() > UNIX_PATH_MAX {
+                return Err(bad("unix socket path longer than 107 bytes"));
+            }
+            return Ok(Addr::Unix(PathBuf::from(path)));
+        }
+        let (host, port) = if let Some(rest) = text.strip_prefix('[') {
+            let (host, after) = rest.split_once(']').ok_or_else(|| bad("missing ']'"))?;
+            let port = after.strip_prefix(':').ok_or_else(|| bad("missing ':port'"))?;
+            let ip: Ipv6Addr = host.parse().map_err(|_| bad("invalid IPv6 address"))?;
+            return Ok(Addr::Inet(vec![SocketAddr::new(
+                ip.into(),
+                parse_port(port).ok_or_else(|| bad("invalid port"))?,
+            )]));
+        } else {
+            text.rsplit_once(':').ok_or_else(|| bad("missing ':port'"))?
+        };
+        let port = parse_port(port).ok_or_else(|| bad("invalid port"))?;
+        if let Ok(ip) = host.parse::<Ipv4Addr>() {
+            return Ok(Addr::Inet(vec![SocketAddr::new(ip.into(), port)]));
+        }
+        if !is_host_name(host) {
+            return Err(bad("invalid host"));
+        }
+        let addrs: Vec<SocketAddr> = (host, port)
+            .to_socket_addrs()
+            .map_err(|e| Error::Addr(format!("cannot resolve {host:?}: {e}").into()))?
+            .collect();
+        if addrs.is_empty() {
+            return Err(Error::Addr(format!("{host:?} has no address").into()));
+        }
+        Ok(Addr::Inet(addrs))
+    }
+
+    /// The socket addresses to try, in order.
+    pub fn sock_addrs(&self) -> Result<Vec<SockAddr>> {
+        match self {
+            Addr::Inet(list) => Ok(list.iter().map(|a| SockAddr::from(*a)).collect()),
+            Addr::Unix(path) => Ok(vec![
+                SockAddr::unix(path).map_err(|e| Error::Addr(format!("unix path {path:?}: {e}").into()))?,
+            ]),
+        }
+    }
+}
+
+/// A decimal port, 0..=65535, digits only.
+fn parse_port(s: &str) -> Option<u16> {
+    if s.is_empty() || s.len() > 5 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+/// A DNS name: letters, digits, `-` and `.`, not empty.
+fn is_host_name(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 253 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+}
+
+/// Formats a socket address as the same text [`Addr::parse`] reads: `1.2.3.4:5`, `[::1]:5`,
+/// `unix:/path` (`unix:` alone for an unnamed Unix socket).
+pub fn format(addr: &SockAddr) -> String {
+    let mut out = String::new();
+    if let Some(inet) = addr.as_socket() {
+        let _ = write!(out, "{inet}");
+    } else if let Some(path) = addr.as_pathname() {
+        out.push_str("unix:");
+        out.push_str(&path.to_string_lossy());
+    } else if let Some(name) = addr.as_abstract_namespace() {
+        out.push_str("unix:@");
+        out.push_str(&String::from_utf8_lossy(name));
+    } else {
+        out.push_str("unix:");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inet(s: &str) -> Vec<SocketAddr> {
+        match Addr::parse(s).unwrap() {
+            Addr::Inet(v) => v,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn parses_ip_literals() {
+        assert_eq!(inet("127.0.0.1:6666"), vec!["127.0.0.1:6666".parse().unwrap()]);
+        assert_eq!(inet("0.0.0.0:0"), vec!["0.0.0.0:0".parse().unwrap()]);
+        assert_eq!(inet("[::1]:65535"), vec!["[::1]:65535".parse().unwrap()]);
+        assert_eq!(inet("[::]:80"), vec!["[::]:80".parse().unwrap()]);
+    }
+
+    #[test]
+    fn resolves_localhost() {
+        let v = inet("localhost:7");
+        assert!(!v.is_empty());
+        assert!(v.iter().all(|a| a.ip().is_loopback() && a.port() == 7));
+    }
+
+    #[test]
+    fn parses_unix_paths() {
+        assert_eq!(
+            Addr::parse("unix:/tmp/x.sock").unwrap(),
+            Addr::Unix("/tmp/x.sock".into())
+        );
+        assert_eq!(Addr::parse("unix:rel.sock").unwrap(), Addr::Unix("rel.sock".into()));
+    }
+
+    #[test]
+    fn rejects_bad_text() {
+        let long = format!("unix:/{}", "a".repeat(120));
+        for s in [
+            "",
+            ":",
+            "127.0.0.1",
+            "127.0.0.1:",
+            ":80",
+            "127.0.0.1:65536",
+            "127.0.0.1:99999",
+            "127.0.0.1:80x",
+            "127.0.0.1:-1",
+            "127.0.0.1:+80",
+            "127.0.0.1:80 ",
+            " 127.0.0.1:80",
+            "[::1]",
+            "[::1]80",
+            "[::1:80",
+            "::1:80",
+            "[127.0.0.1]:80",
+            "unix:",
+            "host name:80",
+            "127.0.0.1:000080",
+            "a_b:80",
+            &long,
+        ] {
+            assert!(matches!(Addr::parse(s), Err(Error::Addr(_))), "{s:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn unresolvable_names_are_addr_errors() {
+        assert!(matches!(Addr::parse("nohost.invalid:80"), Err(Error::Addr(_))));
+    }
+
+    #[test]
+    fn formats_round_trip() {
+        for s in ["127.0.0.1:6666", "[::1]:5", "unix:/tmp/a.sock"] {
+            let a = Addr::parse(s).unwrap().sock_addrs().unwrap();
+            assert_eq!(format(&a[0]), s);
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! The classic blocking clients: one TCP exchange, one datagram, one datagram request. Each is
+//! bounded by a timeout covering the whole exchange.
+
+use std::io::{self, Read, Write};
+use std::mem::MaybeUninit;
+use std::net::Shutdown;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use socket2::{Domain, SockAddr, Socket, Type};
+
+use crate::addr::Addr;
+use crate::error::{Error, Result};
+use crate::event_loop::time_left;
+use crate::socket::{self, connect_error};
+
+/// Connects, sends all of `data`, shuts down the write side, and reads the reply into `reply`
+/// until the peer closes. Returns the reply's length; [`Error::Truncated`] if it outgrew `reply`
+/// (which then holds its first `reply.len()` bytes). `timeout` bounds the whole exchange.
+pub fn tcp_send(addr: &str, data: &[u8], reply: &mut [u8], timeout: Option<Duration>) -> Result<usize> {
+    let deadline = timeout.map(|t| Instant::now() + t);
+    let sock = socket::connect(&Addr::parse(addr)?, deadline)?;
+    let mut rest = data;
+    while !rest.is_empty() {
+        sock.set_write_timeout(time_left(deadline, "sending")?)
+            .map_err(|e| Error::io("SO_SNDTIMEO", e))?;
+        match (&sock).write(rest) {
+            Ok(n) => rest = &rest[n..],
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::io("sending", e)),
+        }
+    }
+    sock.shutdown(Shutdown::Write).map_err(|e| Error::io("shutdown", e))?;
+    let mut len = 0;
+    let mut probe = [0u8; 1];
+    loop {
+        sock.set_read_timeout(time_left(deadline, "waiting for the reply")?)
+            .map_err(|e| Error::io("SO_RCVTIMEO", e))?;
+        // Once the buffer is full, one more byte decides between "complete" and "truncated".
+        let into = if len < reply.len() {
+            &mut reply[len..]
+        } else {
+            &mut probe[..]
+        };
+        match (&sock).read(into) {
+            Ok(0) => return Ok(len),
+            Ok(_) if len == reply.len() => return Err(Error::Truncated(len)),
+            Ok(n) => len += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::io("waiting for the reply", e)),
+        }
+    }
+}
+
+/// Sends one datagram and returns without waiting for anything.
+pub fn udp_send(addr: &str, data: &[u8]) -> Result<()> {
+    let target = first(&Addr::parse(addr)?)?;
+    let sock = Socket::new(target.domain(), Type::DGRAM, None).map_err(|e| Error::io("socket", e))?;
+    sock.send_to(data, &target).map_err(|e| connect_error("sendto", e))?;
+    Ok(())
+}
+
+/// Sends one datagram and waits for one reply from that address. Returns the reply's length;
+/// [`Error::Truncated`] if it outgrew `reply`.
+pub fn udp_request(addr: &str, data: &[u8], reply: &mut [u8], timeout: Option<Duration>) -> Result<usize> {
+    let deadline = timeout.map(|t| Instant::now() + t);
+    let target = first(&Addr::parse(addr)?)?;
+    let sock = Socket::new(target.domain(), Type::DGRAM, None).map_err(|e| Error::io("socket", e))?;
+    // A Unix datagram client needs a name of its own to be answered.
+    let _name = if target.domain() == Domain::UNIX {
+        Some(TempName::bind(&sock)?)
+    } else {
+        None
+    };
+    // Connected, the socket takes datagrams only from the target and learns of ICMP refusals.
+    sock.connect(&target).map_err(|e| connect_error("connect", e))?;
+    sock.send(data).map_err(|e| connect_error("send", e))?;
+    // SAFETY: `u8` and `MaybeUninit<u8>` have the same layout, and the kernel only writes bytes.
+    let buf = unsafe { &mut *(reply as *mut [u8] as *mut [MaybeUninit<u8>]) };
+    loop {
+        sock.set_read_timeout(time_left(deadline, "waiting for the reply")?)
+            .map_err(|e| Error::io("SO_RCVTIMEO", e))?;
+        match sock.recv_with_flags(buf, libc::MSG_TRUNC) {
+            Ok(n) if n > buf.len() => return Err(Error::Truncated(buf.len())),
+            Ok(n) => return Ok(n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(connect_error("waiting for the reply", e)),
+        }
+    }
+}
+
+/// The first resolved address (a datagram cannot tell which of several would answer).
+fn first(addr: &Addr) -> Result<SockAddr> {
+    addr.sock_addrs()?
+        .into_iter()
+        .next()
+        .ok_or_else(|| Error::Addr("no address".into()))
+}
+
+/// A temporary Unix socket name for a datagram client, removed when dropped.
+struct TempName(PathBuf);
+
+impl TempName {
+    fn bind(sock: &Socket) -> Result<TempName> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("netsock-client-{}-{n}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let addr = SockAddr::unix(&path).map_err(|e| Error::io("client socket path", e))?;
+        sock.bind(&addr)
+            .map_err(|e| Error::io("binding the client socket", e))?;
+        Ok(TempName(path))
+    }
+}
+
+impl Drop for TempName {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}

@@ -1,0 +1,76 @@
+//! `ns_conn`: a connection as C callbacks see it.
+
+use std::ffi::{c_int, c_void};
+use std::os::raw::c_char;
+
+use super::boundary::write_text;
+use super::result::code;
+use crate::Conn;
+
+/// One TCP or Unix stream connection. Borrowed: valid only during the callback it was passed
+/// to, and only on that (the loop) thread. To reach a connection later or from another thread,
+/// keep its `ns_conn_id()` and use `ns_server_send()`.
+pub struct ns_conn {
+    _private: [u8; 0],
+}
+
+/// The `Conn` behind a pointer handed to a callback, or `NS_ERR_INVALID` for NULL.
+macro_rules! try_conn {
+    ($p:ident) => {{
+        if $p.is_null() {
+            invalid!("`conn` is NULL");
+        }
+        // SAFETY: netsock hands out pointers to a live `Conn` only for the duration of a
+        // callback, and the documented rules forbid keeping them.
+        unsafe { &mut *($p as *const ns_conn).cast_mut().cast::<Conn<'_>>() }
+    }};
+}
+
+/// The pointer a callback receives for `c`.
+pub(crate) fn conn_ptr(c: &mut Conn<'_>) -> *mut ns_conn {
+    (c as *mut Conn<'_>).cast()
+}
+
+/// Sends `len` bytes from `data` (copied: the buffer is free again when this returns). What the
+/// socket takes is written at once, the rest queued and written as the peer reads. `NS_OK`;
+/// `NS_ERR_CLOSED` after `ns_conn_close()`, inside `on_close`, or once the connection failed;
+/// `NS_ERR_INVALID` for NULL `conn` or NULL `data` with `len` > 0. Loop thread only (inside a
+/// callback).
+#[unsafe(no_mangle)]
+pub extern "C" fn ns_conn_send(conn: *mut ns_conn, data: *const c_void, len: usize) -> c_int {
+    ffi_panic_boundary! {
+        let c = try_conn!(conn);
+        code(c.send(try_slice!(data, len)))
+    }
+}
+
+/// Closes the connection once everything queued so far has been written; `on_close` follows
+/// with `NS_OK`. Later sends return `NS_ERR_CLOSED`. Loop thread only (inside a callback).
+#[unsafe(no_mangle)]
+pub extern "C" fn ns_conn_close(conn: *mut ns_conn) -> c_int {
+    ffi_panic_boundary! {
+        try_conn!(conn).close();
+        code(Ok(()))
+    }
+}
+
+/// The connection's id: unique for the server's lifetime and never 0 (0 means `conn` was NULL).
+/// Loop thread only (inside a callback); the id itself may be used from any thread.
+#[unsafe(no_mangle)]
+pub extern "C" fn ns_conn_id(conn: *const ns_conn) -> u64 {
+    ffi_panic_boundary! {
+        try_conn!(conn).id()
+    }
+}
+
+/// Writes the peer's address as NUL-terminated text ("127.0.0.1:5000", "[::1]:5000", or
+/// "unix:" for a Unix-domain peer, which has no name) into `buf` of `cap` bytes. `NS_OK`;
+/// `NS_ERR_TRUNCATED` (nothing written) if it does not fit (64 bytes fit any IP address).
+/// Loop thread only (inside a callback).
+#[unsafe(no_mangle)]
+pub extern "C" fn ns_conn_peer(conn: *const ns_conn, buf: *mut c_char, cap: usize) -> c_int {
+    ffi_panic_boundary! {
+        let peer = ns_try!(try_conn!(conn).peer());
+        write_text(buf, cap, &crate::addr::format(&peer))
+    }
+}

@@ -1,0 +1,185 @@
+//! Result codes, their texts, and the per-thread detail of the last failure.
+
+use std::cell::RefCell;
+use std::ffi::{CString, c_int};
+use std::os::raw::c_char;
+
+use super::boundary::ReturnValue;
+use crate::Error;
+
+/// Result codes. Every `int`-returning function returns `NS_OK` (0) or one of these negative
+/// codes; `ns_strerror()` names them and `ns_last_error()` gives the detail of the last failure.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ns_result {
+    /// Success.
+    NS_OK = 0,
+    /// A NULL pointer, a bad length, or a call on the wrong kind of server.
+    NS_ERR_INVALID = -1,
+    /// Address text that cannot be parsed or resolved.
+    NS_ERR_ADDR = -2,
+    /// The address is already bound by a live socket.
+    NS_ERR_ADDR_IN_USE = -3,
+    /// Nobody listens at the address.
+    NS_ERR_REFUSED = -4,
+    /// The operation outlasted its time limit.
+    NS_ERR_TIMEOUT = -5,
+    /// The connection is closed, the connection id is unknown, or the server has stopped.
+    NS_ERR_CLOSED = -6,
+    /// A reply or text did not fit the caller's buffer.
+    NS_ERR_TRUNCATED = -7,
+    /// A size limit was reached (such as a datagram too large to send).
+    NS_ERR_LIMIT = -8,
+    /// Any other operating-system error; `ns_last_error()` has the errno text.
+    NS_ERR_IO = -9,
+    /// The peer reset the connection.
+    NS_ERR_RESET = -10,
+    /// The server stopped while the connection was open (an `on_close` reason).
+    NS_ERR_STOPPED = -11,
+    /// A panic inside netsock was caught at the boundary; `ns_last_error()` has its message.
+    NS_ERR_PANIC = -12,
+    /// A call made where it cannot work, such as `ns_server_wait()` inside that server's callback.
+    NS_ERR_MISUSE = -13,
+}
+
+impl From<&Error> for ns_result {
+    fn from(e: &Error) -> ns_result {
+        use ns_result::*;
+        match e {
+            Error::Invalid(_) => NS_ERR_INVALID,
+            Error::Addr(_) => NS_ERR_ADDR,
+            Error::AddrInUse(_) => NS_ERR_ADDR_IN_USE,
+            Error::Refused(_) => NS_ERR_REFUSED,
+            Error::Timeout(_) => NS_ERR_TIMEOUT,
+            Error::Closed(_) => NS_ERR_CLOSED,
+            Error::Truncated(_) => NS_ERR_TRUNCATED,
+            Error::Limit(_) => NS_ERR_LIMIT,
+            Error::Reset(_) => NS_ERR_RESET,
+            Error::Stopped => NS_ERR_STOPPED,
+            Error::Panic(_) => NS_ERR_PANIC,
+            Error::Misuse(_) => NS_ERR_MISUSE,
+            Error::Io { .. } => NS_ERR_IO,
+        }
+    }
+}
+
+/// The code for a close reason: `NS_OK` for an orderly close.
+pub(crate) fn reason_code(reason: &crate::Result<()>) -> c_int {
+    match reason {
+        Ok(()) => ns_result::NS_OK as c_int,
+        Err(e) => ns_result::from(e) as c_int,
+    }
+}
+
+thread_local! {
+    static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
+}
+
+/// Records `e` as this thread's last failure and returns the failure value for `T`.
+pub(crate) fn fail<T: ReturnValue>(e: Error) -> T {
+    let text = e.to_string().replace('\0', " ");
+    LAST_ERROR.with(|last| *last.borrow_mut() = CString::new(text).unwrap_or_default());
+    T::from_error(ns_result::from(&e))
+}
+
+/// `NS_OK`, or the error's code after recording it.
+pub(crate) fn code(r: crate::Result<()>) -> c_int {
+    match r {
+        Ok(()) => ns_result::NS_OK as c_int,
+        Err(e) => fail(e),
+    }
+}
+
+/// The name and meaning of a result code, e.g. "NS_ERR_TIMEOUT: timed out". Takes any `int`:
+/// unknown codes give "unknown netsock result code". Never NULL; the text is static.
+/// Any thread.
+#[unsafe(no_mangle)]
+pub extern "C" fn ns_strerror(code: c_int) -> *const c_char {
+    ffi_panic_boundary! {
+        let text = match code {
+            0 => c"NS_OK: success",
+            -1 => c"NS_ERR_INVALID: invalid argument",
+            -2 => c"NS_ERR_ADDR: bad address",
+            -3 => c"NS_ERR_ADDR_IN_USE: address already in use",
+            -4 => c"NS_ERR_REFUSED: connection refused",
+            -5 => c"NS_ERR_TIMEOUT: timed out",
+            -6 => c"NS_ERR_CLOSED: connection closed",
+            -7 => c"NS_ERR_TRUNCATED: did not fit the buffer",
+            -8 => c"NS_ERR_LIMIT: limit reached",
+            -9 => c"NS_ERR_IO: I/O error",
+            -10 => c"NS_ERR_RESET: connection reset by peer",
+            -11 => c"NS_ERR_STOPPED: server stopped",
+            -12 => c"NS_ERR_PANIC: internal panic",
+            -13 => c"NS_ERR_MISUSE: call not allowed here",
+            _ => c"unknown netsock result code",
+        };
+        text.as_ptr()
+    }
+}
+
+/// Detail text of this thread's last failed call (e.g. "bad address: missing ':port' in
+/// \"localhost\""); "" if none failed yet. Owned by netsock: valid until this thread's next
+/// failing call. Never NULL. Any thread; each thread has its own.
+#[unsafe(no_mangle)]
+pub extern "C" fn ns_last_error() -> *const c_char {
+    ffi_panic_boundary! {
+        LAST_ERROR.with(|last| last.borrow().as_ptr())
+    }
+}
+
+/// The library version, e.g. "0.1.0" (the same as the `NS_VERSION_*` macros of the header the
+/// program was built with, unless it runs against another build). Static; never NULL.
+#[unsafe(no_mangle)]
+pub extern "C" fn ns_version() -> *const c_char {
+    ffi_panic_boundary! {
+        concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::CStr;
+
+    fn text(p: *const c_char) -> String {
+        unsafe { CStr::from_ptr(p) }.to_str().unwrap().to_owned()
+    }
+
+    #[test]
+    fn every_code_has_its_name() {
+        for (code, name) in [
+            (ns_result::NS_OK, "NS_OK"),
+            (ns_result::NS_ERR_MISUSE, "NS_ERR_MISUSE"),
+            (ns_result::NS_ERR_TIMEOUT, "NS_ERR_TIMEOUT"),
+        ] {
+            assert!(text(ns_strerror(code as c_int)).starts_with(name));
+        }
+        for garbage in [1, -14, 12345, c_int::MIN, c_int::MAX] {
+            assert_eq!(text(ns_strerror(garbage)), "unknown netsock result code");
+        }
+    }
+
+    #[test]
+    fn a_forced_panic_becomes_an_error_code() {
+        let f = || -> c_int {
+            ffi_panic_boundary! { panic!("forced") }
+        };
+        assert_eq!(f(), ns_result::NS_ERR_PANIC as c_int);
+        assert_eq!(text(ns_last_error()), "internal panic: forced");
+        let p = || -> *mut u8 {
+            ffi_panic_boundary! { panic!("forced") }
+        };
+        assert!(p().is_null());
+    }
+
+    #[test]
+    fn last_error_is_per_thread() {
+        let _: c_int = fail(Error::Timeout("here".into()));
+        std::thread::spawn(|| {
+            let _: c_int = fail(Error::Refused("there".into()));
+        })
+        .join()
+        .unwrap();
+        assert_eq!(text(ns_last_error()), "timed out: here");
+    }
+}

@@ -1,0 +1,220 @@
+//! `ns_server`: TCP and UDP servers, and the adapters that call C callbacks from the loop.
+
+use std::ffi::{c_int, c_void};
+use std::os::raw::c_char;
+
+use socket2::SockAddr;
+
+use super::boundary::write_text;
+use super::conn::{conn_ptr, ns_conn};
+use super::options::{ns_close_cb, ns_data_cb, ns_open_cb, ns_options};
+use super::peer::ns_peer;
+use super::result::{code, ns_result, reason_code};
+use crate::{Conn, Responder, Server, TcpHandler, UdpHandler};
+
+/// A running TCP or UDP server. Made by `ns_tcp_serve()` / `ns_udp_serve()`, freed by
+/// `ns_server_free()`. Its functions may be called from any thread, except where a function
+/// says otherwise.
+pub struct ns_server {
+    inner: Server,
+}
+
+/// Called on the server's loop thread for each datagram. `srv` is the server `ns_udp_serve()`
+/// returned; `from` and `data` (never NULL) are owned by netsock and valid until the callback
+/// returns: copy the `ns_peer` to answer later.
+pub type ns_datagram_cb =
+    Option<extern "C" fn(srv: *mut ns_server, from: *const ns_peer, data: *const u8, len: usize, user: *mut c_void)>;
+
+/// The application's `user` pointer, handed back to its callbacks on the loop thread.
+struct User(*mut c_void);
+
+// SAFETY: netsock never dereferences `user`; the header tells the application that its
+// callbacks receive it on the loop thread.
+unsafe impl Send for User {}
+
+struct CTcp {
+    on_open: ns_open_cb,
+    on_data: extern "C" fn(*mut ns_conn, *const u8, usize, *mut c_void),
+    on_close: ns_close_cb,
+    user: User,
+}
+
+impl TcpHandler for CTcp {
+    fn on_open(&mut self, conn: &mut Conn<'_>) {
+        if let Some(cb) = self.on_open {
+            cb(conn_ptr(conn), self.user.0);
+        }
+    }
+
+    fn on_data(&mut self, conn: &mut Conn<'_>, data: &[u8]) {
+        (self.on_data)(conn_ptr(conn), data.as_ptr(), data.len(), self.user.0);
+    }
+
+    fn on_close(&mut self, conn: &mut Conn<'_>, reason: &crate::Result<()>) {
+        if let Some(cb) = self.on_close {
+            cb(conn_ptr(conn), reason_code(reason), self.user.0);
+        }
+    }
+}
+
+struct CUdp {
+    on_datagram: extern "C" fn(*mut ns_server, *const ns_peer, *const u8, usize, *mut c_void),
+    srv: *mut ns_server,
+    user: User,
+}
+
+// SAFETY: `srv` is only handed back to the application's callback; the server outlives its loop.
+unsafe impl Send for CUdp {}
+
+impl UdpHandler for CUdp {
+    fn on_datagram(&mut self, _: &Responder<'_>, from: &SockAddr, data: &[u8]) {
+        let peer = ns_peer::from(from);
+        (self.on_datagram)(self.srv, &peer, data.as_ptr(), data.len(), self.user.0);
+    }
+}
+
+/// Starts a TCP server on `addr` ("127.0.0.1:6666", "0.0.0.0:0", "[::1]:6666",
+/// "localhost:6666", or "unix:/path/to.sock" for a Unix stream socket) and returns once it
+/// listens, with the server in `*out` (written only on success). The server runs on its own
+/// loop thread until stopped; `on_data` (required) and the `on_open`/`on_close` of `opts` run
+/// there, one at a time, with `user` as their last argument. `opts` may be NULL (defaults) and is
+/// copied: free it whenever you like. Listening sockets set SO_REUSEADDR; a stale Unix socket
+/// file (nobody answering) is replaced, and the file is removed when the server is freed.
+/// `NS_ERR_ADDR` for bad address text, `NS_ERR_ADDR_IN_USE`, `NS_ERR_INVALID` for NULL `addr`,
+/// `on_data` or `out`.
+#[unsafe(no_mangle)]
+pub extern "C" fn ns_tcp_serve(
+    addr: *const c_char,
+    on_data: ns_data_cb,
+    user: *mut c_void,
+    opts: *const ns_options,
+    out: *mut *mut ns_server,
+) -> c_int {
+    ffi_panic_boundary! {
+        let addr = try_addr!(addr);
+        let Some(on_data) = on_data else { invalid!("`on_data` is NULL") };
+        let out = try_mut!(out);
+        let opts = unsafe { opts.as_ref() }.cloned().unwrap_or_default();
+        let srv = Box::new(ns_server { inner: ns_try!(Server::tcp(addr)) });
+        let handler = CTcp { on_open: opts.on_open, on_data, on_close: opts.on_close, user: User(user) };
+        ns_try!(srv.inner.start_tcp(handler));
+        *out = Box::into_raw(srv);
+        ns_result::NS_OK as c_int
+    }
+}
+
+/// Starts a UDP server on `addr` (as for `ns_tcp_serve()`; "unix:/path" makes a Unix datagram
+/// socket) and returns once it is bound, with the server in `*out` (written only on success).
+/// `on_datagram` (required) runs on the server's loop thread for each datagram, with `user`.
+/// Answer with `ns_udp_reply()`. `opts` may be NULL; its connection callbacks do not apply.
+#[unsafe(no_mangle)]
+pub extern "C" fn ns_udp_serve(
+    addr: *const c_char,
+    on_datagram: ns_datagram_cb,
+    user: *mut c_void,
+    opts: *const ns_options,
+    out: *mut *mut ns_server,
+) -> c_int {
+    ffi_panic_boundary! {
+        let addr = try_addr!(addr);
+        let Some(on_datagram) = on_datagram else { invalid!("`on_datagram` is NULL") };
+        let out = try_mut!(out);
+        // No option applies to datagram servers yet; `opts` is accepted for symmetry.
+        let _ = opts;
+        let srv = Box::into_raw(Box::new(ns_server { inner: ns_try!(Server::udp(addr)) }));
+        // SAFETY: just allocated; the loop only hands `srv` back to the callback.
+        if let Err(e) = unsafe { &*srv }.inner.start_udp(CUdp { on_datagram, srv, user: User(user) }) {
+            // SAFETY: the loop never started, so nothing else holds `srv`.
+            drop(unsafe { Box::from_raw(srv) });
+            return super::result::fail(e);
+        }
+        *out = srv;
+        ns_result::NS_OK as c_int
+    }
+}
+
+/// The port the server is bound to (the one the OS chose for port 0); 0 for a Unix-domain
+/// server; `NS_ERR_INVALID` for NULL. Any thread.
+#[unsafe(no_mangle)]
+pub extern "C" fn ns_server_port(srv: *const ns_server) -> c_int {
+    ffi_panic_boundary! {
+        c_int::from(try_ref!(srv).inner.port())
+    }
+}
+
+/// Writes the bound address as NUL-terminated text ("127.0.0.1:40123", "[::1]:5000",
+/// "unix:/tmp/x.sock") into `buf` of `cap` bytes. `NS_OK`; `NS_ERR_TRUNCATED` (nothing written)
+/// if it does not fit. Any thread.
+#[unsafe(no_mangle)]
+pub extern "C" fn ns_server_addr(srv: *const ns_server, buf: *mut c_char, cap: usize) -> c_int {
+    ffi_panic_boundary! {
+        write_text(buf, cap, &try_ref!(srv).inner.addr_text())
+    }
+}
+
+/// Asks the server to stop and returns at once: it stops accepting, and every open connection
+/// gets `on_close` with `NS_ERR_STOPPED`. Any thread, repeatable, and async-signal-safe (call it
+/// from a SIGINT handler); for that reason it does not set `ns_last_error()`, not even for NULL.
+#[unsafe(no_mangle)]
+pub extern "C" fn ns_server_stop(srv: *mut ns_server) -> c_int {
+    ffi_panic_boundary! {
+        // SAFETY: NULL or a live server, per the header's rules.
+        match unsafe { srv.as_ref() } {
+            Some(srv) => {
+                srv.inner.stop();
+                ns_result::NS_OK as c_int
+            }
+            None => ns_result::NS_ERR_INVALID as c_int,
+        }
+    }
+}
+
+/// Blocks until the server has stopped (after `ns_server_stop()` from a signal handler or another
+/// thread) and its last callback has returned. Any thread but the server's own loop thread: from
+/// inside one of its callbacks it returns `NS_ERR_MISUSE` instead of deadlocking.
+#[unsafe(no_mangle)]
+pub extern "C" fn ns_server_wait(srv: *mut ns_server) -> c_int {
+    ffi_panic_boundary! {
+        code(try_ref!(srv).inner.wait())
+    }
+}
+
+/// Stops the server, waits for its loop to end, and frees it; no callback runs after it returns.
+/// NULL is a no-op. Called inside one of the server's own callbacks it cannot wait: the server
+/// stops, the handle is freed at once, and the loop ends by itself after the callback returns
+/// (only `on_close` callbacks follow). Do not use `srv` afterwards.
+#[unsafe(no_mangle)]
+pub extern "C" fn ns_server_free(srv: *mut ns_server) {
+    ffi_panic_boundary! {
+        if !srv.is_null() {
+            // SAFETY: `srv` came from a serve function and is freed once, as documented.
+            drop(unsafe { Box::from_raw(srv) });
+        }
+    }
+}
+
+/// Sends `len` bytes from `data` (copied) to the TCP connection `conn_id`, from any thread: the
+/// loop is woken and writes them in order with the connection's other output. `NS_OK` means
+/// queued; if the connection ends first they are dropped. `NS_ERR_CLOSED` for an id that is not
+/// open (never was, or already closed) or a stopped server; `NS_ERR_INVALID` for a UDP server.
+#[unsafe(no_mangle)]
+pub extern "C" fn ns_server_send(srv: *mut ns_server, conn_id: u64, data: *const c_void, len: usize) -> c_int {
+    ffi_panic_boundary! {
+        let srv = try_ref!(srv);
+        code(srv.inner.send(conn_id, try_slice!(data, len)))
+    }
+}
+
+/// Sends one datagram of `len` bytes from `data` (copied) from the UDP server's socket to `to`
+/// (an `ns_peer` netsock filled in, or a copy of one). Any thread, inside or outside the
+/// callback. `NS_ERR_LIMIT` if the datagram is too large or the socket's buffer is full;
+/// `NS_ERR_ADDR` for an unnamed Unix peer (it cannot be answered); `NS_ERR_CLOSED` once the
+/// server stopped; `NS_ERR_INVALID` for a TCP server or a `to` netsock did not fill in.
+#[unsafe(no_mangle)]
+pub extern "C" fn ns_udp_reply(srv: *mut ns_server, to: *const ns_peer, data: *const c_void, len: usize) -> c_int {
+    ffi_panic_boundary! {
+        let srv = try_ref!(srv);
+        let to = ns_try!(SockAddr::try_from(try_ref!(to)));
+        code(srv.inner.reply(&to, try_slice!(data, len)))
+    }
+}
