@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use socket2::{Domain, SockAddr, Socket, Type};
 
 use crate::addr::Addr;
+use crate::framing::{self, Framing};
 use crate::error::{Error, Result};
 use crate::event_loop::time_left;
 use crate::socket::{self, connect_error};
@@ -51,6 +52,63 @@ pub fn tcp_send(addr: &str, data: &[u8], reply: &mut [u8], timeout: Option<Durat
             Err(e) => return Err(Error::io("waiting for the reply", e)),
         }
     }
+}
+
+/// Sends `msg` as one framed message and reads one whole framed reply into `reply`, without
+/// needing the peer to close. Returns the reply's length; [`Error::Truncated`] if it outgrew
+/// `reply`. `timeout` bounds the whole exchange.
+pub fn tcp_request(addr: &str, msg: &[u8], reply: &mut [u8], timeout: Option<Duration>, framing: Framing) -> Result<usize> {
+    if framing == Framing::Raw {
+        return Err(Error::Invalid("a request needs line or len32 framing (tcp_send covers raw bytes)".into()));
+    }
+    let deadline = timeout.map(|t| Instant::now() + t);
+    let (head, head_len, tail) = framing::envelope(framing, msg)?;
+    let sock = socket::connect(&Addr::parse(addr)?, deadline)?;
+    for part in [&head[..head_len], msg, tail] {
+        write_all(&sock, part, deadline)?;
+    }
+    // Read until one whole message has arrived; anything after it is the peer's business.
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        let mut len = None;
+        framing::split(framing, reply.len(), &got, |m| {
+            len = Some(m.len());
+            reply[..m.len()].copy_from_slice(m);
+            false
+        })
+        .map_err(|_| Error::Truncated(reply.len()))
+        .inspect_err(|_| fill_prefix(framing, &got, reply))?;
+        if let Some(len) = len {
+            return Ok(len);
+        }
+        sock.set_read_timeout(time_left(deadline, "waiting for the reply")?).map_err(|e| Error::io("SO_RCVTIMEO", e))?;
+        match (&sock).read(&mut chunk) {
+            Ok(0) => return Err(Error::Closed("the peer closed before a whole reply arrived".into())),
+            Ok(n) => got.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::io("waiting for the reply", e)),
+        }
+    }
+}
+
+/// On truncation, gives the caller the first bytes of the oversized reply message.
+fn fill_prefix(framing: Framing, got: &[u8], reply: &mut [u8]) {
+    let body = if framing == Framing::Len32 { got.get(4..).unwrap_or_default() } else { got };
+    let n = body.len().min(reply.len());
+    reply[..n].copy_from_slice(&body[..n]);
+}
+
+fn write_all(sock: &Socket, mut rest: &[u8], deadline: Option<Instant>) -> Result<()> {
+    while !rest.is_empty() {
+        sock.set_write_timeout(time_left(deadline, "sending")?).map_err(|e| Error::io("SO_SNDTIMEO", e))?;
+        match (&*sock).write(rest) {
+            Ok(n) => rest = &rest[n..],
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::io("sending", e)),
+        }
+    }
+    Ok(())
 }
 
 /// Sends one datagram and returns without waiting for anything.

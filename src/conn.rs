@@ -1,12 +1,17 @@
-//! One TCP (or Unix stream) connection: its socket and its queue of unsent output. A
-//! connection owns no read buffer; the loop lends its own to each `on_data` call.
+//! One TCP (or Unix stream) connection: its socket, its queue of unsent output, and the tail of
+//! an incomplete incoming message. An idle connection between messages owns no buffer; the
+//! loop lends its own read buffer to each read.
 
-use std::io::{self, Write};
+use std::io::{self, IoSlice, Write};
 use std::net::Shutdown;
+use std::sync::Arc;
+use std::time::Instant;
 
 use socket2::{SockAddr, Socket};
 
 use crate::error::{Error, Result};
+use crate::framing;
+use crate::tcp::Service;
 
 /// Where a connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,11 +31,22 @@ pub(crate) enum Phase {
 pub(crate) struct ConnState {
     pub(crate) sock: Socket,
     pub(crate) id: u64,
+    pub(crate) svc: Arc<Service>,
     pub(crate) phase: Phase,
     /// The peer has shut down its sending side.
     pub(crate) peer_eof: bool,
-    /// An I/O error ended the connection; it closes with this reason.
+    /// Reads are paused until the queue drains below the low-water mark.
+    pub(crate) paused: bool,
+    /// An I/O error or a broken limit ended the connection; it closes with this reason.
     pub(crate) failed: Option<Error>,
+    /// Last traffic (for the idle timeout), or when lingering began.
+    pub(crate) since: Instant,
+    /// The application's word of state (the C layer keeps a `void *` here).
+    pub(crate) user: usize,
+    /// The start of an incomplete incoming message (framed connections only).
+    pub(crate) partial: Vec<u8>,
+    /// Bytes written to the socket since the loop last counted them.
+    pub(crate) written: usize,
     out: Vec<u8>,
     out_pos: usize,
 }
@@ -39,13 +55,19 @@ pub(crate) struct ConnState {
 const KEEP_QUEUE_CAPACITY: usize = 64 * 1024;
 
 impl ConnState {
-    pub(crate) fn new(sock: Socket, id: u64) -> ConnState {
+    pub(crate) fn new(sock: Socket, id: u64, svc: Arc<Service>, now: Instant) -> ConnState {
         ConnState {
             sock,
             id,
+            svc,
             phase: Phase::Open,
             peer_eof: false,
+            paused: false,
             failed: None,
+            since: now,
+            user: 0,
+            partial: Vec::new(),
+            written: 0,
             out: Vec::new(),
             out_pos: 0,
         }
@@ -59,7 +81,10 @@ impl ConnState {
     pub(crate) fn flush(&mut self) {
         while self.pending() > 0 && self.failed.is_none() {
             match (&self.sock).write(&self.out[self.out_pos..]) {
-                Ok(n) => self.out_pos += n,
+                Ok(n) => {
+                    self.out_pos += n;
+                    self.written += n;
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => self.failed = Some(Error::io("write", e)),
@@ -75,18 +100,28 @@ impl ConnState {
         }
     }
 
-    /// Sends now what the socket takes and queues the rest.
-    fn send(&mut self, mut data: &[u8]) -> Result<()> {
+    /// Sends `parts` as one message: written at once as far as the socket takes it, the rest
+    /// queued. Refused whole (`Limit`) if the queue would outgrow its bound.
+    pub(crate) fn send(&mut self, parts: &[&[u8]]) -> Result<()> {
         if self.phase != Phase::Open {
             return Err(Error::Closed("the connection is closed".into()));
         }
         if let Some(e) = &self.failed {
             return Err(Error::Closed(format!("the connection failed: {e}").into()));
         }
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        let max = self.svc.opts.max_write_buffer;
+        if self.pending().saturating_add(total) > max {
+            return Err(Error::Limit(
+                format!("{} bytes queued; {total} more would pass the {max}-byte write buffer limit", self.pending()).into(),
+            ));
+        }
+        let mut sent = 0;
         if self.pending() == 0 {
-            while !data.is_empty() {
-                match (&self.sock).write(data) {
-                    Ok(n) => data = &data[n..],
+            while sent < total {
+                let (slices, n) = tail_slices(parts, sent);
+                match (&self.sock).write_vectored(&slices[..n]) {
+                    Ok(n) => sent += n,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) => {
@@ -97,18 +132,41 @@ impl ConnState {
                     }
                 }
             }
+            self.written += sent;
         }
-        self.out.extend_from_slice(data);
+        let (rest, n) = tail_slices(parts, sent);
+        for slice in &rest[..n] {
+            self.out.extend_from_slice(slice);
+        }
         Ok(())
     }
 
     /// Ends our side after an orderly close and starts lingering.
-    pub(crate) fn start_linger(&mut self) {
+    pub(crate) fn start_linger(&mut self, now: Instant) {
         let _ = self.sock.shutdown(Shutdown::Write);
         self.phase = Phase::Lingering;
+        self.since = now;
         self.out = Vec::new();
         self.out_pos = 0;
+        self.partial = Vec::new();
     }
+}
+
+/// The non-empty parts of a message (at most 3: head, body, tail) from byte `skip` on, without
+/// allocating.
+fn tail_slices<'a>(parts: &[&'a [u8]], mut skip: usize) -> ([IoSlice<'a>; 3], usize) {
+    let mut out = [IoSlice::new(&[]); 3];
+    let mut n = 0;
+    for p in parts {
+        if skip >= p.len() {
+            skip -= p.len();
+        } else {
+            out[n] = IoSlice::new(&p[skip..]);
+            n += 1;
+            skip = 0;
+        }
+    }
+    (out, n)
 }
 
 /// A connection as callbacks see it: borrowed for the duration of one callback.
@@ -131,9 +189,15 @@ impl<'a> Conn<'a> {
         self.st.sock.peer_addr().map_err(|e| Error::io("getpeername", e))
     }
 
-    /// Sends `data`: written at once as far as the socket takes it, the rest copied to the queue.
+    /// Sends `data` (copied if it cannot be written at once).
     pub fn send(&mut self, data: &[u8]) -> Result<()> {
-        self.st.send(data)
+        self.st.send(&[data])
+    }
+
+    /// Sends `msg` as one message in the connection's framing.
+    pub fn send_frame(&mut self, msg: &[u8]) -> Result<()> {
+        let (head, head_len, tail) = framing::envelope(self.st.svc.opts.framing, msg)?;
+        self.st.send(&[&head[..head_len], msg, tail])
     }
 
     /// Closes the connection once everything queued so far has been written.
@@ -146,5 +210,15 @@ impl<'a> Conn<'a> {
     /// Bytes queued and not yet written.
     pub fn pending(&self) -> usize {
         self.st.pending()
+    }
+
+    /// The application's word of per-connection state (0 until set).
+    pub fn user(&self) -> usize {
+        self.st.user
+    }
+
+    /// Stores the application's word of per-connection state.
+    pub fn set_user(&mut self, user: usize) {
+        self.st.user = user;
     }
 }

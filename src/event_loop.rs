@@ -1,14 +1,18 @@
-//! What a server's handles share with its loop thread: the stop flag, the waker that interrupts
-//! the poll, and the "stopped" signal that `wait` blocks on.
+//! A group of loop threads and what their handles share with them: the stop flag, one waker
+//! and one inbox per loop, the counters, and the "all stopped" signal that `wait` blocks on.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
-use std::thread::ThreadId;
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::thread::{JoinHandle, ThreadId};
 use std::time::{Duration, Instant};
 
-use mio::{Token, Waker};
+use mio::{Poll, Token, Waker};
+use socket2::Socket;
 
 use crate::error::{Error, Result};
+use crate::stats::{LoopStats, Stats};
+use crate::tcp::Service;
 
 /// The poll token of the waker, the same in every loop.
 pub(crate) const WAKER: Token = Token(1);
@@ -19,66 +23,190 @@ pub(crate) const READS_PER_TURN: usize = 16;
 /// Size of the one read buffer each loop owns (connections own none).
 pub(crate) const READ_BUF: usize = 64 * 1024;
 
-pub(crate) struct Control {
-    stop: AtomicBool,
-    waker: Waker,
-    loop_thread: OnceLock<ThreadId>,
-    done: Mutex<bool>,
-    done_cv: Condvar,
+/// Work handed to a loop by other threads.
+pub(crate) enum Cmd {
+    /// Write bytes (`frame`: as one framed message) to a connection.
+    Send { id: u64, data: Vec<u8>, frame: bool },
+    /// Close a connection after its queue is flushed.
+    Close { id: u64 },
+    /// Close a connection at once (reason `Stopped`), then report on `done`.
+    Drop { id: u64, done: std::sync::mpsc::Sender<()> },
+    /// Take over a connected client socket.
+    Adopt { id: u64, sock: Socket, svc: Arc<Service> },
 }
 
-impl Control {
-    pub(crate) fn new(waker: Waker) -> Control {
-        Control {
-            stop: AtomicBool::new(false),
-            waker,
-            loop_thread: OnceLock::new(),
-            done: Mutex::new(false),
-            done_cv: Condvar::new(),
-        }
+pub(crate) struct Inbox {
+    /// Ids of this loop's open connections, so that senders learn of a stale id at once.
+    pub(crate) live: HashSet<u64>,
+    pub(crate) cmds: Vec<Cmd>,
+}
+
+/// What one loop thread shares with the other threads.
+pub(crate) struct LoopShared {
+    index: u64,
+    waker: Waker,
+    pub(crate) inbox: Mutex<Inbox>,
+    pub(crate) stats: LoopStats,
+    next_seq: AtomicU64,
+    thread: OnceLock<ThreadId>,
+}
+
+impl LoopShared {
+    /// A new connection id: the loop's index in the low 8 bits, so any thread can route by id;
+    /// a per-loop sequence above, so ids are never reused and never 0.
+    pub(crate) fn new_id(&self) -> u64 {
+        (self.next_seq.fetch_add(1, Ordering::Relaxed) << 8) | self.index
     }
 
-    /// Asks the loop to stop. Only an atomic store and an eventfd write: safe in a signal handler.
+    /// Queues `cmd` (for an open connection `id`, if given) and wakes the loop unless it was
+    /// already woken for earlier commands it has not yet taken.
+    pub(crate) fn push(&self, group: &Group, id: Option<u64>, cmd: Cmd) -> Result<()> {
+        let mut inbox = lock(&self.inbox);
+        if group.stopping() {
+            return Err(Error::Closed("stopped".into()));
+        }
+        if let Some(id) = id.filter(|id| !inbox.live.contains(id)) {
+            return Err(Error::Closed(format!("no open connection with id {id}").into()));
+        }
+        if let Cmd::Adopt { id, .. } = &cmd {
+            inbox.live.insert(*id);
+        }
+        let first = inbox.cmds.is_empty();
+        inbox.cmds.push(cmd);
+        drop(inbox);
+        if first {
+            let _ = self.waker.wake();
+        }
+        Ok(())
+    }
+
+    pub(crate) fn is_current(&self) -> bool {
+        self.thread.get() == Some(&std::thread::current().id())
+    }
+}
+
+/// The loop threads of one server, or of client connections sharing them.
+pub(crate) struct Group {
+    stop: AtomicBool,
+    pub(crate) loops: Vec<LoopShared>,
+    /// Connections open across all loops (for the connection limit).
+    pub(crate) active: AtomicUsize,
+    next_loop: AtomicUsize,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    finished: Mutex<usize>,
+    finished_cv: Condvar,
+}
+
+impl Group {
+    /// Creates `n` loops' shared parts and their polls (handed to the threads by `spawn`).
+    pub(crate) fn new(n: usize) -> Result<(Arc<Group>, Vec<Poll>)> {
+        let mut polls = Vec::with_capacity(n);
+        let mut loops = Vec::with_capacity(n);
+        for index in 0..n {
+            let poll = Poll::new().map_err(|e| Error::io("epoll_create", e))?;
+            let waker = Waker::new(poll.registry(), WAKER).map_err(|e| Error::io("eventfd", e))?;
+            loops.push(LoopShared {
+                index: index as u64,
+                waker,
+                inbox: Mutex::new(Inbox { live: HashSet::new(), cmds: Vec::new() }),
+                stats: LoopStats::default(),
+                next_seq: AtomicU64::new(1),
+                thread: OnceLock::new(),
+            });
+            polls.push(poll);
+        }
+        let group = Group {
+            stop: AtomicBool::new(false),
+            loops,
+            active: AtomicUsize::new(0),
+            next_loop: AtomicUsize::new(0),
+            threads: Mutex::new(Vec::new()),
+            finished: Mutex::new(0),
+            finished_cv: Condvar::new(),
+        };
+        Ok((Arc::new(group), polls))
+    }
+
+    /// Starts one thread per loop, each running `body(loop index, its poll)`.
+    pub(crate) fn spawn<F>(self: &Arc<Group>, polls: Vec<Poll>, body: F) -> Result<()>
+    where
+        F: Fn(usize, Poll) + Clone + Send + 'static,
+    {
+        let mut threads = lock(&self.threads);
+        for (index, poll) in polls.into_iter().enumerate() {
+            let (group, body) = (self.clone(), body.clone());
+            let spawned = std::thread::Builder::new().name(format!("netsock-loop-{index}")).spawn(move || {
+                let _ = group.loops[index].thread.set(std::thread::current().id());
+                body(index, poll);
+                *lock(&group.finished) += 1;
+                group.finished_cv.notify_all();
+            });
+            match spawned {
+                Ok(handle) => threads.push(handle),
+                Err(e) => {
+                    drop(threads);
+                    self.stop();
+                    return Err(Error::io("spawning a loop thread", e));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Asks every loop to stop. Only atomic stores and eventfd writes: safe in a signal handler.
     pub(crate) fn stop(&self) {
         self.stop.store(true, Ordering::Release);
-        let _ = self.waker.wake();
+        for l in &self.loops {
+            let _ = l.waker.wake();
+        }
     }
 
     pub(crate) fn stopping(&self) -> bool {
         self.stop.load(Ordering::Acquire)
     }
 
-    pub(crate) fn wake(&self) {
-        let _ = self.waker.wake();
-    }
-
-    /// Called first thing on the loop thread.
-    pub(crate) fn enter_loop(&self) {
-        let _ = self.loop_thread.set(std::thread::current().id());
-    }
-
+    /// Whether the calling thread is one of this group's loops (a callback of ours is running).
     pub(crate) fn on_loop_thread(&self) -> bool {
-        self.loop_thread.get() == Some(&std::thread::current().id())
+        self.loops.iter().any(LoopShared::is_current)
     }
 
-    /// Called last thing on the loop thread: releases every `wait`.
-    pub(crate) fn finish(&self) {
-        *lock(&self.done) = true;
-        self.done_cv.notify_all();
+    /// The loop that owns connection `id`.
+    pub(crate) fn loop_of(&self, id: u64) -> Result<&LoopShared> {
+        self.loops.get((id & 0xff) as usize).ok_or_else(|| Error::Closed(format!("no open connection with id {id}").into()))
     }
 
-    /// Blocks until the loop has finished.
+    /// The next loop in turn, for a new client connection.
+    pub(crate) fn pick_loop(&self) -> &LoopShared {
+        &self.loops[self.next_loop.fetch_add(1, Ordering::Relaxed) % self.loops.len()]
+    }
+
+    pub(crate) fn stats(&self) -> Stats {
+        Stats::sum(self.loops.iter().map(|l| &l.stats))
+    }
+
+    /// Blocks until every started loop has finished.
     pub(crate) fn wait(&self) -> Result<()> {
         if self.on_loop_thread() {
-            return Err(Error::Misuse(
-                "waiting for a server inside its own callback would deadlock".into(),
-            ));
+            return Err(Error::Misuse("waiting for a server inside its own callback would deadlock".into()));
         }
-        let mut done = lock(&self.done);
-        while !*done {
-            done = self.done_cv.wait(done).unwrap_or_else(|p| p.into_inner());
+        let started = lock(&self.threads).len();
+        let mut finished = lock(&self.finished);
+        while *finished < started {
+            finished = self.finished_cv.wait(finished).unwrap_or_else(|p| p.into_inner());
         }
         Ok(())
+    }
+
+    /// Stops the loops and joins their threads. From one of its own loop threads it cannot
+    /// join: the loops end by themselves once the running callback returns.
+    pub(crate) fn shutdown(&self) {
+        self.stop();
+        if self.on_loop_thread() {
+            return;
+        }
+        for handle in std::mem::take(&mut *lock(&self.threads)) {
+            let _ = handle.join();
+        }
     }
 }
 

@@ -1,153 +1,154 @@
-//! A server handle: binds at creation, runs its loop on a thread of its own once started, and
-//! stops, waits and sends from any thread.
+//! A server handle: binds at creation, runs its loop threads once started, and stops, waits,
+//! sends and reports from any thread.
 
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 
-use mio::{Poll, Waker};
+use mio::Poll;
 use socket2::{SockAddr, Type};
 
 use crate::addr::{self, Addr};
 use crate::error::{Error, Result};
-use crate::event_loop::{Control, WAKER, lock};
+use crate::event_loop::{Cmd, Group, lock};
+use crate::options::Options;
 use crate::socket::{self, Bound};
-use crate::tcp::{self, Inbox, TcpHandler};
+use crate::stats::{Counter, Stats};
+use crate::tcp::{self, Service, TcpHandler};
 use crate::udp::{self, Responder, UdpHandler};
 
-/// A bound TCP or UDP server. Dropping it stops it and waits for its loop to end.
+/// A bound TCP or UDP server. Dropping it stops it and waits for its loops to end.
 pub struct Server {
-    control: Arc<Control>,
-    kind: Kind,
-    local: SockAddr,
-    /// The poll (and the TCP listener), until `start` moves them to the loop thread.
-    setup: Mutex<Option<(Poll, Option<Bound>)>>,
-    thread: Mutex<Option<JoinHandle<()>>>,
-}
-
-enum Kind {
-    Tcp(Arc<Mutex<Inbox>>),
-    /// The datagram socket, shared so that replies can be sent from any thread.
-    Udp(Arc<Bound>),
+    group: Arc<Group>,
+    bound: Arc<Bound>,
+    kind: Type,
+    opts: Options,
+    /// Datagrams sent by replies, from any thread.
+    replies: Arc<Counter>,
+    /// The loops' polls, until `start` hands them to the threads.
+    polls: Mutex<Option<Vec<Poll>>>,
 }
 
 impl Server {
     /// Binds a TCP (or `unix:` stream) server socket and starts listening. It serves nothing
     /// until [`Server::start_tcp`].
-    pub fn tcp(addr: &str) -> Result<Server> {
-        let bound = socket::bind(&Addr::parse(addr)?, Type::STREAM)?;
-        Server::new(bound, |b| (Kind::Tcp(Arc::new(Mutex::new(Inbox::new()))), Some(b)))
+    pub fn tcp(addr: &str, opts: &Options) -> Result<Server> {
+        Server::bind(addr, Type::STREAM, opts)
     }
 
     /// Binds a UDP (or `unix:` datagram) server socket. It serves nothing until
     /// [`Server::start_udp`].
-    pub fn udp(addr: &str) -> Result<Server> {
-        let bound = socket::bind(&Addr::parse(addr)?, Type::DGRAM)?;
-        Server::new(bound, |b| (Kind::Udp(Arc::new(b)), None))
+    pub fn udp(addr: &str, opts: &Options) -> Result<Server> {
+        Server::bind(addr, Type::DGRAM, opts)
     }
 
-    fn new(bound: Bound, split: impl FnOnce(Bound) -> (Kind, Option<Bound>)) -> Result<Server> {
-        let poll = Poll::new().map_err(|e| Error::io("epoll_create", e))?;
-        let waker = Waker::new(poll.registry(), WAKER).map_err(|e| Error::io("eventfd", e))?;
-        let local = bound.local.clone();
-        let (kind, listener) = split(bound);
+    fn bind(addr: &str, kind: Type, opts: &Options) -> Result<Server> {
+        let bound = socket::bind(&Addr::parse(addr)?, kind, opts.backlog)?;
+        let (group, polls) = Group::new(opts.loop_count())?;
         Ok(Server {
-            control: Arc::new(Control::new(waker)),
+            group,
+            bound: Arc::new(bound),
             kind,
-            local,
-            setup: Mutex::new(Some((poll, listener))),
-            thread: Mutex::new(None),
+            opts: opts.clone(),
+            replies: Arc::default(),
+            polls: Mutex::new(Some(polls)),
         })
     }
 
-    /// Starts serving TCP connections on a new loop thread.
+    fn take_polls(&self) -> Result<Vec<Poll>> {
+        lock(&self.polls).take().ok_or_else(|| Error::Misuse("the server was already started".into()))
+    }
+
+    /// Starts serving TCP connections on the loop threads.
     pub fn start_tcp<H: TcpHandler>(&self, handler: H) -> Result<()> {
-        let Kind::Tcp(inbox) = &self.kind else {
+        if self.kind != Type::STREAM {
             return Err(Error::Invalid("not a TCP server".into()));
-        };
-        let (control, inbox) = (self.control.clone(), inbox.clone());
-        self.spawn(move |poll, listener| {
-            if let Some(listener) = listener {
-                tcp::run(poll, listener, control, inbox, handler);
-            }
+        }
+        let svc = Arc::new(Service { handler: Arc::new(handler), opts: self.opts.clone() });
+        let (group, bound) = (self.group.clone(), self.bound.clone());
+        self.group.spawn(self.take_polls()?, move |index, poll| {
+            tcp::run(&group, index, poll, Some((bound.clone(), svc.clone())));
         })
     }
 
-    /// Starts serving datagrams on a new loop thread.
+    /// Starts serving datagrams on the loop threads.
     pub fn start_udp<H: UdpHandler>(&self, handler: H) -> Result<()> {
-        let Kind::Udp(bound) = &self.kind else {
+        if self.kind != Type::DGRAM {
             return Err(Error::Invalid("not a UDP server".into()));
-        };
-        let (control, bound) = (self.control.clone(), bound.clone());
-        self.spawn(move |poll, _| udp::run(poll, &bound.sock, &control, handler))
-    }
-
-    fn spawn(&self, body: impl FnOnce(Poll, Option<Bound>) + Send + 'static) -> Result<()> {
-        let (poll, listener) = lock(&self.setup)
-            .take()
-            .ok_or_else(|| Error::Misuse("the server was already started".into()))?;
-        let handle = std::thread::Builder::new()
-            .name("netsock-loop".into())
-            .spawn(move || body(poll, listener))
-            .map_err(|e| Error::io("spawning the loop thread", e))?;
-        *lock(&self.thread) = Some(handle);
-        Ok(())
+        }
+        let handler: Arc<dyn UdpHandler> = Arc::new(handler);
+        let (group, bound, replies) = (self.group.clone(), self.bound.clone(), self.replies.clone());
+        self.group.spawn(self.take_polls()?, move |index, poll| {
+            udp::run(&group, index, poll, &bound.sock, &replies, &*handler);
+        })
     }
 
     /// The bound address (after port 0, the port the OS chose).
     pub fn local_addr(&self) -> &SockAddr {
-        &self.local
+        &self.bound.local
     }
 
     /// The bound port; 0 for a Unix-domain server.
     pub fn port(&self) -> u16 {
-        self.local.as_socket().map_or(0, |a| a.port())
+        self.bound.local.as_socket().map_or(0, |a| a.port())
     }
 
     /// The bound address as text, in the form [`Addr::parse`] reads.
     pub fn addr_text(&self) -> String {
-        addr::format(&self.local)
+        addr::format(&self.bound.local)
     }
 
     /// Asks the server to stop and returns at once. Safe from any thread and from a signal
-    /// handler: it only stores a flag and writes to an eventfd.
+    /// handler: it only stores a flag and writes to eventfds.
     pub fn stop(&self) {
-        self.control.stop();
+        self.group.stop();
     }
 
-    /// Blocks until the server's loop has ended (after [`Server::stop`]).
+    /// Blocks until the server's loops have ended (after [`Server::stop`]).
     pub fn wait(&self) -> Result<()> {
-        if lock(&self.setup).is_some() {
+        if lock(&self.polls).is_some() {
             return Err(Error::Misuse("the server was never started".into()));
         }
-        self.control.wait()
+        self.group.wait()
     }
 
-    /// Sends `data` (copied) to the TCP connection `id` from any thread.
+    /// Sends `data` (copied) to the TCP connection `id`, from any thread.
     pub fn send(&self, id: u64, data: &[u8]) -> Result<()> {
-        match &self.kind {
-            Kind::Tcp(inbox) => tcp::send_from_any_thread(&self.control, inbox, id, data),
-            Kind::Udp(_) => Err(Error::Invalid("connection sends need a TCP server".into())),
+        self.send_cmd(id, data, false)
+    }
+
+    /// Sends `msg` (copied) as one message in the server's framing, from any thread.
+    pub fn send_frame(&self, id: u64, msg: &[u8]) -> Result<()> {
+        self.send_cmd(id, msg, true)
+    }
+
+    fn send_cmd(&self, id: u64, data: &[u8], frame: bool) -> Result<()> {
+        if self.kind != Type::STREAM {
+            return Err(Error::Invalid("connection sends need a TCP server".into()));
         }
+        let cmd = Cmd::Send { id, data: data.to_vec(), frame };
+        self.group.loop_of(id)?.push(&self.group, Some(id), cmd)
     }
 
     /// Sends one datagram from a UDP server's socket to `to`, from any thread.
     pub fn reply(&self, to: &SockAddr, data: &[u8]) -> Result<()> {
-        match &self.kind {
-            Kind::Udp(_) if self.control.stopping() => Err(Error::Closed("the server has stopped".into())),
-            Kind::Udp(bound) => Responder::new(&bound.sock).reply(to, data),
-            Kind::Tcp(_) => Err(Error::Invalid("datagram replies need a UDP server".into())),
+        if self.kind != Type::DGRAM {
+            return Err(Error::Invalid("datagram replies need a UDP server".into()));
         }
+        if self.group.stopping() {
+            return Err(Error::Closed("the server has stopped".into()));
+        }
+        Responder::new(&self.bound.sock, &self.replies).reply(to, data)
+    }
+
+    /// The server's counters.
+    pub fn stats(&self) -> Stats {
+        let mut stats = self.group.stats();
+        stats.datagrams_out += self.replies.get();
+        stats
     }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        self.stop();
-        let handle = lock(&self.thread).take();
-        // Dropped inside its own callback, the loop cannot be joined: it ends by itself once the
-        // callback returns, since it is stopping.
-        if let Some(handle) = handle.filter(|_| !self.control.on_loop_thread()) {
-            let _ = handle.join();
-        }
+        self.group.shutdown();
     }
 }

@@ -12,9 +12,6 @@ use crate::addr::Addr;
 use crate::error::{Error, Result};
 use crate::event_loop::time_left;
 
-/// How many pending connections the kernel may hold for a listener.
-const BACKLOG: i32 = 1024;
-
 /// A bound server socket. A Unix socket file it created is removed when it is dropped.
 #[derive(Debug)]
 pub struct Bound {
@@ -31,8 +28,8 @@ impl Drop for Bound {
     }
 }
 
-/// Binds a non-blocking server socket of type `ty` (stream sockets also listen).
-pub fn bind(addr: &Addr, ty: Type) -> Result<Bound> {
+/// Binds a non-blocking server socket of type `ty` (stream sockets also listen, with `backlog`).
+pub fn bind(addr: &Addr, ty: Type, backlog: i32) -> Result<Bound> {
     let target = addr
         .sock_addrs()?
         .into_iter()
@@ -59,7 +56,7 @@ pub fn bind(addr: &Addr, ty: Type) -> Result<Bound> {
         unlink,
     };
     if ty == Type::STREAM {
-        bound.sock.listen(BACKLOG).map_err(|e| Error::io("listen", e))?;
+        bound.sock.listen(backlog).map_err(|e| Error::io("listen", e))?;
     }
     bound
         .sock

@@ -1,33 +1,48 @@
-//! The TCP (and Unix stream) server loop: accepts, reads into the loop's one buffer, hands each
-//! chunk to the handler, writes queued output when the socket drains, and closes connections
-//! exactly once with a reason.
+//! The TCP (and Unix stream) loop: accepts (for a server) or adopts (for clients), reads into
+//! the loop's one buffer, frames, hands messages to the handler, writes queued output as the
+//! socket drains, applies backpressure, limits and timeouts, and closes each connection exactly
+//! once with a reason.
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::io::{self, Read};
 use std::os::fd::AsRawFd;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
-use socket2::Socket;
+use socket2::{Socket, TcpKeepalive};
 
 use crate::conn::{Conn, ConnState, Phase};
 use crate::error::{Error, Result};
-use crate::event_loop::{Control, READ_BUF, READS_PER_TURN, WAKER, lock};
+use crate::event_loop::{Cmd, Group, LoopShared, READ_BUF, READS_PER_TURN, WAKER, lock};
+use crate::framing::{self, Framing};
+use crate::log::log;
+use crate::options::Options;
 use crate::panic::guard;
 use crate::socket::Bound;
 
-/// Callbacks of a TCP server. All run on the server's loop thread, one at a time.
-pub trait TcpHandler: Send + 'static {
-    /// A connection was accepted.
-    fn on_open(&mut self, _conn: &mut Conn<'_>) {}
-    /// A chunk of bytes arrived, as the kernel delivered it (no message boundaries).
-    fn on_data(&mut self, conn: &mut Conn<'_>, data: &[u8]);
+/// Callbacks of TCP connections. A connection's callbacks all run on one loop thread, in
+/// order; a server with several loop threads calls them concurrently for different connections.
+pub trait TcpHandler: Send + Sync + 'static {
+    /// A connection was accepted (or a client connection started).
+    fn on_open(&self, _conn: &mut Conn<'_>) {}
+    /// Bytes arrived: a chunk as read (raw framing) or one whole message (line, len32).
+    fn on_data(&self, conn: &mut Conn<'_>, data: &[u8]);
+    /// The queue, after rising above the low-water mark (which pauses reading), fell below it.
+    fn on_drain(&self, _conn: &mut Conn<'_>) {}
     /// The connection ended: `Ok` for an orderly close, the error otherwise. Runs exactly once
     /// for each connection that was opened.
-    fn on_close(&mut self, _conn: &mut Conn<'_>, _reason: &Result<()>) {}
+    fn on_close(&self, _conn: &mut Conn<'_>, _reason: &Result<()>) {}
+}
+
+/// A handler with the options its connections follow.
+pub(crate) struct Service {
+    pub(crate) handler: Arc<dyn TcpHandler>,
+    pub(crate) opts: Options,
 }
 
 const LISTENER: Token = Token(0);
@@ -36,154 +51,163 @@ const FIRST_CONN: usize = 2;
 /// How long a closed connection may linger, discarding the peer's late data.
 const LINGER: Duration = Duration::from_secs(2);
 
-/// Work handed to the loop by other threads.
-pub(crate) struct Inbox {
-    /// Open connections: id to slab key, so senders can tell a stale id at once.
-    live: HashMap<u64, usize>,
-    sends: Vec<(usize, u64, Vec<u8>)>,
-}
-
-impl Inbox {
-    pub(crate) fn new() -> Inbox {
-        Inbox {
-            live: HashMap::new(),
-            sends: Vec::new(),
-        }
-    }
-}
-
-/// Queues `data` for connection `id` and wakes the loop if it was not already woken.
-pub(crate) fn send_from_any_thread(control: &Control, inbox: &Mutex<Inbox>, id: u64, data: &[u8]) -> Result<()> {
-    let mut inbox = lock(inbox);
-    if control.stopping() {
-        return Err(Error::Closed("the server has stopped".into()));
-    }
-    let key = *inbox
-        .live
-        .get(&id)
-        .ok_or_else(|| Error::Closed(format!("no open connection with id {id}").into()))?;
-    let first = inbox.sends.is_empty();
-    inbox.sends.push((key, id, data.to_vec()));
-    drop(inbox);
-    if first {
-        control.wake();
-    }
-    Ok(())
-}
-
-struct TcpLoop<H> {
-    handler: H,
-    control: Arc<Control>,
-    inbox: Arc<Mutex<Inbox>>,
+struct TcpLoop<'g> {
+    group: &'g Group,
+    me: &'g LoopShared,
+    poll: Poll,
+    /// A server's listening socket and its service (slot 0 of `services`).
+    listener: Option<Arc<Bound>>,
+    services: Slab<Arc<Service>>,
     conns: Slab<ConnState>,
-    next_id: u64,
+    ids: HashMap<u64, usize>,
     buf: Vec<u8>,
     /// Connections that still had input when their turn ended.
     again: Vec<(usize, u64)>,
-    /// Lingering connections by deadline (all lingers are equally long, so this stays sorted).
-    lingering: VecDeque<(Instant, usize, u64)>,
-    inet: bool,
+    /// Idle and linger deadlines; an entry is checked against the connection when it is due.
+    timers: BinaryHeap<Reverse<(Instant, usize, u64)>>,
+    now: Instant,
+    /// Set once stopping began: when queued output stops being flushed.
+    drain_until: Option<Instant>,
 }
 
-/// Runs the loop until the server is stopped.
-pub(crate) fn run<H: TcpHandler>(
-    mut poll: Poll,
-    listener: Bound,
-    control: Arc<Control>,
-    inbox: Arc<Mutex<Inbox>>,
-    handler: H,
-) {
-    control.enter_loop();
+/// Runs loop `index` of `group` until the group stops. A server loop gets its listener and
+/// service; a client loop gets neither and adopts connected sockets from its inbox.
+pub(crate) fn run(group: &Group, index: usize, poll: Poll, listener: Option<(Arc<Bound>, Arc<Service>)>) {
+    let mut services = Slab::new();
+    let listener = listener.map(|(bound, svc)| {
+        services.insert(svc);
+        bound
+    });
     let mut lp = TcpLoop {
-        handler,
-        control: control.clone(),
-        inbox,
+        group,
+        me: &group.loops[index],
+        poll,
+        listener,
+        services,
         conns: Slab::new(),
-        next_id: 1,
+        ids: HashMap::new(),
         buf: vec![0; READ_BUF],
         again: Vec::new(),
-        lingering: VecDeque::new(),
-        inet: listener.local.as_socket().is_some(),
+        timers: BinaryHeap::new(),
+        now: Instant::now(),
+        drain_until: None,
     };
-    let fd = listener.sock.as_raw_fd();
-    if poll
-        .registry()
-        .register(&mut SourceFd(&fd), LISTENER, Interest::READABLE)
-        .is_ok()
-    {
-        let mut events = Events::with_capacity(1024);
-        while !control.stopping() {
-            let timeout = if lp.again.is_empty() {
-                lp.next_deadline()
-            } else {
-                Some(Duration::ZERO)
-            };
-            if let Err(e) = poll.poll(&mut events, timeout) {
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                break;
-            }
-            for key in std::mem::take(&mut lp.again) {
-                lp.read_again(key);
-            }
-            for ev in events.iter() {
-                if control.stopping() {
-                    break;
-                }
-                match ev.token() {
-                    LISTENER => lp.accept(&poll, &listener.sock),
-                    WAKER => lp.drain_inbox(),
-                    Token(t) => lp.ready(
-                        t - FIRST_CONN,
-                        ev.is_readable() || ev.is_read_closed(),
-                        ev.is_writable(),
-                    ),
-                }
-            }
-            lp.expire_lingering();
-        }
+    if let Err(e) = lp.serve() {
+        log!(Error, "loop {index} failed: {e}");
     }
     lp.close_all();
-    drop(listener);
-    control.finish();
+    lp.drain_inbox();
 }
 
-impl<H: TcpHandler> TcpLoop<H> {
-    fn accept(&mut self, poll: &Poll, listener: &Socket) {
+impl TcpLoop<'_> {
+    fn serve(&mut self) -> Result<()> {
+        if let Some(l) = &self.listener {
+            let fd = l.sock.as_raw_fd();
+            self.poll.registry().register(&mut SourceFd(&fd), LISTENER, Interest::READABLE).map_err(|e| Error::io("epoll_ctl", e))?;
+        }
+        let mut events = Events::with_capacity(1024);
         loop {
-            match listener.accept4(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC) {
-                Ok((sock, _)) => self.open(poll, sock),
+            if self.group.stopping() && self.stop_step() {
+                return Ok(());
+            }
+            let timeout = if self.again.is_empty() { self.next_timeout() } else { Some(Duration::ZERO) };
+            match self.poll.poll(&mut events, timeout) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Error::io("epoll_wait", e)),
+            }
+            self.now = Instant::now();
+            for key in std::mem::take(&mut self.again) {
+                self.read_again(key);
+            }
+            for ev in events.iter() {
+                match ev.token() {
+                    LISTENER if self.drain_until.is_none() => self.accept(),
+                    LISTENER => {}
+                    WAKER => self.drain_inbox(),
+                    Token(t) => self.ready(t - FIRST_CONN, ev.is_readable() || ev.is_read_closed(), ev.is_writable()),
+                }
+            }
+            self.expire_timers();
+        }
+    }
+
+    /// One step of stopping; true when the loop may end. Without a drain timeout every
+    /// connection closes at once; with one, reading stops, idle connections close, and the
+    /// others close as their queues empty or when the time is up.
+    fn stop_step(&mut self) -> bool {
+        let Some(until) = self.drain_until else {
+            if let Some(l) = &self.listener {
+                let _ = self.poll.registry().deregister(&mut SourceFd(&l.sock.as_raw_fd()));
+            }
+            let Some(drain) = self.services.get(0).and_then(|s| s.opts.drain_timeout).filter(|_| self.listener.is_some())
+            else {
+                return true;
+            };
+            self.drain_until = Some(self.now + drain);
+            let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+            for key in keys {
+                self.settle(key);
+            }
+            return self.conns.iter().all(|(_, st)| st.phase == Phase::Lingering);
+        };
+        Instant::now() >= until || self.conns.iter().all(|(_, st)| st.phase == Phase::Lingering)
+    }
+
+    fn accept(&mut self) {
+        let Some(listener) = self.listener.clone() else { return };
+        let max = self.services[0].opts.max_conns;
+        loop {
+            match listener.sock.accept4(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC) {
+                Ok((sock, _)) if max > 0 && self.group.active.load(Ordering::Relaxed) >= max => {
+                    self.me.stats.rejected.add(1);
+                    log!(Info, "connection refused: {max} connections are open (the limit)");
+                    drop(sock);
+                }
+                Ok((sock, _)) => {
+                    let id = self.me.new_id();
+                    lock(&self.me.inbox).live.insert(id);
+                    self.open(sock, id, 0);
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted || e.kind() == io::ErrorKind::ConnectionAborted => {}
-                Err(_) => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    log!(Warn, "accept failed: {e}");
+                    return;
+                }
             }
         }
     }
 
-    fn open(&mut self, poll: &Poll, sock: Socket) {
-        if self.inet {
-            let _ = sock.set_tcp_nodelay(true);
+    /// Registers a connection (already listed as live) and runs `on_open`.
+    fn open(&mut self, sock: Socket, id: u64, svc: usize) {
+        let opts = &self.services[svc].opts;
+        if sock.local_addr().is_ok_and(|a| a.as_socket().is_some()) {
+            let _ = sock.set_tcp_nodelay(opts.nodelay);
+            if let Some(idle) = opts.keepalive {
+                let _ = sock.set_tcp_keepalive(&TcpKeepalive::new().with_time(idle));
+            }
         }
-        let id = self.next_id;
         let entry = self.conns.vacant_entry();
         let key = entry.key();
         let fd = sock.as_raw_fd();
-        if poll
-            .registry()
-            .register(
-                &mut SourceFd(&fd),
-                Token(key + FIRST_CONN),
-                Interest::READABLE | Interest::WRITABLE,
-            )
-            .is_err()
-        {
+        let registered =
+            self.poll.registry().register(&mut SourceFd(&fd), Token(key + FIRST_CONN), Interest::READABLE | Interest::WRITABLE);
+        if let Err(e) = registered {
+            log!(Warn, "cannot poll a new connection: {e}");
+            lock(&self.me.inbox).live.remove(&id);
+            self.release_service(svc);
             return;
         }
-        self.next_id += 1;
-        entry.insert(ConnState::new(sock, id));
-        lock(&self.inbox).live.insert(id, key);
-        let st = &mut self.conns[key];
-        if let Err(e) = guard(|| self.handler.on_open(&mut Conn::new(st))) {
+        entry.insert(ConnState::new(sock, id, svc, self.now));
+        self.ids.insert(id, key);
+        self.group.active.fetch_add(1, Ordering::Relaxed);
+        self.me.stats.opened.add(1);
+        if let Some(idle) = opts.idle_timeout {
+            self.timers.push(Reverse((self.now + idle, key, id)));
+        }
+        let (st, svc) = (&mut self.conns[key], &self.services[svc]);
+        if let Err(e) = guard(|| svc.handler.on_open(&mut Conn::new(st, svc))) {
             st.failed = Some(e);
         }
         self.settle(key);
@@ -205,28 +229,27 @@ impl<H: TcpHandler> TcpLoop<H> {
     }
 
     fn read_again(&mut self, (key, id): (usize, u64)) {
-        if self
-            .conns
-            .get(key)
-            .is_some_and(|st| st.id == id && st.phase != Phase::Closed)
-        {
+        if self.conns.get(key).is_some_and(|st| st.id == id && st.phase == Phase::Open) {
             self.ready(key, true, false);
         }
     }
 
-    /// Reads until the socket is empty, handing each chunk to `on_data`.
+    /// Reads a turn's worth from the socket, handing chunks or messages to `on_data`.
     fn read(&mut self, key: usize) {
         let st = &mut self.conns[key];
+        let svc = &self.services[st.svc];
         for _ in 0..READS_PER_TURN {
-            if st.phase != Phase::Open || st.failed.is_some() || st.peer_eof {
+            if st.phase != Phase::Open || st.failed.is_some() || st.peer_eof || st.paused || self.drain_until.is_some() {
                 return;
             }
             match (&st.sock).read(&mut self.buf) {
                 Ok(0) => st.peer_eof = true,
                 Ok(n) => {
-                    let data = &self.buf[..n];
-                    if let Err(e) = guard(|| self.handler.on_data(&mut Conn::new(st), data)) {
-                        st.failed = Some(e);
+                    self.me.stats.bytes_in.add(n as u64);
+                    st.since = self.now;
+                    deliver(st, svc, &self.buf[..n]);
+                    if matches!(st.failed, Some(Error::Limit(_))) {
+                        self.me.stats.frames_too_large.add(1);
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -237,7 +260,7 @@ impl<H: TcpHandler> TcpLoop<H> {
         self.again.push((key, st.id));
     }
 
-    /// Reads and drops a lingering connection's input; closes it at the peer's end.
+    /// Reads and drops a lingering connection's input; removes it at the peer's end.
     fn discard(&mut self, key: usize) {
         let st = &mut self.conns[key];
         loop {
@@ -249,77 +272,182 @@ impl<H: TcpHandler> TcpLoop<H> {
                 Err(_) => break,
             }
         }
-        self.conns.remove(key);
+        self.remove(key);
     }
 
-    /// Closes the connection if its state says it is time.
+    /// After anything happened to a connection: counts its output, applies backpressure, and
+    /// closes it if its state says it is time.
     fn settle(&mut self, key: usize) {
         let st = &mut self.conns[key];
+        let svc = &self.services[st.svc];
+        if st.written > 0 {
+            self.me.stats.bytes_out.add(st.written as u64);
+            st.written = 0;
+            st.since = self.now;
+        }
+        let low_water = svc.opts.low_water();
+        if st.paused && st.pending() <= low_water && st.failed.is_none() {
+            st.paused = false;
+            if let Err(e) = guard(|| svc.handler.on_drain(&mut Conn::new(st, svc))) {
+                st.failed = Some(e);
+            }
+            // Input that arrived while paused raised no new event: read it now.
+            self.read(key);
+            return self.settle(key);
+        }
         if let Some(e) = st.failed.take() {
             self.close(key, Err(e));
+        } else if self.drain_until.is_some() && st.pending() == 0 {
+            self.close(key, Err(Error::Stopped));
         } else if (st.phase == Phase::Closing || st.peer_eof) && st.pending() == 0 {
             self.close(key, Ok(()));
+        } else if !st.paused && st.pending() > low_water {
+            st.paused = true;
         }
     }
 
     /// Runs `on_close` once, then drops the socket (or lingers after an orderly close of ours).
     fn close(&mut self, key: usize, reason: Result<()>) {
         let st = &mut self.conns[key];
-        lock(&self.inbox).live.remove(&st.id);
+        let svc = &self.services[st.svc];
+        self.ids.remove(&st.id);
+        lock(&self.me.inbox).live.remove(&st.id);
+        self.group.active.fetch_sub(1, Ordering::Relaxed);
+        self.me.stats.closed.add(1);
         st.phase = Phase::Closed;
+        if let Err(e) = &reason {
+            log!(Debug, "connection {} closed: {e}", st.id);
+        }
         // A panic in on_close has nothing left to close; the connection goes either way.
-        let _ = guard(|| self.handler.on_close(&mut Conn::new(st), &reason));
-        if reason.is_ok() && !st.peer_eof && !self.control.stopping() {
-            st.start_linger();
-            self.lingering.push_back((Instant::now() + LINGER, key, st.id));
+        let _ = guard(|| svc.handler.on_close(&mut Conn::new(st, svc), &reason));
+        if reason.is_ok() && !st.peer_eof && !self.group.stopping() {
+            st.start_linger(self.now);
+            self.timers.push(Reverse((self.now + LINGER, key, st.id)));
         } else {
-            self.conns.remove(key);
+            self.remove(key);
+        }
+    }
+
+    fn remove(&mut self, key: usize) {
+        let st = self.conns.remove(key);
+        self.release_service(st.svc);
+    }
+
+    /// Client connections have a service each; a server's is shared and stays.
+    fn release_service(&mut self, svc: usize) {
+        if svc != 0 || self.listener.is_none() {
+            self.services.remove(svc);
         }
     }
 
     fn drain_inbox(&mut self) {
-        let sends = std::mem::take(&mut lock(&self.inbox).sends);
-        for (key, id, data) in sends {
-            if let Some(st) = self.conns.get_mut(key).filter(|st| st.id == id) {
-                // A send that fails here has nobody to report to; the close reason tells.
-                let _ = Conn::new(st).send(&data);
+        let cmds = std::mem::take(&mut lock(&self.me.inbox).cmds);
+        for cmd in cmds {
+            match cmd {
+                Cmd::Send { id, data, frame } => {
+                    let Some(&key) = self.ids.get(&id) else { continue };
+                    let (st, svc) = (&mut self.conns[key], &self.services[self.conns[key].svc]);
+                    let mut conn = Conn::new(st, svc);
+                    let sent = if frame { conn.send_frame(&data) } else { conn.send(&data) };
+                    if let Err(e) = sent {
+                        log!(Warn, "a message for connection {id} from another thread was dropped: {e}");
+                    }
+                    self.settle(key);
+                }
+                Cmd::Close { id } => {
+                    let Some(&key) = self.ids.get(&id) else { continue };
+                    let (st, svc) = (&mut self.conns[key], &self.services[self.conns[key].svc]);
+                    Conn::new(st, svc).close();
+                    self.settle(key);
+                }
+                Cmd::Drop { id, done } => {
+                    if let Some(&key) = self.ids.get(&id) {
+                        self.close(key, Err(Error::Stopped));
+                    }
+                    let _ = done.send(());
+                }
+                Cmd::Adopt { id, sock, svc } => {
+                    let svc = self.services.insert(svc);
+                    if self.group.stopping() {
+                        lock(&self.me.inbox).live.remove(&id);
+                        self.services.remove(svc);
+                    } else {
+                        self.open(sock, id, svc);
+                    }
+                }
+            }
+        }
+    }
+
+    fn next_timeout(&self) -> Option<Duration> {
+        let timer = self.timers.peek().map(|Reverse((at, _, _))| *at);
+        let next = match (timer, self.drain_until) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        next.map(|at| at.saturating_duration_since(Instant::now()))
+    }
+
+    fn expire_timers(&mut self) {
+        while let Some(&Reverse((at, key, id))) = self.timers.peek() {
+            if at > self.now {
+                return;
+            }
+            self.timers.pop();
+            let Some(st) = self.conns.get_mut(key).filter(|st| st.id == id) else { continue };
+            let due = match st.phase {
+                Phase::Lingering => st.since + LINGER,
+                Phase::Open | Phase::Closing => match self.services[st.svc].opts.idle_timeout {
+                    Some(idle) => st.since + idle,
+                    None => continue,
+                },
+                Phase::Closed => continue,
+            };
+            if due > self.now {
+                self.timers.push(Reverse((due, key, id)));
+            } else if st.phase == Phase::Lingering {
+                self.remove(key);
+            } else {
+                self.me.stats.timeouts.add(1);
+                st.failed = Some(Error::Timeout("the connection was idle too long".into()));
                 self.settle(key);
             }
         }
     }
 
-    fn next_deadline(&self) -> Option<Duration> {
-        self.lingering
-            .front()
-            .map(|(at, _, _)| at.saturating_duration_since(Instant::now()))
-    }
-
-    fn expire_lingering(&mut self) {
-        let now = Instant::now();
-        while let Some(&(at, key, id)) = self.lingering.front() {
-            if at > now {
-                break;
-            }
-            self.lingering.pop_front();
-            if self
-                .conns
-                .get(key)
-                .is_some_and(|st| st.id == id && st.phase == Phase::Lingering)
-            {
-                self.conns.remove(key);
-            }
-        }
-    }
-
-    /// On stop: every open connection closes with `Stopped`.
+    /// At the end: every open connection closes with `Stopped`.
     fn close_all(&mut self) {
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
-            if self.conns[key].phase == Phase::Lingering {
-                self.conns.remove(key);
-            } else {
-                self.close(key, Err(Error::Stopped));
+            match self.conns[key].phase {
+                Phase::Lingering | Phase::Closed => self.remove(key),
+                Phase::Open | Phase::Closing => self.close(key, Err(Error::Stopped)),
             }
+        }
+    }
+}
+
+/// Hands a chunk to `on_data`: as is, or cut into whole messages.
+fn deliver(st: &mut ConnState, svc: &Service, data: &[u8]) {
+    let opts = &svc.opts;
+    if opts.framing == Framing::Raw {
+        if let Err(e) = guard(|| svc.handler.on_data(&mut Conn::new(st, svc), data)) {
+            st.failed = Some(e);
+        }
+        return;
+    }
+    let mut partial = std::mem::take(&mut st.partial);
+    let fed = framing::feed(opts.framing, opts.max_frame, &mut partial, data, |msg| {
+        if let Err(e) = guard(|| svc.handler.on_data(&mut Conn::new(st, svc), msg)) {
+            st.failed = Some(e);
+        }
+        st.phase == Phase::Open && st.failed.is_none()
+    });
+    match fed {
+        Ok(()) => st.partial = partial,
+        Err(e) => {
+            log!(Info, "connection {}: {e}", st.id);
+            st.failed = Some(e);
         }
     }
 }

@@ -1,5 +1,5 @@
-//! The UDP (and Unix datagram) server loop: one callback per datagram; replies go straight to
-//! the shared socket from any thread.
+//! The UDP (and Unix datagram) loop: one callback per datagram; replies go straight to the
+//! shared socket from any thread. Several loops may share one socket.
 
 use std::io;
 use std::mem::MaybeUninit;
@@ -11,94 +11,104 @@ use mio::{Events, Interest, Poll, Token};
 use socket2::{SockAddr, Socket};
 
 use crate::error::{Error, Result};
-use crate::event_loop::{Control, READ_BUF, READS_PER_TURN};
+use crate::event_loop::{Group, READ_BUF, READS_PER_TURN};
+use crate::log::log;
 use crate::panic::guard;
+use crate::stats::Counter;
 
 /// Sends replies on a datagram server's socket.
 pub struct Responder<'a> {
     sock: &'a Socket,
+    sent: &'a Counter,
 }
 
-impl Responder<'_> {
-    pub(crate) fn new(sock: &Socket) -> Responder<'_> {
-        Responder { sock }
+impl<'a> Responder<'a> {
+    pub(crate) fn new(sock: &'a Socket, sent: &'a Counter) -> Responder<'a> {
+        Responder { sock, sent }
     }
 
     /// Sends one datagram to `to`.
     pub fn reply(&self, to: &SockAddr, data: &[u8]) -> Result<()> {
         if to.is_unix() && to.as_pathname().is_none() && to.as_abstract_namespace().is_none() {
-            return Err(Error::Addr(
-                "the peer's Unix socket is unnamed, so it cannot be answered".into(),
-            ));
+            return Err(Error::Addr("the peer's Unix socket is unnamed, so it cannot be answered".into()));
         }
         match self.sock.send_to(data, to) {
-            Ok(_) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(Error::Limit(
-                "the socket's send buffer is full; the datagram was not sent".into(),
-            )),
+            Ok(_) => {
+                self.sent.add_shared(1);
+                Ok(())
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                Err(Error::Limit("the socket's send buffer is full; the datagram was not sent".into()))
+            }
             Err(e) => Err(Error::io("sendto", e)),
         }
     }
 }
 
-/// The callback of a UDP server. Runs on the server's loop thread.
-pub trait UdpHandler: Send + 'static {
+/// The callback of a UDP server. With several loop threads it runs on all of them at once.
+pub trait UdpHandler: Send + Sync + 'static {
     /// One datagram arrived from `from`.
-    fn on_datagram(&mut self, responder: &Responder<'_>, from: &SockAddr, data: &[u8]);
+    fn on_datagram(&self, responder: &Responder<'_>, from: &SockAddr, data: &[u8]);
 }
 
 const SOCKET: Token = Token(0);
 
-/// Runs the loop until the server is stopped.
-pub(crate) fn run<H: UdpHandler>(mut poll: Poll, sock: &Socket, control: &Control, mut handler: H) {
-    control.enter_loop();
+/// Runs loop `index` of `group` on `sock` until the group stops.
+pub(crate) fn run(group: &Group, index: usize, mut poll: Poll, sock: &Socket, sent: &Counter, handler: &dyn UdpHandler) {
     let fd = sock.as_raw_fd();
-    if poll
-        .registry()
-        .register(&mut SourceFd(&fd), SOCKET, Interest::READABLE)
-        .is_ok()
-    {
-        let mut buf = vec![MaybeUninit::<u8>::uninit(); READ_BUF];
-        let mut events = Events::with_capacity(64);
-        let mut again = false;
-        while !control.stopping() {
-            let timeout = if again { Some(Duration::ZERO) } else { None };
-            if let Err(e) = poll.poll(&mut events, timeout) {
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
+    if let Err(e) = poll.registry().register(&mut SourceFd(&fd), SOCKET, Interest::READABLE) {
+        log!(Error, "loop {index} cannot poll its socket: {e}");
+        return;
+    }
+    let stats = &group.loops[index].stats;
+    let responder = Responder::new(sock, sent);
+    let mut buf = vec![MaybeUninit::<u8>::uninit(); READ_BUF];
+    let mut events = Events::with_capacity(64);
+    let mut again = false;
+    while !group.stopping() {
+        let timeout = if again { Some(Duration::ZERO) } else { None };
+        match poll.poll(&mut events, timeout) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                log!(Error, "loop {index} failed: {e}");
+                return;
+            }
+        }
+        if !again && !events.iter().any(|ev| ev.token() == SOCKET) {
+            continue;
+        }
+        // Unless the socket runs dry within this turn, it gets another after the others.
+        again = true;
+        for _ in 0..READS_PER_TURN {
+            if group.stopping() {
+                return;
+            }
+            // MSG_TRUNC makes the kernel report a datagram's full length, so an oversized one is
+            // dropped rather than handed over cut short.
+            match sock.recv_from_with_flags(&mut buf, libc::MSG_TRUNC) {
+                Ok((n, _)) if n > buf.len() => log!(Info, "dropped a {n}-byte datagram (larger than {READ_BUF})"),
+                Ok((n, from)) => {
+                    stats.datagrams_in.add(1);
+                    stats.bytes_in.add(n as u64);
+                    // SAFETY: the kernel initialised the first `n` bytes of `buf`.
+                    let data = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), n) };
+                    // A panicking handler loses only this datagram.
+                    if let Err(e) = guard(|| handler.on_datagram(&responder, &from, data)) {
+                        log!(Error, "datagram handler failed: {e}");
+                    }
                 }
-                break;
-            }
-            if again || events.iter().any(|ev| ev.token() == SOCKET) {
-                again = receive(sock, control, &mut buf, &mut handler);
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    again = false;
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    log!(Warn, "recvfrom failed: {e}");
+                    again = false;
+                    break;
+                }
             }
         }
     }
-    control.finish();
-}
-
-/// Receives up to a turn's worth of datagrams; true if the socket may hold more.
-fn receive<H: UdpHandler>(sock: &Socket, control: &Control, buf: &mut [MaybeUninit<u8>], handler: &mut H) -> bool {
-    let responder = Responder::new(sock);
-    for _ in 0..READS_PER_TURN {
-        if control.stopping() {
-            return false;
-        }
-        // MSG_TRUNC makes the kernel report a datagram's full length, so an oversized one is
-        // dropped rather than handed over cut short.
-        match sock.recv_from_with_flags(buf, libc::MSG_TRUNC) {
-            Ok((n, _)) if n > buf.len() => {}
-            Ok((n, from)) => {
-                // SAFETY: the kernel initialised the first `n` bytes of `buf`.
-                let data = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), n) };
-                // A panicking handler loses only this datagram.
-                let _ = guard(|| handler.on_datagram(&responder, &from, data));
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            // Nothing else concerns a datagram waiting here; the next readiness event retries.
-            Err(_) => return false,
-        }
-    }
-    true
 }

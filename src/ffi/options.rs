@@ -1,37 +1,74 @@
-//! `ns_options`: the opaque builder of server settings, copied when a server starts.
+//! `ns_options`: the opaque builder of server and client settings, copied when used.
 
 use std::ffi::{c_int, c_void};
+use std::time::Duration;
 
 use super::conn::ns_conn;
-use super::result::{code, ns_result};
+use super::result::code;
+use crate::{ClientLoop, Error, Framing, Options};
 
-/// Called on the server's loop thread when a connection is accepted, before any data.
-/// `conn` is borrowed for the call only.
+/// Called on the connection's loop thread when a connection is accepted (or a client
+/// connection starts), before any data. `conn` is borrowed for the call only.
 pub type ns_open_cb = Option<extern "C" fn(conn: *mut ns_conn, user: *mut c_void)>;
 
-/// Called on the server's loop thread for each chunk of bytes read. `data` (never NULL) is
-/// owned by netsock and valid until the callback returns: copy what you keep. `conn` is
-/// borrowed for the call only.
+/// Called on the connection's loop thread with data: each chunk as read (`NS_FRAMING_RAW`), or
+/// one whole message without its framing (`NS_FRAMING_LINE`, `NS_FRAMING_LEN32`). `data` is never
+/// NULL; it is owned by netsock and valid until the callback returns: copy what you keep.
+/// `conn` is borrowed for the call only.
 pub type ns_data_cb = Option<extern "C" fn(conn: *mut ns_conn, data: *const u8, len: usize, user: *mut c_void)>;
 
-/// Called on the server's loop thread exactly once per opened connection when it ends.
+/// Called on the connection's loop thread when its queued output, after rising above the
+/// low-water mark (a quarter of the max write buffer; reading pauses there), fell below it:
+/// reading resumes, and it is a good moment to produce more output.
+pub type ns_drain_cb = Option<extern "C" fn(conn: *mut ns_conn, user: *mut c_void)>;
+
+/// Called on the connection's loop thread exactly once per opened connection when it ends.
 /// `reason` is `NS_OK` for an orderly close (the peer's end-of-stream, or `ns_conn_close()` after
-/// the queue was flushed), `NS_ERR_RESET`, `NS_ERR_IO` or `NS_ERR_PANIC` for a failure, and
-/// `NS_ERR_STOPPED` when the server stops. Sends from here return `NS_ERR_CLOSED`.
+/// the queue was flushed); `NS_ERR_RESET` or `NS_ERR_IO` for a failure; `NS_ERR_TIMEOUT` for the
+/// idle timeout; `NS_ERR_LIMIT` for a message over the frame limit; `NS_ERR_PANIC` for a caught
+/// panic; `NS_ERR_STOPPED` when the server stops or the client is freed. Sends from here return
+/// `NS_ERR_CLOSED`.
 pub type ns_close_cb = Option<extern "C" fn(conn: *mut ns_conn, reason: c_int, user: *mut c_void)>;
 
-/// Server settings. Create with `ns_options_new()`, free with `ns_options_free()`. A server
-/// copies them when it starts, so they may be freed or reused right after. Not thread-safe:
-/// use one `ns_options` from one thread at a time. Passing NULL where options are taken means
-/// all defaults.
-#[derive(Clone, Default)]
-pub struct ns_options {
-    pub(crate) on_open: ns_open_cb,
-    pub(crate) on_close: ns_close_cb,
+/// Ways to cut a TCP byte stream into messages (`ns_options_set_framing()`).
+#[repr(C)]
+pub enum ns_framing {
+    /// No framing (the default): `on_data` gets bytes as they were read.
+    NS_FRAMING_RAW = 0,
+    /// Lines: each message ends with "\n" (a "\r" before it is dropped too).
+    NS_FRAMING_LINE = 1,
+    /// A 4-byte big-endian length, then that many bytes.
+    NS_FRAMING_LEN32 = 2,
 }
 
-/// A new options object with every default (no `on_open`, no `on_close`). Free it with
-/// `ns_options_free()`. NULL only if memory ran out.
+/// A framing code from C, checked.
+pub(crate) fn framing(code: c_int) -> crate::Result<Framing> {
+    match code {
+        0 => Ok(Framing::Raw),
+        1 => Ok(Framing::Line),
+        2 => Ok(Framing::Len32),
+        _ => Err(Error::Invalid(format!("{code} is not an ns_framing value").into())),
+    }
+}
+
+/// Settings of servers and client connections. Create with `ns_options_new()`, free with
+/// `ns_options_free()`. A server or client copies them when it starts, so they may be freed or
+/// reused right after. Not thread-safe: use one `ns_options` from one thread at a time.
+/// Passing NULL where options are taken means all defaults.
+#[derive(Clone, Default)]
+pub struct ns_options {
+    pub(crate) opts: Options,
+    pub(crate) on_open: ns_open_cb,
+    pub(crate) on_drain: ns_drain_cb,
+    pub(crate) on_close: ns_close_cb,
+    pub(crate) client_loop: Option<ClientLoop>,
+}
+
+/// A new options object with every default: 1 loop thread, raw framing, 1 MiB max frame,
+/// 8 MiB max write buffer per connection, no connection limit, no idle timeout, backlog 1024,
+/// TCP_NODELAY on, no keep-alive, no drain on stop, 10 s connect timeout, no callbacks but the
+/// data callback given to the serve or connect call. Free it with `ns_options_free()`. NULL
+/// only if memory ran out.
 #[unsafe(no_mangle)]
 pub extern "C" fn ns_options_new() -> *mut ns_options {
     ffi_panic_boundary! {
@@ -50,21 +87,179 @@ pub extern "C" fn ns_options_free(opts: *mut ns_options) {
     }
 }
 
-/// Sets the callback for accepted connections; NULL clears it. `NS_ERR_INVALID` if `opts` is
-/// NULL.
-#[unsafe(no_mangle)]
-pub extern "C" fn ns_options_set_on_open(opts: *mut ns_options, cb: ns_open_cb) -> c_int {
-    ffi_panic_boundary! {
-        try_mut!(opts).on_open = cb;
-        ns_result::NS_OK as c_int
+/// Applies `set` to the options behind `opts`: `NS_ERR_INVALID` if it is NULL or `set` refuses.
+fn update(opts: *mut ns_options, set: impl FnOnce(&mut ns_options) -> crate::Result<()>) -> c_int {
+    match unsafe { opts.as_mut() } {
+        Some(o) => code(set(o)),
+        None => code(Err(Error::Invalid("`opts` is NULL".into()))),
     }
 }
 
-/// Sets the callback for ended connections; NULL clears it. `NS_ERR_INVALID` if `opts` is NULL.
+fn millis(ms: u32) -> Option<Duration> {
+    (ms != 0).then(|| Duration::from_millis(ms.into()))
+}
+
+/// Sets the callback for opened connections; NULL clears it.
+#[unsafe(no_mangle)]
+pub extern "C" fn ns_options_set_on_open(opts: *mut ns_options, cb: ns_open_cb) -> c_int {
+    ffi_panic_boundary! { update(opts, |o| {
+            o.on_open = cb;
+            Ok(())
+        }) }
+}
+
+/// Sets the callback for ended connections; NULL clears it.
 #[unsafe(no_mangle)]
 pub extern "C" fn ns_options_set_on_close(opts: *mut ns_options, cb: ns_close_cb) -> c_int {
+    ffi_panic_boundary! { update(opts, |o| {
+            o.on_close = cb;
+            Ok(())
+        }) }
+}
+
+/// Sets the callback for drained output queues (see `ns_drain_cb`); NULL clears it.
+#[unsafe(no_mangle)]
+pub extern "C" fn ns_options_set_on_drain(opts: *mut ns_options, cb: ns_drain_cb) -> c_int {
+    ffi_panic_boundary! { update(opts, |o| {
+            o.on_drain = cb;
+            Ok(())
+        }) }
+}
+
+/// Sets the number of loop threads of a server (or of an `ns_loop`): 0 means one per core, at
+/// most 256. All callbacks of one connection run on one thread, in order; callbacks of
+/// different connections (and datagrams of a UDP server) run on several threads at once, with
+/// the same `user` pointer. Connections are spread over the threads as they are accepted.
+#[unsafe(no_mangle)]
+pub extern "C" fn ns_options_set_threads(opts: *mut ns_options, threads: usize) -> c_int {
     ffi_panic_boundary! {
-        try_mut!(opts).on_close = cb;
-        code(Ok(()))
+        update(opts, |o| match threads {
+            0..=256 => {
+                o.opts.threads = threads;
+                Ok(())
+            }
+            _ => Err(Error::Invalid("at most 256 loop threads".into())),
+        })
     }
+}
+
+/// Sets how the byte stream is cut into messages for `on_data`: one of `ns_framing`.
+/// `NS_ERR_INVALID` for any other value.
+#[unsafe(no_mangle)]
+pub extern "C" fn ns_options_set_framing(opts: *mut ns_options, framing: c_int) -> c_int {
+    ffi_panic_boundary! { update(opts, |o| {
+            o.opts.framing = self::framing(framing)?;
+            Ok(())
+        }) }
+}
+
+/// Sets the largest message a framed connection accepts (default 1 MiB; at least 1). A bigger
+/// one closes that connection with `NS_ERR_LIMIT`, having cost no more memory than the limit.
+#[unsafe(no_mangle)]
+pub extern "C" fn ns_options_set_max_frame(opts: *mut ns_options, bytes: usize) -> c_int {
+    ffi_panic_boundary! {
+        update(opts, |o| match bytes {
+            0 => Err(Error::Invalid("the frame limit must be at least 1 byte".into())),
+            _ => {
+                o.opts.max_frame = bytes;
+                Ok(())
+            }
+        })
+    }
+}
+
+/// Bounds each connection's queued output (default 8 MiB; at least 1). A send that would take
+/// the queue past it returns `NS_ERR_LIMIT` and queues nothing of that message. While more than
+/// a quarter of it is queued, netsock stops reading from that connection until it drains, so a
+/// peer that never reads cannot make the server grow. For `ns_server_send()` and
+/// `ns_client_send()` the bound applies when the loop delivers the message: one that does not
+/// fit is dropped (and logged).
+#[unsafe(no_mangle)]
+pub extern "C" fn ns_options_set_max_write_buffer(opts: *mut ns_options, bytes: usize) -> c_int {
+    ffi_panic_boundary! {
+        update(opts, |o| match bytes {
+            0 => Err(Error::Invalid("the write buffer limit must be at least 1 byte".into())),
+            _ => {
+                o.opts.max_write_buffer = bytes;
+                Ok(())
+            }
+        })
+    }
+}
+
+/// Sets the most connections a server holds at once (0, the default: no limit). Connections
+/// over it are accepted and closed at once, and counted as `rejected` in `ns_server_stats()`.
+#[unsafe(no_mangle)]
+pub extern "C" fn ns_options_set_max_conns(opts: *mut ns_options, max: usize) -> c_int {
+    ffi_panic_boundary! { update(opts, |o| {
+            o.opts.max_conns = max;
+            Ok(())
+        }) }
+}
+
+/// Closes connections with no traffic in either direction for `ms` milliseconds, with
+/// `NS_ERR_TIMEOUT` (0, the default: never).
+#[unsafe(no_mangle)]
+pub extern "C" fn ns_options_set_idle_timeout_ms(opts: *mut ns_options, ms: u32) -> c_int {
+    ffi_panic_boundary! { update(opts, |o| {
+            o.opts.idle_timeout = millis(ms);
+            Ok(())
+        }) }
+}
+
+/// Sets the listen backlog of a TCP server (default 1024; at least 1).
+#[unsafe(no_mangle)]
+pub extern "C" fn ns_options_set_backlog(opts: *mut ns_options, backlog: c_int) -> c_int {
+    ffi_panic_boundary! {
+        update(opts, |o| match backlog {
+            1.. => {
+                o.opts.backlog = backlog;
+                Ok(())
+            }
+            _ => Err(Error::Invalid("the backlog must be at least 1".into())),
+        })
+    }
+}
+
+/// Turns TCP_NODELAY on (the default: small messages leave at once) or off (Nagle's algorithm
+/// merges them).
+#[unsafe(no_mangle)]
+pub extern "C" fn ns_options_set_nodelay(opts: *mut ns_options, on: bool) -> c_int {
+    ffi_panic_boundary! { update(opts, |o| {
+            o.opts.nodelay = on;
+            Ok(())
+        }) }
+}
+
+/// Turns TCP keep-alive probes on after `idle_seconds` without traffic (0, the default: off),
+/// so connections to vanished peers end with an error.
+#[unsafe(no_mangle)]
+pub extern "C" fn ns_options_set_keepalive(opts: *mut ns_options, idle_seconds: u32) -> c_int {
+    ffi_panic_boundary! {
+        update(opts, |o| {
+            o.opts.keepalive = (idle_seconds != 0).then(|| Duration::from_secs(idle_seconds.into()));
+            Ok(())
+        })
+    }
+}
+
+/// Sets how long `ns_server_stop()` lets a TCP server flush queued output (0, the default: not
+/// at all). When it stops, the server stops accepting and reading; each connection closes (with
+/// `NS_ERR_STOPPED`) as soon as its queue is empty, and those still sending when the time is up
+/// close then.
+#[unsafe(no_mangle)]
+pub extern "C" fn ns_options_set_drain_timeout_ms(opts: *mut ns_options, ms: u32) -> c_int {
+    ffi_panic_boundary! { update(opts, |o| {
+            o.opts.drain_timeout = millis(ms);
+            Ok(())
+        }) }
+}
+
+/// Sets how long `ns_tcp_connect()` may take to connect (default 10 s; 0: no limit).
+#[unsafe(no_mangle)]
+pub extern "C" fn ns_options_set_connect_timeout_ms(opts: *mut ns_options, ms: u32) -> c_int {
+    ffi_panic_boundary! { update(opts, |o| {
+            o.opts.connect_timeout = millis(ms);
+            Ok(())
+        }) }
 }

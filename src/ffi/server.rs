@@ -7,9 +7,10 @@ use socket2::SockAddr;
 
 use super::boundary::write_text;
 use super::conn::{conn_ptr, ns_conn};
-use super::options::{ns_close_cb, ns_data_cb, ns_open_cb, ns_options};
+use super::options::{ns_close_cb, ns_data_cb, ns_drain_cb, ns_open_cb, ns_options};
 use super::peer::ns_peer;
 use super::result::{code, ns_result, reason_code};
+use super::stats::ns_stats;
 use crate::{Conn, Responder, Server, TcpHandler, UdpHandler};
 
 /// A running TCP or UDP server. Made by `ns_tcp_serve()` / `ns_udp_serve()`, freed by
@@ -19,38 +20,53 @@ pub struct ns_server {
     inner: Server,
 }
 
-/// Called on the server's loop thread for each datagram. `srv` is the server `ns_udp_serve()`
-/// returned; `from` and `data` (never NULL) are owned by netsock and valid until the callback
-/// returns: copy the `ns_peer` to answer later.
+/// Called on a loop thread of the server for each datagram. `srv` is the server
+/// `ns_udp_serve()` returned; `from` and `data` (never NULL) are owned by netsock and valid until
+/// the callback returns: copy the `ns_peer` to answer later.
 pub type ns_datagram_cb =
     Option<extern "C" fn(srv: *mut ns_server, from: *const ns_peer, data: *const u8, len: usize, user: *mut c_void)>;
 
-/// The application's `user` pointer, handed back to its callbacks on the loop thread.
-struct User(*mut c_void);
+/// The application's `user` pointer, handed back to its callbacks on the loop threads.
+pub(crate) struct User(pub(crate) *mut c_void);
 
-// SAFETY: netsock never dereferences `user`; the header tells the application that its
-// callbacks receive it on the loop thread.
+// SAFETY: netsock never dereferences `user`; the header tells the application which threads
+// its callbacks, and so `user`, run on.
 unsafe impl Send for User {}
+unsafe impl Sync for User {}
 
-struct CTcp {
-    on_open: ns_open_cb,
-    on_data: extern "C" fn(*mut ns_conn, *const u8, usize, *mut c_void),
-    on_close: ns_close_cb,
-    user: User,
+/// C callbacks as a connection handler, for servers and clients alike.
+pub(crate) struct CTcp {
+    pub(crate) on_open: ns_open_cb,
+    pub(crate) on_data: extern "C" fn(*mut ns_conn, *const u8, usize, *mut c_void),
+    pub(crate) on_drain: ns_drain_cb,
+    pub(crate) on_close: ns_close_cb,
+    pub(crate) user: User,
+}
+
+impl CTcp {
+    pub(crate) fn new(on_data: extern "C" fn(*mut ns_conn, *const u8, usize, *mut c_void), opts: &ns_options, user: *mut c_void) -> CTcp {
+        CTcp { on_open: opts.on_open, on_data, on_drain: opts.on_drain, on_close: opts.on_close, user: User(user) }
+    }
 }
 
 impl TcpHandler for CTcp {
-    fn on_open(&mut self, conn: &mut Conn<'_>) {
+    fn on_open(&self, conn: &mut Conn<'_>) {
         if let Some(cb) = self.on_open {
             cb(conn_ptr(conn), self.user.0);
         }
     }
 
-    fn on_data(&mut self, conn: &mut Conn<'_>, data: &[u8]) {
+    fn on_data(&self, conn: &mut Conn<'_>, data: &[u8]) {
         (self.on_data)(conn_ptr(conn), data.as_ptr(), data.len(), self.user.0);
     }
 
-    fn on_close(&mut self, conn: &mut Conn<'_>, reason: &crate::Result<()>) {
+    fn on_drain(&self, conn: &mut Conn<'_>) {
+        if let Some(cb) = self.on_drain {
+            cb(conn_ptr(conn), self.user.0);
+        }
+    }
+
+    fn on_close(&self, conn: &mut Conn<'_>, reason: &crate::Result<()>) {
         if let Some(cb) = self.on_close {
             cb(conn_ptr(conn), reason_code(reason), self.user.0);
         }
@@ -63,11 +79,13 @@ struct CUdp {
     user: User,
 }
 
-// SAFETY: `srv` is only handed back to the application's callback; the server outlives its loop.
+// SAFETY: `srv` is only handed back to the application's callback, and the server outlives its
+// loops; `ns_udp_reply()` on it is safe from any thread.
 unsafe impl Send for CUdp {}
+unsafe impl Sync for CUdp {}
 
 impl UdpHandler for CUdp {
-    fn on_datagram(&mut self, _: &Responder<'_>, from: &SockAddr, data: &[u8]) {
+    fn on_datagram(&self, _: &Responder<'_>, from: &SockAddr, data: &[u8]) {
         let peer = ns_peer::from(from);
         (self.on_datagram)(self.srv, &peer, data.as_ptr(), data.len(), self.user.0);
     }
@@ -75,10 +93,11 @@ impl UdpHandler for CUdp {
 
 /// Starts a TCP server on `addr` ("127.0.0.1:6666", "0.0.0.0:0", "[::1]:6666",
 /// "localhost:6666", or "unix:/path/to.sock" for a Unix stream socket) and returns once it
-/// listens, with the server in `*out` (written only on success). The server runs on its own
-/// loop thread until stopped; `on_data` (required) and the `on_open`/`on_close` of `opts` run
-/// there, one at a time, with `user` as their last argument. `opts` may be NULL (defaults) and is
-/// copied: free it whenever you like. Listening sockets set SO_REUSEADDR; a stale Unix socket
+/// listens, with the server in `*out` (written only on success). The server runs on loop
+/// threads of its own (one unless `ns_options_set_threads()` says otherwise) until stopped;
+/// `on_data` (required) and the callbacks of `opts` run there with `user` as their last
+/// argument, one at a time per loop thread. `opts` may be NULL (defaults) and is copied: free
+/// it whenever you like. Listening sockets set SO_REUSEADDR; a stale Unix socket
 /// file (nobody answering) is replaced, and the file is removed when the server is freed.
 /// `NS_ERR_ADDR` for bad address text, `NS_ERR_ADDR_IN_USE`, `NS_ERR_INVALID` for NULL `addr`,
 /// `on_data` or `out`.
@@ -95,9 +114,8 @@ pub extern "C" fn ns_tcp_serve(
         let Some(on_data) = on_data else { invalid!("`on_data` is NULL") };
         let out = try_mut!(out);
         let opts = unsafe { opts.as_ref() }.cloned().unwrap_or_default();
-        let srv = Box::new(ns_server { inner: ns_try!(Server::tcp(addr)) });
-        let handler = CTcp { on_open: opts.on_open, on_data, on_close: opts.on_close, user: User(user) };
-        ns_try!(srv.inner.start_tcp(handler));
+        let srv = Box::new(ns_server { inner: ns_try!(Server::tcp(addr, &opts.opts)) });
+        ns_try!(srv.inner.start_tcp(CTcp::new(on_data, &opts, user)));
         *out = Box::into_raw(srv);
         ns_result::NS_OK as c_int
     }
@@ -105,8 +123,9 @@ pub extern "C" fn ns_tcp_serve(
 
 /// Starts a UDP server on `addr` (as for `ns_tcp_serve()`; "unix:/path" makes a Unix datagram
 /// socket) and returns once it is bound, with the server in `*out` (written only on success).
-/// `on_datagram` (required) runs on the server's loop thread for each datagram, with `user`.
-/// Answer with `ns_udp_reply()`. `opts` may be NULL; its connection callbacks do not apply.
+/// `on_datagram` (required) runs on a loop thread of the server for each datagram, with `user`
+/// (with several threads, on several at once). Answer with `ns_udp_reply()`. `opts` may be NULL;
+/// of its settings, only the thread count applies.
 #[unsafe(no_mangle)]
 pub extern "C" fn ns_udp_serve(
     addr: *const c_char,
@@ -119,9 +138,8 @@ pub extern "C" fn ns_udp_serve(
         let addr = try_addr!(addr);
         let Some(on_datagram) = on_datagram else { invalid!("`on_datagram` is NULL") };
         let out = try_mut!(out);
-        // No option applies to datagram servers yet; `opts` is accepted for symmetry.
-        let _ = opts;
-        let srv = Box::into_raw(Box::new(ns_server { inner: ns_try!(Server::udp(addr)) }));
+        let opts = unsafe { opts.as_ref() }.map(|o| o.opts.clone()).unwrap_or_default();
+        let srv = Box::into_raw(Box::new(ns_server { inner: ns_try!(Server::udp(addr, &opts)) }));
         // SAFETY: just allocated; the loop only hands `srv` back to the callback.
         if let Err(e) = unsafe { &*srv }.inner.start_udp(CUdp { on_datagram, srv, user: User(user) }) {
             // SAFETY: the loop never started, so nothing else holds `srv`.
@@ -153,7 +171,8 @@ pub extern "C" fn ns_server_addr(srv: *const ns_server, buf: *mut c_char, cap: u
 }
 
 /// Asks the server to stop and returns at once: it stops accepting, and every open connection
-/// gets `on_close` with `NS_ERR_STOPPED`. Any thread, repeatable, and async-signal-safe (call it
+/// gets `on_close` with `NS_ERR_STOPPED` (after flushing its output, within the drain timeout
+/// if one is set). Any thread, repeatable, and async-signal-safe (call it
 /// from a SIGINT handler); for that reason it does not set `ns_last_error()`, not even for NULL.
 #[unsafe(no_mangle)]
 pub extern "C" fn ns_server_stop(srv: *mut ns_server) -> c_int {
@@ -170,8 +189,8 @@ pub extern "C" fn ns_server_stop(srv: *mut ns_server) -> c_int {
 }
 
 /// Blocks until the server has stopped (after `ns_server_stop()` from a signal handler or another
-/// thread) and its last callback has returned. Any thread but the server's own loop thread: from
-/// inside one of its callbacks it returns `NS_ERR_MISUSE` instead of deadlocking.
+/// thread) and its last callback has returned. Any thread but the server's own loop threads:
+/// from inside one of its callbacks it returns `NS_ERR_MISUSE` instead of deadlocking.
 #[unsafe(no_mangle)]
 pub extern "C" fn ns_server_wait(srv: *mut ns_server) -> c_int {
     ffi_panic_boundary! {
@@ -216,5 +235,27 @@ pub extern "C" fn ns_udp_reply(srv: *mut ns_server, to: *const ns_peer, data: *c
         let srv = try_ref!(srv);
         let to = ns_try!(SockAddr::try_from(try_ref!(to)));
         code(srv.inner.reply(&to, try_slice!(data, len)))
+    }
+}
+
+/// Like `ns_server_send()`, but sends `len` bytes from `data` as one message in the server's
+/// framing (a "\n" after it, or a 4-byte length before it; as is for raw framing). A line
+/// message containing "\n" is dropped when the loop delivers it (and logged).
+#[unsafe(no_mangle)]
+pub extern "C" fn ns_server_send_frame(srv: *mut ns_server, conn_id: u64, data: *const c_void, len: usize) -> c_int {
+    ffi_panic_boundary! {
+        let srv = try_ref!(srv);
+        code(srv.inner.send_frame(conn_id, try_slice!(data, len)))
+    }
+}
+
+/// Counters of a server since it started (see `ns_stats`). Set `out->size = sizeof(ns_stats)`
+/// first: netsock fills in that many bytes at most, so programs built against an older, smaller
+/// `ns_stats` keep working, and sets `out->size` to what it filled in. Any thread.
+#[unsafe(no_mangle)]
+pub extern "C" fn ns_server_stats(srv: *const ns_server, out: *mut ns_stats) -> c_int {
+    ffi_panic_boundary! {
+        let srv = try_ref!(srv);
+        code(super::stats::fill(out, &srv.inner.stats()))
     }
 }

@@ -1,0 +1,71 @@
+//! `ns_stats`: a server's counters as a C struct that can grow without breaking old programs.
+
+use std::ffi::c_int;
+
+use crate::{Error, Stats};
+
+/// Counters of a server (`ns_server_stats()`). `size` makes the struct extensible: the caller
+/// sets it to `sizeof(ns_stats)`, netsock writes no more than that and sets it to what it wrote.
+/// Fields only ever get added at the end.
+#[repr(C)]
+#[derive(Default)]
+pub struct ns_stats {
+    /// In: the caller's `sizeof(ns_stats)`. Out: the bytes netsock filled in.
+    pub size: u32,
+    pub _reserved: u32,
+    /// Connections accepted and opened.
+    pub accepted: u64,
+    /// Connections open now.
+    pub active: u64,
+    /// Connections closed, for any reason.
+    pub closed: u64,
+    /// Connections refused by the connection limit (`ns_options_set_max_conns()`).
+    pub rejected: u64,
+    /// Bytes read from connections or datagrams.
+    pub bytes_in: u64,
+    /// Bytes written to connections.
+    pub bytes_out: u64,
+    /// Datagrams received.
+    pub datagrams_in: u64,
+    /// Datagrams sent with `ns_udp_reply()`.
+    pub datagrams_out: u64,
+    /// Connections closed for a message over the frame limit.
+    pub frames_too_large: u64,
+    /// Connections closed by the idle timeout.
+    pub timeouts: u64,
+}
+
+/// Writes `stats` into the caller's struct, no more than its `size` says.
+pub(crate) fn fill(out: *mut ns_stats, stats: &Stats) -> crate::Result<()> {
+    // SAFETY: checked for NULL; `size` bytes are the caller's, by the documented contract.
+    let Some(size) = (unsafe { out.as_ref() }).map(|o| o.size as usize) else {
+        return Err(Error::Invalid("`out` is NULL".into()));
+    };
+    if size < 8 {
+        return Err(Error::Invalid("set out->size = sizeof(ns_stats) first".into()));
+    }
+    let full = ns_stats {
+        size: 0,
+        _reserved: 0,
+        accepted: stats.accepted,
+        active: stats.active,
+        closed: stats.closed,
+        rejected: stats.rejected,
+        bytes_in: stats.bytes_in,
+        bytes_out: stats.bytes_out,
+        datagrams_in: stats.datagrams_in,
+        datagrams_out: stats.datagrams_out,
+        frames_too_large: stats.frames_too_large,
+        timeouts: stats.timeouts,
+    };
+    let n = size.min(size_of::<ns_stats>());
+    // SAFETY: `n` bytes fit in both structs; the header is written last, with the real size.
+    unsafe {
+        std::ptr::copy_nonoverlapping((&full as *const ns_stats).cast::<u8>().add(8), out.cast::<u8>().add(8), n - 8);
+        (*out).size = n as u32;
+    }
+    Ok(())
+}
+
+/// The C type of the result of `fill`, for callers that return codes.
+pub(crate) type Code = c_int;

@@ -1,0 +1,65 @@
+//! Server and client settings. Every default is safe for a server facing the internet: memory
+//! per connection is bounded, and nothing waits forever unless asked to.
+
+use std::time::Duration;
+
+use crate::framing::Framing;
+
+/// Settings of a server, a client connection, or a shared loop.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Loop threads of a server (or a shared client loop); 0 means one per core.
+    pub threads: usize,
+    /// How the byte stream is cut into messages for `on_data`.
+    pub framing: Framing,
+    /// Largest message a framed connection accepts; a bigger one closes it with `Limit`.
+    pub max_frame: usize,
+    /// Bound on a connection's queued output: a send that would pass it fails with `Limit`.
+    pub max_write_buffer: usize,
+    /// Most connections a server holds at once; more are accepted and closed at once. 0: no limit.
+    pub max_conns: usize,
+    /// A connection with no traffic for this long is closed with `Timeout`.
+    pub idle_timeout: Option<Duration>,
+    /// Listen backlog.
+    pub backlog: i32,
+    /// TCP_NODELAY on connections (small messages are sent at once).
+    pub nodelay: bool,
+    /// TCP keep-alive probes after this long idle.
+    pub keepalive: Option<Duration>,
+    /// On stop, how long queued output may still be flushed before connections are closed.
+    pub drain_timeout: Option<Duration>,
+    /// How long a client connection may take to connect.
+    pub connect_timeout: Option<Duration>,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            threads: 1,
+            framing: Framing::Raw,
+            max_frame: 1 << 20,
+            max_write_buffer: 8 << 20,
+            max_conns: 0,
+            idle_timeout: None,
+            backlog: 1024,
+            nodelay: true,
+            keepalive: None,
+            drain_timeout: None,
+            connect_timeout: Some(Duration::from_secs(10)),
+        }
+    }
+}
+
+impl Options {
+    /// The number of loop threads to run: `threads`, or one per core for 0, at most 256 (ids
+    /// carry the loop's index in 8 bits).
+    pub(crate) fn loop_count(&self) -> usize {
+        let n = if self.threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { self.threads };
+        n.clamp(1, 256)
+    }
+
+    /// Queued output above which a connection's reads pause until it drains.
+    pub(crate) fn low_water(&self) -> usize {
+        self.max_write_buffer / 4
+    }
+}

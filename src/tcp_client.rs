@@ -1,0 +1,99 @@
+//! Persistent client connections: connected in the caller's thread, then run by a loop like a
+//! server's connections, with the same callbacks and options. Many clients may share a loop.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::addr::Addr;
+use crate::error::{Error, Result};
+use crate::event_loop::{Cmd, Group};
+use crate::options::Options;
+use crate::socket;
+use crate::tcp::{self, Service, TcpHandler};
+
+/// Stops and joins the loops when the last client or handle lets go.
+struct Owner(Arc<Group>);
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        self.0.shutdown();
+    }
+}
+
+/// Loop threads that client connections can share. Cloning shares them; they run until the
+/// last clone and the last client using them are dropped.
+#[derive(Clone)]
+pub struct ClientLoop(Arc<Owner>);
+
+impl ClientLoop {
+    /// Starts `opts.threads` loop threads for clients (0: one per core).
+    pub fn new(opts: &Options) -> Result<ClientLoop> {
+        let (group, polls) = Group::new(opts.loop_count())?;
+        let g = group.clone();
+        group.spawn(polls, move |index, poll| tcp::run(&g, index, poll, None))?;
+        Ok(ClientLoop(Arc::new(Owner(group))))
+    }
+}
+
+/// One client connection. Dropping it closes the connection at once (`on_close` gets
+/// `Stopped`) and waits until that has run, unless dropped inside one of its loop's callbacks.
+pub struct Client {
+    owner: Arc<Owner>,
+    id: u64,
+}
+
+impl Client {
+    /// Connects to `addr` within `opts.connect_timeout`, blocking the caller, then hands the
+    /// connection to `lp` (or to a loop of its own) where `handler` runs with `opts`.
+    pub fn connect<H: TcpHandler>(addr: &str, handler: H, opts: &Options, lp: Option<&ClientLoop>) -> Result<Client> {
+        let deadline = opts.connect_timeout.map(|t| Instant::now() + t);
+        let sock = socket::connect(&Addr::parse(addr)?, deadline)?;
+        sock.set_nonblocking(true).map_err(|e| Error::io("O_NONBLOCK", e))?;
+        let owner = match lp {
+            Some(lp) => lp.0.clone(),
+            None => ClientLoop::new(&Options { threads: 1, ..opts.clone() })?.0,
+        };
+        let group = &owner.0;
+        let shared = group.pick_loop();
+        let id = shared.new_id();
+        let svc = Arc::new(Service { handler: Arc::new(handler), opts: opts.clone() });
+        shared.push(group, None, Cmd::Adopt { id, sock, svc })?;
+        Ok(Client { owner, id })
+    }
+
+    /// The connection's id, as its callbacks see it.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Sends `data` (copied), from any thread.
+    pub fn send(&self, data: &[u8]) -> Result<()> {
+        self.push(Cmd::Send { id: self.id, data: data.to_vec(), frame: false })
+    }
+
+    /// Sends `msg` (copied) as one message in the connection's framing, from any thread.
+    pub fn send_frame(&self, msg: &[u8]) -> Result<()> {
+        self.push(Cmd::Send { id: self.id, data: msg.to_vec(), frame: true })
+    }
+
+    /// Closes the connection after its queued output is written.
+    pub fn close(&self) -> Result<()> {
+        self.push(Cmd::Close { id: self.id })
+    }
+
+    fn push(&self, cmd: Cmd) -> Result<()> {
+        let group = &self.owner.0;
+        group.loop_of(self.id)?.push(group, Some(self.id), cmd)
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        let (done, finished) = std::sync::mpsc::channel();
+        let pushed = self.push(Cmd::Drop { id: self.id, done });
+        // Inside a callback of this loop, waiting would deadlock: the close runs right after.
+        if pushed.is_ok() && !self.owner.0.on_loop_thread() {
+            let _ = finished.recv();
+        }
+    }
+}
