@@ -1,7 +1,9 @@
 //! One TCP (or Unix stream) connection: its socket and its queue of unsent output. A
-//! connection owns no read buffer; the loop lends its own to each `on_data` call.
+//! connection owns no read buffer; the loop lends its own to each `on_data` call. Every write
+//! passes MSG_NOSIGNAL: a peer gone away must be an error code, not a SIGPIPE that kills the
+//! application.
 
-use std::io::{self, Write};
+use std::io;
 use std::net::Shutdown;
 
 use socket2::{SockAddr, Socket};
@@ -58,7 +60,7 @@ impl ConnState {
     /// Writes what the queue holds until it is empty or the socket would block.
     pub(crate) fn flush(&mut self) {
         while self.pending() > 0 && self.failed.is_none() {
-            match (&self.sock).write(&self.out[self.out_pos..]) {
+            match self.sock.send_with_flags(&self.out[self.out_pos..], libc::MSG_NOSIGNAL) {
                 Ok(n) => self.out_pos += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -85,7 +87,7 @@ impl ConnState {
         }
         if self.pending() == 0 {
             while !data.is_empty() {
-                match (&self.sock).write(data) {
+                match self.sock.send_with_flags(data, libc::MSG_NOSIGNAL) {
                     Ok(n) => data = &data[n..],
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

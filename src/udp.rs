@@ -89,6 +89,7 @@ fn receive<H: UdpHandler>(sock: &Socket, control: &Control, buf: &mut [MaybeUnin
         match sock.recv_from_with_flags(buf, libc::MSG_TRUNC) {
             Ok((n, _)) if n > buf.len() => {}
             Ok((n, from)) => {
+                let from = unnamed_if_empty(from);
                 // SAFETY: the kernel initialised the first `n` bytes of `buf`.
                 let data = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), n) };
                 // A panicking handler loses only this datagram.
@@ -101,4 +102,13 @@ fn receive<H: UdpHandler>(sock: &Socket, control: &Control, buf: &mut [MaybeUnin
         }
     }
     true
+}
+
+/// Some kernels (gVisor) report an unnamed Unix sender with an empty address rather than a
+/// bare family; both mean "unnamed", so give callbacks the same thing either way.
+fn unnamed_if_empty(from: SockAddr) -> SockAddr {
+    if (from.len() as usize) < size_of::<libc::sa_family_t>() {
+        return SockAddr::unix("").unwrap_or(from);
+    }
+    from
 }
