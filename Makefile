@@ -36,7 +36,7 @@ $(BUILD)/tests/%: tests/c/%.c tests/c/check.h lib
 demo: all
 	sh examples-c/demo.sh $(BUILD)
 
-test: check-header test-rust test-c test-python test-readme
+test: check-header test-rust test-python test-readme test-c
 
 test-rust:
 	$(CARGO) test

@@ -1,6 +1,6 @@
 #!/bin/sh
 # Runs every DIR/test_* program (each under `timeout 120`), shows its output,
-# and ends with one summary line: "C tests: N passed, N failed" (programs).
+# and ends with one summary line: "C: N passed, N failed" (programs).
 # Exit status 1 if any program failed (non-zero exit, crash or timeout).
 # Usage: sh tests/c/run.sh DIR
 dir=${1:?usage: run.sh DIR}
@@ -39,5 +39,5 @@ if [ "$found" -eq 0 ]; then
     failed=$((failed + 1))
 fi
 [ -n "$failed_names" ] && echo "failed:$failed_names"
-echo "C tests: $passed passed, $failed failed"
+echo "C: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
