@@ -16,7 +16,7 @@ EXAMPLES := $(patsubst examples-c/%.c,$(BUILD)/%,$(wildcard examples-c/*.c))
 CTESTS   := $(patsubst tests/c/%.c,$(BUILD)/tests/%,$(wildcard tests/c/test_*.c))
 VERSION  := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 
-.PHONY: all lib demo test test-rust test-c test-python check-header install uninstall clean
+.PHONY: all lib demo test test-rust test-c test-python test-readme check-header install uninstall clean
 
 all: lib $(EXAMPLES)
 
@@ -36,7 +36,7 @@ $(BUILD)/tests/%: tests/c/%.c tests/c/check.h lib
 demo: all
 	sh examples-c/demo.sh $(BUILD)
 
-test: check-header test-rust test-c test-python
+test: check-header test-rust test-python test-readme test-c
 
 test-rust:
 	$(CARGO) test
@@ -46,6 +46,14 @@ test-c: $(CTESTS)
 
 test-python: lib
 	NETSOCK_LIB=$(BUILD)/libnetsock.so $(PYTHON) tests/python/test_ffi.py
+
+# The README's C example must build and run as printed.
+test-readme: lib
+	@mkdir -p $(BUILD)/tests
+	awk '/^```c$$/{on=1;next} /^```$$/{if(on)exit} on' README.md > $(BUILD)/tests/readme_example.c
+	$(CC) $(CFLAGS) $(BUILD)/tests/readme_example.c -o $(BUILD)/tests/readme_example -L$(BUILD) -Wl,-rpath,'$$ORIGIN/..' $(LDLIBS)
+	$(BUILD)/tests/readme_example | grep -qx 'NS_OK: success -> hello'
+	@echo "README example: builds and answers"
 
 # The committed header must be the one the sources generate: build, then compare.
 check-header: lib

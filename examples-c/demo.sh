@@ -48,7 +48,8 @@ section() {
 # most 5 s) for its "listening on" line; sets server_pid, server_addr, server_log.
 start_server() {
     server_log=$tmp/$1.log
-    "$bindir/$1" "$2" >"$server_log" 2>&1 &
+    : >"$server_log" # exists before we poll it, even if the server is slow to start
+    "$bindir/$1" "$2" >>"$server_log" 2>&1 &
     server_pid=$!
     tries=0
     while :; do

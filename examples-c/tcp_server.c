@@ -30,6 +30,16 @@ static void on_signal(int sig)
     ns_server_stop(g_server); /* only wakes the server up; main does the rest */
 }
 
+/* Route SIGINT and SIGTERM to handler (or SIG_DFL); -1 on failure. */
+static int handle_signals(void (*handler)(int))
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = handler;
+    sigemptyset(&sa.sa_mask);
+    return sigaction(SIGINT, &sa, NULL) == 0 && sigaction(SIGTERM, &sa, NULL) == 0 ? 0 : -1;
+}
+
 static void on_open(ns_conn *conn, void *user)
 {
     char peer[256];
@@ -62,16 +72,18 @@ static void on_data(ns_conn *conn, const uint8_t *data, size_t len, void *user)
 
 static void on_close(ns_conn *conn, int reason, void *user)
 {
+    unsigned long long id = (unsigned long long)ns_conn_id(conn);
     (void)user;
-    printf("connection #%llu closed (%s)\n", (unsigned long long)ns_conn_id(conn),
-           ns_strerror(reason));
+    if (reason == NS_OK)
+        printf("connection #%llu closed\n", id);
+    else /* NS_ERR_RESET: the peer reset it; NS_ERR_STOPPED: we are shutting down */
+        printf("connection #%llu closed: %s\n", id, ns_strerror(reason));
 }
 
 int main(int argc, char **argv)
 {
     const char *addr = argc > 1 ? argv[1] : "0.0.0.0:6666";
     char bound[256];
-    struct sigaction sa;
     ns_options *opts;
     int rc;
 
@@ -95,18 +107,15 @@ int main(int argc, char **argv)
         return 1;
     }
 
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    if (sigaction(SIGINT, &sa, NULL) != 0 || sigaction(SIGTERM, &sa, NULL) != 0) {
-        perror("sigaction");
+    rc = ns_server_addr(g_server, bound, sizeof bound);
+    if (rc != NS_OK) {
+        fprintf(stderr, "ns_server_addr: %s\n", ns_strerror(rc));
         ns_server_free(g_server);
         return 1;
     }
 
-    rc = ns_server_addr(g_server, bound, sizeof bound);
-    if (rc != NS_OK) {
-        fprintf(stderr, "ns_server_addr: %s\n", ns_strerror(rc));
+    if (handle_signals(on_signal) != 0) {
+        perror("sigaction");
         ns_server_free(g_server);
         return 1;
     }
@@ -116,6 +125,9 @@ int main(int argc, char **argv)
     rc = ns_server_wait(g_server); /* returns once a signal stopped the server */
     if (rc != NS_OK)
         fprintf(stderr, "ns_server_wait: %s\n", ns_strerror(rc));
+    /* The handler must never see a freed server; a second Ctrl-C now just ends us. */
+    if (handle_signals(SIG_DFL) != 0)
+        perror("sigaction");
     ns_server_free(g_server);
     printf("server stopped\n");
     return rc == NS_OK ? 0 : 1;

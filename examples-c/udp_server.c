@@ -29,6 +29,16 @@ static void on_signal(int sig)
     ns_server_stop(g_server);
 }
 
+/* Route SIGINT and SIGTERM to handler (or SIG_DFL); -1 on failure. */
+static int handle_signals(void (*handler)(int))
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = handler;
+    sigemptyset(&sa.sa_mask);
+    return sigaction(SIGINT, &sa, NULL) == 0 && sigaction(SIGTERM, &sa, NULL) == 0 ? 0 : -1;
+}
+
 static void on_datagram(ns_server *srv, const ns_peer *from, const uint8_t *data, size_t len,
                         void *user)
 {
@@ -52,7 +62,6 @@ int main(int argc, char **argv)
 {
     const char *addr = argc > 1 ? argv[1] : "0.0.0.0:6666";
     char bound[256];
-    struct sigaction sa;
     int rc;
 
     setvbuf(stdout, NULL, _IOLBF, 0); /* line-buffered even when redirected */
@@ -63,18 +72,15 @@ int main(int argc, char **argv)
         return 1;
     }
 
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    if (sigaction(SIGINT, &sa, NULL) != 0 || sigaction(SIGTERM, &sa, NULL) != 0) {
-        perror("sigaction");
+    rc = ns_server_addr(g_server, bound, sizeof bound);
+    if (rc != NS_OK) {
+        fprintf(stderr, "ns_server_addr: %s\n", ns_strerror(rc));
         ns_server_free(g_server);
         return 1;
     }
 
-    rc = ns_server_addr(g_server, bound, sizeof bound);
-    if (rc != NS_OK) {
-        fprintf(stderr, "ns_server_addr: %s\n", ns_strerror(rc));
+    if (handle_signals(on_signal) != 0) {
+        perror("sigaction");
         ns_server_free(g_server);
         return 1;
     }
@@ -84,6 +90,9 @@ int main(int argc, char **argv)
     rc = ns_server_wait(g_server);
     if (rc != NS_OK)
         fprintf(stderr, "ns_server_wait: %s\n", ns_strerror(rc));
+    /* The handler must never see a freed server; a second Ctrl-C now just ends us. */
+    if (handle_signals(SIG_DFL) != 0)
+        perror("sigaction");
     ns_server_free(g_server);
     printf("server stopped\n");
     return rc == NS_OK ? 0 : 1;

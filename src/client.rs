@@ -1,7 +1,7 @@
 //! The classic blocking clients: one TCP exchange, one datagram, one datagram request. Each is
 //! bounded by a timeout covering the whole exchange.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::mem::MaybeUninit;
 use std::net::Shutdown;
 use std::path::PathBuf;
@@ -26,7 +26,7 @@ pub fn tcp_send(addr: &str, data: &[u8], reply: &mut [u8], timeout: Option<Durat
     while !rest.is_empty() {
         sock.set_write_timeout(time_left(deadline, "sending")?)
             .map_err(|e| Error::io("SO_SNDTIMEO", e))?;
-        match (&sock).write(rest) {
+        match sock.send_with_flags(rest, libc::MSG_NOSIGNAL) {
             Ok(n) => rest = &rest[n..],
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(Error::io("sending", e)),

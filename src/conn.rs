@@ -1,8 +1,9 @@
 //! One TCP (or Unix stream) connection: its socket, its queue of unsent output, and the tail of
 //! an incomplete incoming message. An idle connection between messages owns no buffer; the
-//! loop lends its own read buffer to each read.
+//! loop lends its own read buffer to each read. Every write passes MSG_NOSIGNAL: a peer gone
+//! away must be an error code, not a SIGPIPE that kills the application.
 
-use std::io::{self, IoSlice, Write};
+use std::io::{self, IoSlice};
 use std::net::Shutdown;
 use std::sync::Arc;
 use std::time::Instant;
@@ -80,7 +81,7 @@ impl ConnState {
     /// Writes what the queue holds until it is empty or the socket would block.
     pub(crate) fn flush(&mut self) {
         while self.pending() > 0 && self.failed.is_none() {
-            match (&self.sock).write(&self.out[self.out_pos..]) {
+            match self.sock.send_with_flags(&self.out[self.out_pos..], libc::MSG_NOSIGNAL) {
                 Ok(n) => {
                     self.out_pos += n;
                     self.written += n;
@@ -120,7 +121,7 @@ impl ConnState {
         if self.pending() == 0 {
             while sent < total {
                 let (slices, n) = tail_slices(parts, sent);
-                match (&self.sock).write_vectored(&slices[..n]) {
+                match self.sock.send_vectored_with_flags(&slices[..n], libc::MSG_NOSIGNAL) {
                     Ok(n) => sent += n,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

@@ -89,6 +89,7 @@ pub(crate) fn run(group: &Group, index: usize, mut poll: Poll, sock: &Socket, se
             match sock.recv_from_with_flags(&mut buf, libc::MSG_TRUNC) {
                 Ok((n, _)) if n > buf.len() => log!(Info, "dropped a {n}-byte datagram (larger than {READ_BUF})"),
                 Ok((n, from)) => {
+                    let from = unnamed_if_empty(from);
                     stats.datagrams_in.add(1);
                     stats.bytes_in.add(n as u64);
                     // SAFETY: the kernel initialised the first `n` bytes of `buf`.
@@ -111,4 +112,13 @@ pub(crate) fn run(group: &Group, index: usize, mut poll: Poll, sock: &Socket, se
             }
         }
     }
+}
+
+/// Some kernels (gVisor) report an unnamed Unix sender with an empty address rather than a
+/// bare family; both mean "unnamed", so give callbacks the same thing either way.
+fn unnamed_if_empty(from: SockAddr) -> SockAddr {
+    if (from.len() as usize) < size_of::<libc::sa_family_t>() {
+        return SockAddr::unix("").unwrap_or(from);
+    }
+    from
 }

@@ -145,7 +145,10 @@ fn unix_stream_server_removes_its_file() {
     assert!(matches!(Server::tcp(&addr), Err(Error::AddrInUse(_))));
     drop(srv);
     assert!(!path.exists());
-    assert!(matches!(tcp_send(&addr, b"x", &mut reply, Some(T)), Err(Error::Refused(_))));
+    assert!(matches!(
+        tcp_send(&addr, b"x", &mut reply, Some(T)),
+        Err(Error::Refused(_))
+    ));
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -153,14 +156,24 @@ fn unix_stream_server_removes_its_file() {
 fn client_errors() {
     let mut reply = [0u8; 4];
     // A port nobody listens on: bind one, note it, close it.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    assert!(matches!(tcp_send(&format!("127.0.0.1:{port}"), b"x", &mut reply, Some(T)), Err(Error::Refused(_))));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    assert!(matches!(
+        tcp_send(&format!("127.0.0.1:{port}"), b"x", &mut reply, Some(T)),
+        Err(Error::Refused(_))
+    ));
     // A listener that accepts (in the kernel) but never answers.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = silent.local_addr().unwrap().to_string();
     let r = tcp_send(&addr, b"x", &mut reply, Some(Duration::from_millis(200)));
     assert!(matches!(r, Err(Error::Timeout(_))), "{r:?}");
-    assert!(matches!(tcp_send("127.0.0.1", b"x", &mut reply, Some(T)), Err(Error::Addr(_))));
+    assert!(matches!(
+        tcp_send("127.0.0.1", b"x", &mut reply, Some(T)),
+        Err(Error::Addr(_))
+    ));
 }
 
 struct UdpEcho;
@@ -179,11 +192,19 @@ fn udp_echo_truncation_and_timeout() {
     let n = udp_request(&srv.addr_text(), b"ping", &mut reply, Some(T)).unwrap();
     assert_eq!(&reply[..n], b"ping");
     let mut small = [0u8; 2];
-    assert!(matches!(udp_request(&srv.addr_text(), b"ping", &mut small, Some(T)), Err(Error::Truncated(2))));
+    assert!(matches!(
+        udp_request(&srv.addr_text(), b"ping", &mut small, Some(T)),
+        Err(Error::Truncated(2))
+    ));
     assert!(matches!(Server::udp(&srv.addr_text()), Err(Error::AddrInUse(_))));
     // A bound socket that never answers.
     let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let r = udp_request(&silent.local_addr().unwrap().to_string(), b"x", &mut reply, Some(Duration::from_millis(200)));
+    let r = udp_request(
+        &silent.local_addr().unwrap().to_string(),
+        b"x",
+        &mut reply,
+        Some(Duration::from_millis(200)),
+    );
     assert!(matches!(r, Err(Error::Timeout(_))), "{r:?}");
 }
 

@@ -1,0 +1,562 @@
+/* test_threads.c - threads and server lifetime: callbacks on one library
+ * thread, ns_server_stop from another thread / a callback / a signal handler,
+ * ns_server_send from other threads, sends after stop, concurrent clients. */
+#include <stdio.h>
+#include <string.h>
+
+#include "netsock.h"
+#include "check.h"
+
+/* ---- shared recording server ---------------------------------------------- */
+
+struct rec {
+    pthread_mutex_t lock;
+    ns_server *srv;
+    pthread_t cb_thread;
+    int have_thread;
+    int other_threads;
+    int opens, closes, datas;
+    uint64_t last_id;
+    int last_reason;
+    int stop_in_data; /* on_data calls ns_server_stop */
+    int stop_rc;
+    int echo;
+};
+
+static void rec_init(struct rec *r)
+{
+    memset(r, 0, sizeof *r);
+    pthread_mutex_init(&r->lock, NULL);
+    r->echo = 1;
+}
+
+static void rec_thread(struct rec *r)
+{
+    if (!r->have_thread) {
+        r->have_thread = 1;
+        r->cb_thread = pthread_self();
+    } else if (!pthread_equal(r->cb_thread, pthread_self())) {
+        r->other_threads++;
+    }
+}
+
+static void rec_open(ns_conn *c, void *u)
+{
+    struct rec *r = (struct rec *)u;
+    pthread_mutex_lock(&r->lock);
+    rec_thread(r);
+    r->opens++;
+    r->last_id = ns_conn_id(c);
+    pthread_mutex_unlock(&r->lock);
+}
+
+static void rec_close(ns_conn *c, int reason, void *u)
+{
+    struct rec *r = (struct rec *)u;
+    (void)c;
+    pthread_mutex_lock(&r->lock);
+    rec_thread(r);
+    r->closes++;
+    r->last_reason = reason;
+    pthread_mutex_unlock(&r->lock);
+}
+
+static void rec_data(ns_conn *c, const uint8_t *d, size_t n, void *u)
+{
+    struct rec *r = (struct rec *)u;
+    int stop, echo;
+    pthread_mutex_lock(&r->lock);
+    rec_thread(r);
+    r->datas++;
+    stop = r->stop_in_data;
+    echo = r->echo;
+    pthread_mutex_unlock(&r->lock);
+    if (echo)
+        CHECK_EQ_INT(ns_conn_send(c, d, n), NS_OK);
+    if (stop) {
+        int rc = ns_server_stop(r->srv);
+        pthread_mutex_lock(&r->lock);
+        r->stop_rc = rc;
+        pthread_mutex_unlock(&r->lock);
+    }
+}
+
+static int rec_get(struct rec *r, const int *field)
+{
+    int v;
+    pthread_mutex_lock(&r->lock);
+    v = *field;
+    pthread_mutex_unlock(&r->lock);
+    return v;
+}
+
+static ns_server *rec_serve(struct rec *r)
+{
+    ns_options *o = ns_options_new();
+    ns_server *srv = NULL;
+    CHECK_EQ_INT(ns_options_set_on_open(o, rec_open), NS_OK);
+    CHECK_EQ_INT(ns_options_set_on_close(o, rec_close), NS_OK);
+    CHECK_EQ_INT(ns_tcp_serve("127.0.0.1:0", rec_data, r, o, &srv), NS_OK);
+    ns_options_free(o);
+    r->srv = srv;
+    return srv;
+}
+
+/* connect a plain client and do one echo so the connection is surely open */
+static int connect_and_ping(int port)
+{
+    char buf[4];
+    int fd = tcp_connect4(port);
+    CHECK(fd >= 0);
+    if (fd < 0)
+        return -1;
+    CHECK_EQ_INT(write_all_timeout(fd, "ping", 4, 2000), 4);
+    CHECK_EQ_INT(read_timeout(fd, buf, 4, 5000, NULL), 4);
+    return fd;
+}
+
+/* ---- stop from another thread --------------------------------------------- */
+
+struct stopper {
+    ns_server *srv;
+    int delay_ms;
+    int rc;
+};
+
+static void *stop_thread(void *arg)
+{
+    struct stopper *s = (struct stopper *)arg;
+    sleep_ms(s->delay_ms);
+    s->rc = ns_server_stop(s->srv);
+    return NULL;
+}
+
+static void test_stop_from_thread(void)
+{
+    struct rec r;
+    struct stopper sp;
+    ns_server *srv;
+    pthread_t th;
+    int fd, rc, port;
+    uint64_t id;
+    int64_t t0;
+
+    SECTION("ns_server_stop from another thread while a client is connected");
+    rec_init(&r);
+    srv = rec_serve(&r);
+    if (!srv)
+        return;
+    port = ns_server_port(srv);
+    fd = connect_and_ping(port);
+    CHECK_EQ_INT(rec_get(&r, &r.opens), 1);
+    pthread_mutex_lock(&r.lock);
+    id = r.last_id;
+    pthread_mutex_unlock(&r.lock);
+    CHECK(id != 0);
+
+    sp.srv = srv;
+    sp.delay_ms = 150;
+    sp.rc = 99;
+    CHECK_EQ_INT(pthread_create(&th, NULL, stop_thread, &sp), 0);
+    t0 = now_ms();
+    rc = ns_server_wait(srv); /* the watchdog catches a hang here */
+    CHECK_EQ_INT(rc, NS_OK);
+    CHECK(now_ms() - t0 >= 100); /* it really waited for the stop */
+    pthread_join(th, NULL);
+    CHECK_EQ_INT(sp.rc, NS_OK);
+
+    /* once wait returned, the open connection has had its on_close(STOPPED) */
+    pthread_mutex_lock(&r.lock);
+    CHECK_EQ_INT(r.closes, 1);
+    CHECK_EQ_INT(r.last_reason, NS_ERR_STOPPED);
+    CHECK_EQ_INT(r.other_threads, 0);
+    CHECK(r.have_thread && !pthread_equal(r.cb_thread, pthread_self()));
+    CHECK(r.have_thread && !pthread_equal(r.cb_thread, th));
+    pthread_mutex_unlock(&r.lock);
+
+    /* the client sees EOF */
+    if (fd >= 0) {
+        CHECK_EQ_INT(wait_eof(fd, 5000), 1);
+        close(fd);
+    }
+    /* a stopped server takes no more sends, stop/wait again are harmless */
+    CHECK_EQ_INT(ns_server_send(srv, id, "late", 4), NS_ERR_CLOSED);
+    CHECK_EQ_INT(ns_server_stop(srv), NS_OK);
+    CHECK_EQ_INT(ns_server_wait(srv), NS_OK);
+    ns_server_free(srv);
+    /* the port is released: nobody accepts there any more */
+    {
+        char addr[64], reply[8];
+        size_t rlen;
+        snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
+        rc = ns_tcp_send(addr, "x", 1, reply, sizeof reply, &rlen, 2000);
+        CHECK_EQ_INT(rc, NS_ERR_REFUSED);
+    }
+    /* no callbacks after free */
+    CHECK_EQ_INT(rec_get(&r, &r.closes), 1);
+    CHECK_EQ_INT(rec_get(&r, &r.opens), 1);
+}
+
+/* ---- stop from inside a callback ----------------------------------------- */
+
+static void test_stop_from_callback(void)
+{
+    struct rec r;
+    ns_server *srv;
+    int fd;
+    char buf[8];
+
+    SECTION("ns_server_stop from inside on_data");
+    rec_init(&r);
+    r.stop_in_data = 1;
+    r.stop_rc = 99;
+    srv = rec_serve(&r);
+    if (!srv)
+        return;
+    fd = tcp_connect4(ns_server_port(srv));
+    CHECK(fd >= 0);
+    if (fd >= 0)
+        CHECK_EQ_INT(write_all_timeout(fd, "stop", 4, 2000), 4);
+    CHECK_EQ_INT(ns_server_wait(srv), NS_OK);
+    CHECK_EQ_INT(rec_get(&r, &r.stop_rc), NS_OK);
+    CHECK_EQ_INT(rec_get(&r, &r.closes), 1);
+    CHECK_EQ_INT(rec_get(&r, &r.last_reason), NS_ERR_STOPPED);
+    if (fd >= 0) {
+        int eof = 0;
+        /* the echo queued before the stop may or may not be flushed; then EOF */
+        size_t n = read_timeout(fd, buf, sizeof buf, 5000, &eof);
+        CHECK(n == 0 || n == 4);
+        CHECK_EQ_INT(eof, 1);
+        close(fd);
+    }
+    ns_server_free(srv);
+}
+
+/* ---- stop from a signal handler (async-signal-safe) ------------------------ */
+
+static ns_server *volatile g_sig_srv;
+static volatile sig_atomic_t g_sig_rc = 99;
+
+static void on_sigusr1(int sig)
+{
+    (void)sig;
+    g_sig_rc = ns_server_stop(g_sig_srv);
+}
+
+struct killer {
+    pthread_t target;
+};
+
+static void *kill_thread(void *arg)
+{
+    struct killer *k = (struct killer *)arg;
+    sleep_ms(150);
+    pthread_kill(k->target, SIGUSR1);
+    return NULL;
+}
+
+static void test_stop_from_signal(void)
+{
+    struct rec r;
+    struct sigaction sa;
+    struct killer k;
+    pthread_t th;
+    ns_server *srv;
+    int fd;
+
+    SECTION("ns_server_stop from a signal handler");
+    rec_init(&r);
+    srv = rec_serve(&r);
+    if (!srv)
+        return;
+    fd = connect_and_ping(ns_server_port(srv));
+    g_sig_srv = srv;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigusr1;
+    sigemptyset(&sa.sa_mask);
+    CHECK_EQ_INT(sigaction(SIGUSR1, &sa, NULL), 0);
+    k.target = pthread_self();
+    CHECK_EQ_INT(pthread_create(&th, NULL, kill_thread, &k), 0);
+    CHECK_EQ_INT(ns_server_wait(srv), NS_OK); /* the handler runs on this thread */
+    pthread_join(th, NULL);
+    CHECK_EQ_INT(g_sig_rc, NS_OK);
+    CHECK_EQ_INT(rec_get(&r, &r.last_reason), NS_ERR_STOPPED);
+    if (fd >= 0) {
+        CHECK_EQ_INT(wait_eof(fd, 5000), 1);
+        close(fd);
+    }
+    ns_server_free(srv);
+    signal(SIGUSR1, SIG_DFL);
+}
+
+/* ---- ns_server_free with a client still connected ------------------------- */
+
+static void test_free_with_client(void)
+{
+    struct rec r;
+    ns_server *srv;
+    int fd;
+
+    SECTION("ns_server_free with a connected client");
+    rec_init(&r);
+    srv = rec_serve(&r);
+    if (!srv)
+        return;
+    fd = connect_and_ping(ns_server_port(srv));
+    ns_server_free(srv);
+    CHECK_EQ_INT(rec_get(&r, &r.closes), 1);
+    CHECK_EQ_INT(rec_get(&r, &r.last_reason), NS_ERR_STOPPED);
+    if (fd >= 0) {
+        CHECK_EQ_INT(wait_eof(fd, 5000), 1);
+        close(fd);
+    }
+}
+
+/* ---- ns_server_send from other threads ------------------------------------- */
+
+#define SENDERS 4
+#define PER_SENDER 100
+#define RECLEN 16
+
+struct sender {
+    ns_server *srv;
+    uint64_t id;
+    int idx;
+    int failures;
+};
+
+static void *send_thread(void *arg)
+{
+    struct sender *s = (struct sender *)arg;
+    int i;
+    for (i = 0; i < PER_SENDER; i++) {
+        char msg[RECLEN + 1];
+        /* fixed-size record: "T<idx>-<seq 8 digits>....\n" */
+        snprintf(msg, sizeof msg, "T%d-%08d.....", s->idx, i);
+        msg[RECLEN - 1] = '\n';
+        if (ns_server_send(s->srv, s->id, msg, RECLEN) != NS_OK)
+            s->failures++;
+    }
+    return NULL;
+}
+
+static void test_server_send_threads(void)
+{
+    struct rec r;
+    struct sender sd[SENDERS];
+    pthread_t th[SENDERS];
+    ns_server *srv;
+    int fd, i;
+    uint64_t id;
+    static char buf[SENDERS * PER_SENDER * RECLEN + 64];
+    size_t n;
+
+    SECTION("ns_server_send from other threads, by connection id");
+    rec_init(&r);
+    srv = rec_serve(&r);
+    if (!srv)
+        return;
+    fd = connect_and_ping(ns_server_port(srv));
+    pthread_mutex_lock(&r.lock);
+    id = r.last_id;
+    pthread_mutex_unlock(&r.lock);
+
+    /* one message from one other thread */
+    sd[0].srv = srv;
+    sd[0].id = id;
+    if (fd >= 0) {
+        char got[32];
+        CHECK_EQ_INT(ns_server_send(srv, id, "hello by id", 11), NS_OK);
+        n = read_timeout(fd, got, 11, 5000, NULL);
+        CHECK_EQ_INT(n, 11);
+        CHECK(n == 11 && memcmp(got, "hello by id", 11) == 0);
+    }
+
+    for (i = 0; i < SENDERS; i++) {
+        sd[i].srv = srv;
+        sd[i].id = id;
+        sd[i].idx = i;
+        sd[i].failures = 0;
+        CHECK_EQ_INT(pthread_create(&th[i], NULL, send_thread, &sd[i]), 0);
+    }
+    for (i = 0; i < SENDERS; i++) {
+        pthread_join(th[i], NULL);
+        CHECK_EQ_INT(sd[i].failures, 0);
+    }
+    if (fd >= 0) {
+        int next[SENDERS] = {0};
+        int bad = 0;
+        size_t k;
+        n = read_timeout(fd, buf, (size_t)SENDERS * PER_SENDER * RECLEN, 10000, NULL);
+        CHECK_EQ_INT(n, SENDERS * PER_SENDER * RECLEN);
+        /* each message arrives whole, and each thread's messages in order */
+        for (k = 0; k + RECLEN <= n; k += RECLEN) {
+            int t = -1, seq = -1;
+            if (sscanf(buf + k, "T%d-%8d", &t, &seq) != 2 || t < 0 || t >= SENDERS ||
+                seq != next[t] || buf[k + RECLEN - 1] != '\n') {
+                if (bad++ < 3)
+                    fprintf(stderr, "bad record at %zu: \"%.*s\"\n", k, RECLEN, buf + k);
+            } else {
+                next[t]++;
+            }
+        }
+        CHECK_EQ_INT(bad, 0);
+        close(fd);
+    }
+    /* after the client went away the id is unknown */
+    WAIT_FOR(rec_get(&r, &r.closes) >= 1, 5000);
+    CHECK_EQ_INT(rec_get(&r, &r.last_reason), NS_OK);
+    CHECK_EQ_INT(ns_server_send(srv, id, "gone", 4), NS_ERR_CLOSED);
+    CHECK_EQ_INT(rec_get(&r, &r.other_threads), 0);
+    ns_server_free(srv);
+}
+
+/* ---- concurrent one-shot clients from several threads ----------------------- */
+
+#define CLIENT_THREADS 8
+#define CALLS_PER_THREAD 20
+
+struct client_job {
+    char addr[64];
+    int idx;
+    int ok;
+};
+
+static void *client_thread(void *arg)
+{
+    struct client_job *j = (struct client_job *)arg;
+    int i;
+    for (i = 0; i < CALLS_PER_THREAD; i++) {
+        char msg[64], reply[64];
+        size_t rlen = 0;
+        int n = snprintf(msg, sizeof msg, "thread %d call %d", j->idx, i);
+        int rc = ns_tcp_send(j->addr, msg, (size_t)n, reply, sizeof reply, &rlen, 10000);
+        if (rc == NS_OK && rlen == (size_t)n && memcmp(reply, msg, (size_t)n) == 0)
+            j->ok++;
+        else
+            fprintf(stderr, "thread %d call %d: rc %d (%s) rlen %zu: %s\n", j->idx, i, rc,
+                    ns_strerror(rc), rlen, ns_last_error());
+    }
+    return NULL;
+}
+
+static void test_concurrent_clients(void)
+{
+    struct rec r;
+    struct client_job jobs[CLIENT_THREADS];
+    pthread_t th[CLIENT_THREADS];
+    ns_server *srv;
+    int i, total = 0;
+
+    SECTION("ns_tcp_send from 8 threads at once");
+    rec_init(&r);
+    srv = rec_serve(&r);
+    if (!srv)
+        return;
+    for (i = 0; i < CLIENT_THREADS; i++) {
+        jobs[i].idx = i;
+        jobs[i].ok = 0;
+        CHECK_EQ_INT(ns_server_addr(srv, jobs[i].addr, sizeof jobs[i].addr), NS_OK);
+        CHECK_EQ_INT(pthread_create(&th[i], NULL, client_thread, &jobs[i]), 0);
+    }
+    for (i = 0; i < CLIENT_THREADS; i++) {
+        pthread_join(th[i], NULL);
+        total += jobs[i].ok;
+    }
+    CHECK_EQ_INT(total, CLIENT_THREADS * CALLS_PER_THREAD);
+    WAIT_FOR(rec_get(&r, &r.closes) >= CLIENT_THREADS * CALLS_PER_THREAD, 5000);
+    CHECK_EQ_INT(rec_get(&r, &r.opens), CLIENT_THREADS * CALLS_PER_THREAD);
+    CHECK_EQ_INT(rec_get(&r, &r.closes), CLIENT_THREADS * CALLS_PER_THREAD);
+    CHECK_EQ_INT(rec_get(&r, &r.other_threads), 0);
+    ns_server_free(srv);
+}
+
+/* ---- UDP callbacks: one library thread too --------------------------------- */
+
+struct urec {
+    pthread_mutex_t lock;
+    pthread_t cb_thread;
+    int have_thread;
+    int other_threads;
+    int count;
+};
+
+static void urec_dgram(ns_server *srv, const ns_peer *from, const uint8_t *d, size_t n, void *u)
+{
+    struct urec *r = (struct urec *)u;
+    pthread_mutex_lock(&r->lock);
+    if (!r->have_thread) {
+        r->have_thread = 1;
+        r->cb_thread = pthread_self();
+    } else if (!pthread_equal(r->cb_thread, pthread_self())) {
+        r->other_threads++;
+    }
+    r->count++;
+    pthread_mutex_unlock(&r->lock);
+    CHECK_EQ_INT(ns_udp_reply(srv, from, d, n), NS_OK);
+}
+
+struct ujob {
+    char addr[64];
+    int ok;
+};
+
+static void *udp_client_thread(void *arg)
+{
+    struct ujob *j = (struct ujob *)arg;
+    int i;
+    for (i = 0; i < 20; i++) {
+        char reply[16];
+        size_t rlen = 0;
+        if (ns_udp_request(j->addr, "abc", 3, reply, sizeof reply, &rlen, 5000) == NS_OK &&
+            rlen == 3)
+            j->ok++;
+    }
+    return NULL;
+}
+
+static void test_udp_threads(void)
+{
+    struct urec r;
+    struct ujob jobs[4];
+    pthread_t th[4];
+    ns_server *srv = NULL;
+    int i, ok = 0;
+
+    SECTION("UDP callbacks on one library thread; concurrent ns_udp_request");
+    memset(&r, 0, sizeof r);
+    pthread_mutex_init(&r.lock, NULL);
+    CHECK_EQ_INT(ns_udp_serve("127.0.0.1:0", urec_dgram, &r, NULL, &srv), NS_OK);
+    if (!srv)
+        return;
+    for (i = 0; i < 4; i++) {
+        jobs[i].ok = 0;
+        CHECK_EQ_INT(ns_server_addr(srv, jobs[i].addr, sizeof jobs[i].addr), NS_OK);
+        CHECK_EQ_INT(pthread_create(&th[i], NULL, udp_client_thread, &jobs[i]), 0);
+    }
+    for (i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        ok += jobs[i].ok;
+    }
+    CHECK_EQ_INT(ok, 80);
+    pthread_mutex_lock(&r.lock);
+    CHECK_EQ_INT(r.other_threads, 0);
+    CHECK(r.have_thread && !pthread_equal(r.cb_thread, pthread_self()));
+    for (i = 0; i < 4; i++)
+        CHECK(r.have_thread && !pthread_equal(r.cb_thread, th[i]));
+    pthread_mutex_unlock(&r.lock);
+    ns_server_free(srv);
+}
+
+int main(void)
+{
+    watchdog(100);
+    test_stop_from_thread();
+    test_stop_from_callback();
+    test_stop_from_signal();
+    test_free_with_client();
+    test_server_send_threads();
+    test_concurrent_clients();
+    test_udp_threads();
+    return CHECK_DONE();
+}
