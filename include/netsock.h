@@ -101,6 +101,12 @@ typedef enum ns_result {
 } ns_result;
 
 /**
+ * A persistent client connection made by `ns_tcp_connect()`, freed by `ns_client_free()`. Its
+ * functions may be called from any thread.
+ */
+typedef struct ns_client ns_client;
+
+/**
  * One TCP or Unix stream connection. Borrowed: valid only during the callback it was passed
  * to, and only on that (the loop) thread. To reach a connection later or from another thread,
  * keep its `ns_conn_id()` and use `ns_server_send()`.
@@ -108,10 +114,16 @@ typedef enum ns_result {
 typedef struct ns_conn ns_conn;
 
 /**
- * Server settings. Create with `ns_options_new()`, free with `ns_options_free()`. A server
- * copies them when it starts, so they may be freed or reused right after. Not thread-safe:
- * use one `ns_options` from one thread at a time. Passing NULL where options are taken means
- * all defaults.
+ * Loop threads that client connections share (`ns_options_set_loop()`), so many clients cost
+ * no thread each. Made by `ns_loop_new()`, released by `ns_loop_free()`.
+ */
+typedef struct ns_loop ns_loop;
+
+/**
+ * Settings of servers and client connections. Create with `ns_options_new()`, free with
+ * `ns_options_free()`. A server or client copies them when it starts, so they may be freed or
+ * reused right after. Not thread-safe: use one `ns_options` from one thread at a time.
+ * Passing NULL where options are taken means all defaults.
  */
 typedef struct ns_options ns_options;
 
@@ -123,18 +135,42 @@ typedef struct ns_options ns_options;
 typedef struct ns_server ns_server;
 
 /**
- * Called on the server's loop thread when a connection is accepted, before any data.
+ * Called on the connection's loop thread with data: each chunk as read (`NS_FRAMING_RAW`), or
+ * one whole message without its framing (`NS_FRAMING_LINE`, `NS_FRAMING_LEN32`). `data` is never
+ * NULL; it is owned by netsock and valid until the callback returns: copy what you keep.
  * `conn` is borrowed for the call only.
+ */
+typedef void (*ns_data_cb)(struct ns_conn *conn, const uint8_t *data, size_t len, void *user);
+
+/**
+ * Receives one diagnostic: `level` (an `ns_log_level`) and a NUL-terminated message owned by
+ * netsock, valid until the callback returns. Runs on whichever thread logs, usually a loop
+ * thread; it must not block for long.
+ */
+typedef void (*ns_log_cb)(int level, const char *msg);
+
+/**
+ * Called on the connection's loop thread when a connection is accepted (or a client
+ * connection starts), before any data. `conn` is borrowed for the call only.
  */
 typedef void (*ns_open_cb)(struct ns_conn *conn, void *user);
 
 /**
- * Called on the server's loop thread exactly once per opened connection when it ends.
+ * Called on the connection's loop thread exactly once per opened connection when it ends.
  * `reason` is `NS_OK` for an orderly close (the peer's end-of-stream, or `ns_conn_close()` after
- * the queue was flushed), `NS_ERR_RESET`, `NS_ERR_IO` or `NS_ERR_PANIC` for a failure, and
- * `NS_ERR_STOPPED` when the server stops. Sends from here return `NS_ERR_CLOSED`.
+ * the queue was flushed); `NS_ERR_RESET` or `NS_ERR_IO` for a failure; `NS_ERR_TIMEOUT` for the
+ * idle timeout; `NS_ERR_LIMIT` for a message over the frame limit; `NS_ERR_PANIC` for a caught
+ * panic; `NS_ERR_STOPPED` when the server stops or the client is freed. Sends from here return
+ * `NS_ERR_CLOSED`.
  */
 typedef void (*ns_close_cb)(struct ns_conn *conn, int reason, void *user);
+
+/**
+ * Called on the connection's loop thread when its queued output, after rising above the
+ * low-water mark (a quarter of the max write buffer; reading pauses there), fell below it:
+ * reading resumes, and it is a good moment to produce more output.
+ */
+typedef void (*ns_drain_cb)(struct ns_conn *conn, void *user);
 
 /**
  * The address of a datagram peer. A plain value: copy it (`ns_peer keep = *from;`) to answer
@@ -146,18 +182,64 @@ typedef struct ns_peer {
 } ns_peer;
 
 /**
- * Called on the server's loop thread for each chunk of bytes read. `data` (never NULL) is
- * owned by netsock and valid until the callback returns: copy what you keep. `conn` is
- * borrowed for the call only.
- */
-typedef void (*ns_data_cb)(struct ns_conn *conn, const uint8_t *data, size_t len, void *user);
-
-/**
- * Called on the server's loop thread for each datagram. `srv` is the server `ns_udp_serve()`
- * returned; `from` and `data` (never NULL) are owned by netsock and valid until the callback
- * returns: copy the `ns_peer` to answer later.
+ * Called on a loop thread of the server for each datagram. `srv` is the server
+ * `ns_udp_serve()` returned; `from` and `data` (never NULL) are owned by netsock and valid until
+ * the callback returns: copy the `ns_peer` to answer later.
  */
 typedef void (*ns_datagram_cb)(struct ns_server *srv, const struct ns_peer *from, const uint8_t *data, size_t len, void *user);
+
+/**
+ * Counters of a server (`ns_server_stats()`). `size` makes the struct extensible: the caller
+ * sets it to `sizeof(ns_stats)`, netsock writes no more than that and sets it to what it wrote.
+ * Fields only ever get added at the end.
+ */
+typedef struct ns_stats {
+  /**
+   * In: the caller's `sizeof(ns_stats)`. Out: the bytes netsock filled in.
+   */
+  uint32_t size;
+  uint32_t _reserved;
+  /**
+   * Connections accepted and opened.
+   */
+  uint64_t accepted;
+  /**
+   * Connections open now.
+   */
+  uint64_t active;
+  /**
+   * Connections closed, for any reason.
+   */
+  uint64_t closed;
+  /**
+   * Connections refused by the connection limit (`ns_options_set_max_conns()`).
+   */
+  uint64_t rejected;
+  /**
+   * Bytes read from connections or datagrams.
+   */
+  uint64_t bytes_in;
+  /**
+   * Bytes written to connections.
+   */
+  uint64_t bytes_out;
+  /**
+   * Datagrams received.
+   */
+  uint64_t datagrams_in;
+  /**
+   * Datagrams sent with `ns_udp_reply()`.
+   */
+  uint64_t datagrams_out;
+  /**
+   * Connections closed for a message over the frame limit.
+   */
+  uint64_t frames_too_large;
+  /**
+   * Connections closed by the idle timeout.
+   */
+  uint64_t timeouts;
+} ns_stats;
 
 #ifdef __cplusplus
 extern "C" {
@@ -193,6 +275,75 @@ int ns_udp_send(const char *addr, const void *data, size_t len);
 int ns_udp_request(const char *addr, const void *data, size_t len, void *reply, size_t reply_cap, size_t *reply_len, uint32_t timeout_ms);
 
 /**
+ * Sends one message of `len` bytes from `data` in `framing` (`NS_FRAMING_LINE` or
+ * `NS_FRAMING_LEN32`) and reads one whole reply message into `reply` without needing the peer
+ * to close, with the reply, truncation and timeout rules of `ns_tcp_send()` (the reply is the
+ * message without its framing). `NS_ERR_INVALID` for `NS_FRAMING_RAW` (use `ns_tcp_send()`);
+ * `NS_ERR_CLOSED` if the peer closed before a whole reply arrived. Any thread.
+ */
+int ns_tcp_request(const char *addr, const void *data, size_t len, void *reply, size_t reply_cap, size_t *reply_len, uint32_t timeout_ms, int framing);
+
+/**
+ * Starts loop threads for client connections (`ns_options_set_threads()` of `opts` says how
+ * many; NULL: one), written to `*out` on success. Give it to clients with
+ * `ns_options_set_loop()`. Any thread.
+ */
+int ns_loop_new(const struct ns_options *opts, struct ns_loop **out);
+
+/**
+ * Releases the handle. The loop threads run on while clients (or options) still use the loop
+ * and stop once the last of them is freed. NULL is a no-op.
+ */
+void ns_loop_free(struct ns_loop *lp);
+
+/**
+ * Makes clients started with these options run on `lp` (NULL: each client on a loop thread of
+ * its own, the default). The options keep the loop alive until they are freed or set again.
+ */
+int ns_options_set_loop(struct ns_options *opts, const struct ns_loop *lp);
+
+/**
+ * Connects to `addr` (as for `ns_tcp_send()`), blocking the caller for at most the connect
+ * timeout of `opts` (default 10 s), then runs the connection on a loop: the loop of
+ * `ns_options_set_loop()`, or one of its own. `on_data` (required) and the callbacks of `opts`
+ * run on that loop thread with `user`, with the framing, limits and timeouts of `opts`, as for
+ * a server's connections; `on_open` runs first. The client is written to `*out` on success.
+ * `NS_ERR_REFUSED`, `NS_ERR_TIMEOUT`, `NS_ERR_ADDR` when connecting fails. A closed client
+ * stays closed: to reconnect (say, after the server restarted), free it and connect again.
+ */
+int ns_tcp_connect(const char *addr, ns_data_cb on_data, void *user, const struct ns_options *opts, struct ns_client **out);
+
+/**
+ * Sends `len` bytes from `data` (copied) on the client connection, from any thread; the loop
+ * writes them in order. `NS_ERR_CLOSED` once the connection has closed.
+ */
+int ns_client_send(struct ns_client *client, const void *data, size_t len);
+
+/**
+ * Like `ns_client_send()`, as one message in the client's framing.
+ */
+int ns_client_send_frame(struct ns_client *client, const void *data, size_t len);
+
+/**
+ * The client connection's id (as `ns_conn_id()` gives it in its callbacks); 0 for NULL.
+ */
+uint64_t ns_client_id(const struct ns_client *client);
+
+/**
+ * Closes the connection once what was sent before is written; `on_close` follows (`NS_OK`).
+ * Any thread. Free the client afterwards.
+ */
+int ns_client_close(struct ns_client *client);
+
+/**
+ * Closes the connection at once if it is still open (`on_close` gets `NS_ERR_STOPPED`), waits
+ * for that callback, and frees the client; no callback of it runs after this returns. Inside
+ * one of its loop's callbacks it cannot wait: the close follows when the callback returns.
+ * NULL is a no-op.
+ */
+void ns_client_free(struct ns_client *client);
+
+/**
  * Sends `len` bytes from `data` (copied: the buffer is free again when this returns). What the
  * socket takes is written at once, the rest queued and written as the peer reads. `NS_OK`;
  * `NS_ERR_CLOSED` after `ns_conn_close()`, inside `on_close`, or once the connection failed;
@@ -222,8 +373,44 @@ uint64_t ns_conn_id(const struct ns_conn *conn);
 int ns_conn_peer(const struct ns_conn *conn, char *buf, size_t cap);
 
 /**
- * A new options object with every default (no `on_open`, no `on_close`). Free it with
- * `ns_options_free()`. NULL only if memory ran out.
+ * Sends `len` bytes from `data` (copied) as one message in the connection's framing: a "\n"
+ * after it for `NS_FRAMING_LINE` (`NS_ERR_INVALID` if it contains "\n"), a 4-byte big-endian
+ * length before it for `NS_FRAMING_LEN32`, as is for raw framing. Otherwise like
+ * `ns_conn_send()`. Loop thread only (inside a callback).
+ */
+int ns_conn_send_frame(struct ns_conn *conn, const void *data, size_t len);
+
+/**
+ * Bytes queued on the connection and not yet written (0 for NULL). Loop thread only.
+ */
+size_t ns_conn_pending(const struct ns_conn *conn);
+
+/**
+ * Stores the application's pointer for this connection (its session state), so callbacks can
+ * find it without a table of ids. netsock never reads or frees it: free what it points to in
+ * `on_close` at the latest. Loop thread only (inside a callback).
+ */
+int ns_conn_set_user(struct ns_conn *conn, void *user);
+
+/**
+ * The pointer stored with `ns_conn_set_user()` (NULL until set, and for a NULL `conn`). Loop
+ * thread only (inside a callback).
+ */
+void *ns_conn_user(const struct ns_conn *conn);
+
+/**
+ * Sends the library's diagnostics at `level` and above to `cb`, process-wide; off by default.
+ * NULL `cb` or `NS_LOG_OFF` turns logging off. `NS_ERR_INVALID` for a level outside
+ * `ns_log_level`. Any thread.
+ */
+int ns_set_log(ns_log_cb cb, int level);
+
+/**
+ * A new options object with every default: 1 loop thread, raw framing, 1 MiB max frame,
+ * 8 MiB max write buffer per connection, no connection limit, no idle timeout, backlog 1024,
+ * TCP_NODELAY on, no keep-alive, no drain on stop, 10 s connect timeout, no callbacks but the
+ * data callback given to the serve or connect call. Free it with `ns_options_free()`. NULL
+ * only if memory ran out.
  */
 struct ns_options *ns_options_new(void);
 
@@ -233,15 +420,91 @@ struct ns_options *ns_options_new(void);
 void ns_options_free(struct ns_options *opts);
 
 /**
- * Sets the callback for accepted connections; NULL clears it. `NS_ERR_INVALID` if `opts` is
- * NULL.
+ * Sets the callback for opened connections; NULL clears it.
  */
 int ns_options_set_on_open(struct ns_options *opts, ns_open_cb cb);
 
 /**
- * Sets the callback for ended connections; NULL clears it. `NS_ERR_INVALID` if `opts` is NULL.
+ * Sets the callback for ended connections; NULL clears it.
  */
 int ns_options_set_on_close(struct ns_options *opts, ns_close_cb cb);
+
+/**
+ * Sets the callback for drained output queues (see `ns_drain_cb`); NULL clears it.
+ */
+int ns_options_set_on_drain(struct ns_options *opts, ns_drain_cb cb);
+
+/**
+ * Sets the number of loop threads of a server (or of an `ns_loop`): 0 means one per core, at
+ * most 256. All callbacks of one connection run on one thread, in order; callbacks of
+ * different connections (and datagrams of a UDP server) run on several threads at once, with
+ * the same `user` pointer. Connections are spread over the threads as they are accepted.
+ */
+int ns_options_set_threads(struct ns_options *opts, size_t threads);
+
+/**
+ * Sets how the byte stream is cut into messages for `on_data`: one of `ns_framing`.
+ * `NS_ERR_INVALID` for any other value.
+ */
+int ns_options_set_framing(struct ns_options *opts, int framing);
+
+/**
+ * Sets the largest message a framed connection accepts (default 1 MiB; at least 1). A bigger
+ * one closes that connection with `NS_ERR_LIMIT`, having cost no more memory than the limit.
+ */
+int ns_options_set_max_frame(struct ns_options *opts, size_t bytes);
+
+/**
+ * Bounds each connection's queued output (default 8 MiB; at least 1). A send that would take
+ * the queue past it returns `NS_ERR_LIMIT` and queues nothing of that message. While more than
+ * a quarter of it is queued, netsock stops reading from that connection until it drains, so a
+ * peer that never reads cannot make the server grow. For `ns_server_send()` and
+ * `ns_client_send()` the bound applies when the loop delivers the message: one that does not
+ * fit is dropped (and logged).
+ */
+int ns_options_set_max_write_buffer(struct ns_options *opts, size_t bytes);
+
+/**
+ * Sets the most connections a server holds at once (0, the default: no limit). Connections
+ * over it are accepted and closed at once, and counted as `rejected` in `ns_server_stats()`.
+ */
+int ns_options_set_max_conns(struct ns_options *opts, size_t max);
+
+/**
+ * Closes connections with no traffic in either direction for `ms` milliseconds, with
+ * `NS_ERR_TIMEOUT` (0, the default: never).
+ */
+int ns_options_set_idle_timeout_ms(struct ns_options *opts, uint32_t ms);
+
+/**
+ * Sets the listen backlog of a TCP server (default 1024; at least 1).
+ */
+int ns_options_set_backlog(struct ns_options *opts, int backlog);
+
+/**
+ * Turns TCP_NODELAY on (the default: small messages leave at once) or off (Nagle's algorithm
+ * merges them).
+ */
+int ns_options_set_nodelay(struct ns_options *opts, bool on);
+
+/**
+ * Turns TCP keep-alive probes on after `idle_seconds` without traffic (0, the default: off),
+ * so connections to vanished peers end with an error.
+ */
+int ns_options_set_keepalive(struct ns_options *opts, uint32_t idle_seconds);
+
+/**
+ * Sets how long `ns_server_stop()` lets a TCP server flush queued output (0, the default: not
+ * at all). When it stops, the server stops accepting and reading; each connection closes (with
+ * `NS_ERR_STOPPED`) as soon as its queue is empty, and those still sending when the time is up
+ * close then.
+ */
+int ns_options_set_drain_timeout_ms(struct ns_options *opts, uint32_t ms);
+
+/**
+ * Sets how long `ns_tcp_connect()` may take to connect (default 10 s; 0: no limit).
+ */
+int ns_options_set_connect_timeout_ms(struct ns_options *opts, uint32_t ms);
 
 /**
  * Writes the peer's address as NUL-terminated text ("127.0.0.1:5000", "[::1]:5000",
@@ -274,10 +537,11 @@ const char *ns_version(void);
 /**
  * Starts a TCP server on `addr` ("127.0.0.1:6666", "0.0.0.0:0", "[::1]:6666",
  * "localhost:6666", or "unix:/path/to.sock" for a Unix stream socket) and returns once it
- * listens, with the server in `*out` (written only on success). The server runs on its own
- * loop thread until stopped; `on_data` (required) and the `on_open`/`on_close` of `opts` run
- * there, one at a time, with `user` as their last argument. `opts` may be NULL (defaults) and is
- * copied: free it whenever you like. Listening sockets set SO_REUSEADDR; a stale Unix socket
+ * listens, with the server in `*out` (written only on success). The server runs on loop
+ * threads of its own (one unless `ns_options_set_threads()` says otherwise) until stopped;
+ * `on_data` (required) and the callbacks of `opts` run there with `user` as their last
+ * argument, one at a time per loop thread. `opts` may be NULL (defaults) and is copied: free
+ * it whenever you like. Listening sockets set SO_REUSEADDR; a stale Unix socket
  * file (nobody answering) is replaced, and the file is removed when the server is freed.
  * `NS_ERR_ADDR` for bad address text, `NS_ERR_ADDR_IN_USE`, `NS_ERR_INVALID` for NULL `addr`,
  * `on_data` or `out`.
@@ -287,8 +551,9 @@ int ns_tcp_serve(const char *addr, ns_data_cb on_data, void *user, const struct 
 /**
  * Starts a UDP server on `addr` (as for `ns_tcp_serve()`; "unix:/path" makes a Unix datagram
  * socket) and returns once it is bound, with the server in `*out` (written only on success).
- * `on_datagram` (required) runs on the server's loop thread for each datagram, with `user`.
- * Answer with `ns_udp_reply()`. `opts` may be NULL; its connection callbacks do not apply.
+ * `on_datagram` (required) runs on a loop thread of the server for each datagram, with `user`
+ * (with several threads, on several at once). Answer with `ns_udp_reply()`. `opts` may be NULL;
+ * of its settings, only the thread count applies.
  */
 int ns_udp_serve(const char *addr, ns_datagram_cb on_datagram, void *user, const struct ns_options *opts, struct ns_server **out);
 
@@ -307,15 +572,16 @@ int ns_server_addr(const struct ns_server *srv, char *buf, size_t cap);
 
 /**
  * Asks the server to stop and returns at once: it stops accepting, and every open connection
- * gets `on_close` with `NS_ERR_STOPPED`. Any thread, repeatable, and async-signal-safe (call it
+ * gets `on_close` with `NS_ERR_STOPPED` (after flushing its output, within the drain timeout
+ * if one is set). Any thread, repeatable, and async-signal-safe (call it
  * from a SIGINT handler); for that reason it does not set `ns_last_error()`, not even for NULL.
  */
 int ns_server_stop(struct ns_server *srv);
 
 /**
  * Blocks until the server has stopped (after `ns_server_stop()` from a signal handler or another
- * thread) and its last callback has returned. Any thread but the server's own loop thread: from
- * inside one of its callbacks it returns `NS_ERR_MISUSE` instead of deadlocking.
+ * thread) and its last callback has returned. Any thread but the server's own loop threads:
+ * from inside one of its callbacks it returns `NS_ERR_MISUSE` instead of deadlocking.
  */
 int ns_server_wait(struct ns_server *srv);
 
@@ -343,6 +609,20 @@ int ns_server_send(struct ns_server *srv, uint64_t conn_id, const void *data, si
  * server stopped; `NS_ERR_INVALID` for a TCP server or a `to` netsock did not fill in.
  */
 int ns_udp_reply(struct ns_server *srv, const struct ns_peer *to, const void *data, size_t len);
+
+/**
+ * Like `ns_server_send()`, but sends `len` bytes from `data` as one message in the server's
+ * framing (a "\n" after it, or a 4-byte length before it; as is for raw framing). A line
+ * message containing "\n" is dropped when the loop delivers it (and logged).
+ */
+int ns_server_send_frame(struct ns_server *srv, uint64_t conn_id, const void *data, size_t len);
+
+/**
+ * Counters of a server since it started (see `ns_stats`). Set `out->size = sizeof(ns_stats)`
+ * first: netsock fills in that many bytes at most, so programs built against an older, smaller
+ * `ns_stats` keep working, and sets `out->size` to what it filled in. Any thread.
+ */
+int ns_server_stats(const struct ns_server *srv, struct ns_stats *out);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 use socket2::{Domain, SockAddr, Socket, Type};
 
 use crate::addr::Addr;
-use crate::framing::{self, Framing};
 use crate::error::{Error, Result};
 use crate::event_loop::time_left;
+use crate::framing::{self, Framing};
 use crate::socket::{self, connect_error};
 
 /// Connects, sends all of `data`, shuts down the write side, and reads the reply into `reply`
@@ -22,16 +22,7 @@ use crate::socket::{self, connect_error};
 pub fn tcp_send(addr: &str, data: &[u8], reply: &mut [u8], timeout: Option<Duration>) -> Result<usize> {
     let deadline = timeout.map(|t| Instant::now() + t);
     let sock = socket::connect(&Addr::parse(addr)?, deadline)?;
-    let mut rest = data;
-    while !rest.is_empty() {
-        sock.set_write_timeout(time_left(deadline, "sending")?)
-            .map_err(|e| Error::io("SO_SNDTIMEO", e))?;
-        match sock.send_with_flags(rest, libc::MSG_NOSIGNAL) {
-            Ok(n) => rest = &rest[n..],
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(Error::io("sending", e)),
-        }
-    }
+    write_all(&sock, data, deadline)?;
     sock.shutdown(Shutdown::Write).map_err(|e| Error::io("shutdown", e))?;
     let mut len = 0;
     let mut probe = [0u8; 1];
@@ -57,9 +48,17 @@ pub fn tcp_send(addr: &str, data: &[u8], reply: &mut [u8], timeout: Option<Durat
 /// Sends `msg` as one framed message and reads one whole framed reply into `reply`, without
 /// needing the peer to close. Returns the reply's length; [`Error::Truncated`] if it outgrew
 /// `reply`. `timeout` bounds the whole exchange.
-pub fn tcp_request(addr: &str, msg: &[u8], reply: &mut [u8], timeout: Option<Duration>, framing: Framing) -> Result<usize> {
+pub fn tcp_request(
+    addr: &str,
+    msg: &[u8],
+    reply: &mut [u8],
+    timeout: Option<Duration>,
+    framing: Framing,
+) -> Result<usize> {
     if framing == Framing::Raw {
-        return Err(Error::Invalid("a request needs line or len32 framing (tcp_send covers raw bytes)".into()));
+        return Err(Error::Invalid(
+            "a request needs line or len32 framing (tcp_send covers raw bytes)".into(),
+        ));
     }
     let deadline = timeout.map(|t| Instant::now() + t);
     let (head, head_len, tail) = framing::envelope(framing, msg)?;
@@ -82,7 +81,8 @@ pub fn tcp_request(addr: &str, msg: &[u8], reply: &mut [u8], timeout: Option<Dur
         if let Some(len) = len {
             return Ok(len);
         }
-        sock.set_read_timeout(time_left(deadline, "waiting for the reply")?).map_err(|e| Error::io("SO_RCVTIMEO", e))?;
+        sock.set_read_timeout(time_left(deadline, "waiting for the reply")?)
+            .map_err(|e| Error::io("SO_RCVTIMEO", e))?;
         match (&sock).read(&mut chunk) {
             Ok(0) => return Err(Error::Closed("the peer closed before a whole reply arrived".into())),
             Ok(n) => got.extend_from_slice(&chunk[..n]),
@@ -94,15 +94,20 @@ pub fn tcp_request(addr: &str, msg: &[u8], reply: &mut [u8], timeout: Option<Dur
 
 /// On truncation, gives the caller the first bytes of the oversized reply message.
 fn fill_prefix(framing: Framing, got: &[u8], reply: &mut [u8]) {
-    let body = if framing == Framing::Len32 { got.get(4..).unwrap_or_default() } else { got };
+    let body = if framing == Framing::Len32 {
+        got.get(4..).unwrap_or_default()
+    } else {
+        got
+    };
     let n = body.len().min(reply.len());
     reply[..n].copy_from_slice(&body[..n]);
 }
 
 fn write_all(sock: &Socket, mut rest: &[u8], deadline: Option<Instant>) -> Result<()> {
     while !rest.is_empty() {
-        sock.set_write_timeout(time_left(deadline, "sending")?).map_err(|e| Error::io("SO_SNDTIMEO", e))?;
-        match (&*sock).write(rest) {
+        sock.set_write_timeout(time_left(deadline, "sending")?)
+            .map_err(|e| Error::io("SO_SNDTIMEO", e))?;
+        match sock.send_with_flags(rest, libc::MSG_NOSIGNAL) {
             Ok(n) => rest = &rest[n..],
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(Error::io("sending", e)),

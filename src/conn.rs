@@ -5,7 +5,6 @@
 
 use std::io::{self, IoSlice};
 use std::net::Shutdown;
-use std::sync::Arc;
 use std::time::Instant;
 
 use socket2::{SockAddr, Socket};
@@ -32,7 +31,8 @@ pub(crate) enum Phase {
 pub(crate) struct ConnState {
     pub(crate) sock: Socket,
     pub(crate) id: u64,
-    pub(crate) svc: Arc<Service>,
+    /// The loop's key of the handler and options this connection follows.
+    pub(crate) svc: usize,
     pub(crate) phase: Phase,
     /// The peer has shut down its sending side.
     pub(crate) peer_eof: bool,
@@ -56,7 +56,7 @@ pub(crate) struct ConnState {
 const KEEP_QUEUE_CAPACITY: usize = 64 * 1024;
 
 impl ConnState {
-    pub(crate) fn new(sock: Socket, id: u64, svc: Arc<Service>, now: Instant) -> ConnState {
+    pub(crate) fn new(sock: Socket, id: u64, svc: usize, now: Instant) -> ConnState {
         ConnState {
             sock,
             id,
@@ -102,8 +102,8 @@ impl ConnState {
     }
 
     /// Sends `parts` as one message: written at once as far as the socket takes it, the rest
-    /// queued. Refused whole (`Limit`) if the queue would outgrow its bound.
-    pub(crate) fn send(&mut self, parts: &[&[u8]]) -> Result<()> {
+    /// queued. Refused whole (`Limit`) if the queue would outgrow `max`.
+    pub(crate) fn send(&mut self, parts: &[&[u8]], max: usize) -> Result<()> {
         if self.phase != Phase::Open {
             return Err(Error::Closed("the connection is closed".into()));
         }
@@ -111,10 +111,13 @@ impl ConnState {
             return Err(Error::Closed(format!("the connection failed: {e}").into()));
         }
         let total: usize = parts.iter().map(|p| p.len()).sum();
-        let max = self.svc.opts.max_write_buffer;
         if self.pending().saturating_add(total) > max {
             return Err(Error::Limit(
-                format!("{} bytes queued; {total} more would pass the {max}-byte write buffer limit", self.pending()).into(),
+                format!(
+                    "{} bytes queued; {total} more would pass the {max}-byte write buffer limit",
+                    self.pending()
+                )
+                .into(),
             ));
         }
         let mut sent = 0;
@@ -173,11 +176,12 @@ fn tail_slices<'a>(parts: &[&'a [u8]], mut skip: usize) -> ([IoSlice<'a>; 3], us
 /// A connection as callbacks see it: borrowed for the duration of one callback.
 pub struct Conn<'a> {
     st: &'a mut ConnState,
+    svc: &'a Service,
 }
 
 impl<'a> Conn<'a> {
-    pub(crate) fn new(st: &'a mut ConnState) -> Conn<'a> {
-        Conn { st }
+    pub(crate) fn new(st: &'a mut ConnState, svc: &'a Service) -> Conn<'a> {
+        Conn { st, svc }
     }
 
     /// The connection's id: unique for the server's lifetime, never 0.
@@ -192,13 +196,14 @@ impl<'a> Conn<'a> {
 
     /// Sends `data` (copied if it cannot be written at once).
     pub fn send(&mut self, data: &[u8]) -> Result<()> {
-        self.st.send(&[data])
+        self.st.send(&[data], self.svc.opts.max_write_buffer)
     }
 
     /// Sends `msg` as one message in the connection's framing.
     pub fn send_frame(&mut self, msg: &[u8]) -> Result<()> {
-        let (head, head_len, tail) = framing::envelope(self.st.svc.opts.framing, msg)?;
-        self.st.send(&[&head[..head_len], msg, tail])
+        let (head, head_len, tail) = framing::envelope(self.svc.opts.framing, msg)?;
+        self.st
+            .send(&[&head[..head_len], msg, tail], self.svc.opts.max_write_buffer)
     }
 
     /// Closes the connection once everything queued so far has been written.

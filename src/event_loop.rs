@@ -108,7 +108,10 @@ impl Group {
             loops.push(LoopShared {
                 index: index as u64,
                 waker,
-                inbox: Mutex::new(Inbox { live: HashSet::new(), cmds: Vec::new() }),
+                inbox: Mutex::new(Inbox {
+                    live: HashSet::new(),
+                    cmds: Vec::new(),
+                }),
                 stats: LoopStats::default(),
                 next_seq: AtomicU64::new(1),
                 thread: OnceLock::new(),
@@ -135,12 +138,14 @@ impl Group {
         let mut threads = lock(&self.threads);
         for (index, poll) in polls.into_iter().enumerate() {
             let (group, body) = (self.clone(), body.clone());
-            let spawned = std::thread::Builder::new().name(format!("netsock-loop-{index}")).spawn(move || {
-                let _ = group.loops[index].thread.set(std::thread::current().id());
-                body(index, poll);
-                *lock(&group.finished) += 1;
-                group.finished_cv.notify_all();
-            });
+            let spawned = std::thread::Builder::new()
+                .name(format!("netsock-loop-{index}"))
+                .spawn(move || {
+                    let _ = group.loops[index].thread.set(std::thread::current().id());
+                    body(index, poll);
+                    *lock(&group.finished) += 1;
+                    group.finished_cv.notify_all();
+                });
             match spawned {
                 Ok(handle) => threads.push(handle),
                 Err(e) => {
@@ -172,7 +177,9 @@ impl Group {
 
     /// The loop that owns connection `id`.
     pub(crate) fn loop_of(&self, id: u64) -> Result<&LoopShared> {
-        self.loops.get((id & 0xff) as usize).ok_or_else(|| Error::Closed(format!("no open connection with id {id}").into()))
+        self.loops
+            .get((id & 0xff) as usize)
+            .ok_or_else(|| Error::Closed(format!("no open connection with id {id}").into()))
     }
 
     /// The next loop in turn, for a new client connection.
@@ -187,7 +194,9 @@ impl Group {
     /// Blocks until every started loop has finished.
     pub(crate) fn wait(&self) -> Result<()> {
         if self.on_loop_thread() {
-            return Err(Error::Misuse("waiting for a server inside its own callback would deadlock".into()));
+            return Err(Error::Misuse(
+                "waiting for a server inside its own callback would deadlock".into(),
+            ));
         }
         let started = lock(&self.threads).len();
         let mut finished = lock(&self.finished);

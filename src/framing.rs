@@ -38,7 +38,9 @@ pub(crate) fn split(framing: Framing, max: usize, buf: &[u8], mut emit: impl FnM
                 None => return Ok(pos),
             },
             Framing::Len32 => {
-                let Some(head) = rest.first_chunk::<4>() else { return Ok(pos) };
+                let Some(head) = rest.first_chunk::<4>() else {
+                    return Ok(pos);
+                };
                 let len = u32::from_be_bytes(*head) as usize;
                 if len > max {
                     return Err(too_large(len, max));
@@ -120,7 +122,9 @@ mod tests {
     }
 
     fn len32(msgs: &[&[u8]]) -> Vec<u8> {
-        msgs.iter().flat_map(|m| (m.len() as u32).to_be_bytes().into_iter().chain(m.iter().copied())).collect()
+        msgs.iter()
+            .flat_map(|m| (m.len() as u32).to_be_bytes().into_iter().chain(m.iter().copied()))
+            .collect()
     }
 
     /// A small deterministic generator, so the property tests need no extra crate.
@@ -136,13 +140,25 @@ mod tests {
         let mut seed = 0x9e3779b97f4a7c15;
         for round in 0..300 {
             let msgs: Vec<Vec<u8>> = (0..(xorshift(&mut seed) % 8))
-                .map(|_| (0..xorshift(&mut seed) % 40).map(|_| b'a' + (xorshift(&mut seed) % 26) as u8).collect())
+                .map(|_| {
+                    (0..xorshift(&mut seed) % 40)
+                        .map(|_| b'a' + (xorshift(&mut seed) % 26) as u8)
+                        .collect()
+                })
                 .collect();
             let refs: Vec<&[u8]> = msgs.iter().map(|m| &m[..]).collect();
             let lines: Vec<u8> = msgs.iter().flat_map(|m| m.iter().copied().chain(*b"\r\n")).collect();
             let sizes: Vec<usize> = (0..5).map(|_| 1 + (xorshift(&mut seed) % 17) as usize).collect();
-            assert_eq!(frames(Framing::Len32, 64, &len32(&refs), &sizes).unwrap(), msgs, "round {round}");
-            assert_eq!(frames(Framing::Line, 64, &lines, &sizes).unwrap(), msgs, "round {round}");
+            assert_eq!(
+                frames(Framing::Len32, 64, &len32(&refs), &sizes).unwrap(),
+                msgs,
+                "round {round}"
+            );
+            assert_eq!(
+                frames(Framing::Line, 64, &lines, &sizes).unwrap(),
+                msgs,
+                "round {round}"
+            );
             assert_eq!(frames(Framing::Len32, 64, &len32(&refs), &[1]).unwrap(), msgs);
             assert_eq!(frames(Framing::Line, 64, &lines, &[usize::MAX]).unwrap(), msgs);
         }
@@ -159,17 +175,32 @@ mod tests {
         let at = vec![b'x'; 8];
         let over = vec![b'x'; 9];
         assert!(frames(Framing::Len32, 8, &len32(&[&at]), &[3]).is_ok());
-        assert!(matches!(frames(Framing::Len32, 8, &len32(&[&over]), &[3]), Err(Error::Limit(_))));
+        assert!(matches!(
+            frames(Framing::Len32, 8, &len32(&[&over]), &[3]),
+            Err(Error::Limit(_))
+        ));
         assert!(frames(Framing::Line, 8, &[&at[..], b"\r\n"].concat(), &[1]).is_ok());
-        assert!(matches!(frames(Framing::Line, 8, &[&over[..], b"\n"].concat(), &[1]), Err(Error::Limit(_))));
+        assert!(matches!(
+            frames(Framing::Line, 8, &[&over[..], b"\n"].concat(), &[1]),
+            Err(Error::Limit(_))
+        ));
         // A line that never ends is refused once it is too long, not buffered forever.
-        assert!(matches!(frames(Framing::Line, 8, &[b'y'; 1000], &[1]), Err(Error::Limit(_))));
+        assert!(matches!(
+            frames(Framing::Line, 8, &[b'y'; 1000], &[1]),
+            Err(Error::Limit(_))
+        ));
     }
 
     #[test]
     fn a_huge_length_prefix_fails_at_once() {
         let mut partial = Vec::new();
-        let r = feed(Framing::Len32, 1 << 20, &mut partial, &[0xff, 0xff, 0xff, 0xff, 1, 2], |_| true);
+        let r = feed(
+            Framing::Len32,
+            1 << 20,
+            &mut partial,
+            &[0xff, 0xff, 0xff, 0xff, 1, 2],
+            |_| true,
+        );
         assert!(matches!(r, Err(Error::Limit(_))));
         assert!(partial.capacity() < 64);
     }

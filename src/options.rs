@@ -54,7 +54,11 @@ impl Options {
     /// The number of loop threads to run: `threads`, or one per core for 0, at most 256 (ids
     /// carry the loop's index in 8 bits).
     pub(crate) fn loop_count(&self) -> usize {
-        let n = if self.threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { self.threads };
+        let n = if self.threads == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            self.threads
+        };
         n.clamp(1, 256)
     }
 

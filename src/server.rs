@@ -54,7 +54,9 @@ impl Server {
     }
 
     fn take_polls(&self) -> Result<Vec<Poll>> {
-        lock(&self.polls).take().ok_or_else(|| Error::Misuse("the server was already started".into()))
+        lock(&self.polls)
+            .take()
+            .ok_or_else(|| Error::Misuse("the server was already started".into()))
     }
 
     /// Starts serving TCP connections on the loop threads.
@@ -62,7 +64,10 @@ impl Server {
         if self.kind != Type::STREAM {
             return Err(Error::Invalid("not a TCP server".into()));
         }
-        let svc = Arc::new(Service { handler: Arc::new(handler), opts: self.opts.clone() });
+        let svc = Arc::new(Service {
+            handler: Arc::new(handler),
+            opts: self.opts.clone(),
+        });
         let (group, bound) = (self.group.clone(), self.bound.clone());
         self.group.spawn(self.take_polls()?, move |index, poll| {
             tcp::run(&group, index, poll, Some((bound.clone(), svc.clone())));
@@ -124,7 +129,11 @@ impl Server {
         if self.kind != Type::STREAM {
             return Err(Error::Invalid("connection sends need a TCP server".into()));
         }
-        let cmd = Cmd::Send { id, data: data.to_vec(), frame };
+        let cmd = Cmd::Send {
+            id,
+            data: data.to_vec(),
+            frame,
+        };
         self.group.loop_of(id)?.push(&self.group, Some(id), cmd)
     }
 

@@ -103,14 +103,21 @@ impl TcpLoop<'_> {
     fn serve(&mut self) -> Result<()> {
         if let Some(l) = &self.listener {
             let fd = l.sock.as_raw_fd();
-            self.poll.registry().register(&mut SourceFd(&fd), LISTENER, Interest::READABLE).map_err(|e| Error::io("epoll_ctl", e))?;
+            self.poll
+                .registry()
+                .register(&mut SourceFd(&fd), LISTENER, Interest::READABLE)
+                .map_err(|e| Error::io("epoll_ctl", e))?;
         }
         let mut events = Events::with_capacity(1024);
         loop {
             if self.group.stopping() && self.stop_step() {
                 return Ok(());
             }
-            let timeout = if self.again.is_empty() { self.next_timeout() } else { Some(Duration::ZERO) };
+            let timeout = if self.again.is_empty() {
+                self.next_timeout()
+            } else {
+                Some(Duration::ZERO)
+            };
             match self.poll.poll(&mut events, timeout) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -125,7 +132,11 @@ impl TcpLoop<'_> {
                     LISTENER if self.drain_until.is_none() => self.accept(),
                     LISTENER => {}
                     WAKER => self.drain_inbox(),
-                    Token(t) => self.ready(t - FIRST_CONN, ev.is_readable() || ev.is_read_closed(), ev.is_writable()),
+                    Token(t) => self.ready(
+                        t - FIRST_CONN,
+                        ev.is_readable() || ev.is_read_closed(),
+                        ev.is_writable(),
+                    ),
                 }
             }
             self.expire_timers();
@@ -140,7 +151,11 @@ impl TcpLoop<'_> {
             if let Some(l) = &self.listener {
                 let _ = self.poll.registry().deregister(&mut SourceFd(&l.sock.as_raw_fd()));
             }
-            let Some(drain) = self.services.get(0).and_then(|s| s.opts.drain_timeout).filter(|_| self.listener.is_some())
+            let Some(drain) = self
+                .services
+                .get(0)
+                .and_then(|s| s.opts.drain_timeout)
+                .filter(|_| self.listener.is_some())
             else {
                 return true;
             };
@@ -191,8 +206,11 @@ impl TcpLoop<'_> {
         let entry = self.conns.vacant_entry();
         let key = entry.key();
         let fd = sock.as_raw_fd();
-        let registered =
-            self.poll.registry().register(&mut SourceFd(&fd), Token(key + FIRST_CONN), Interest::READABLE | Interest::WRITABLE);
+        let registered = self.poll.registry().register(
+            &mut SourceFd(&fd),
+            Token(key + FIRST_CONN),
+            Interest::READABLE | Interest::WRITABLE,
+        );
         if let Err(e) = registered {
             log!(Warn, "cannot poll a new connection: {e}");
             lock(&self.me.inbox).live.remove(&id);
@@ -229,7 +247,11 @@ impl TcpLoop<'_> {
     }
 
     fn read_again(&mut self, (key, id): (usize, u64)) {
-        if self.conns.get(key).is_some_and(|st| st.id == id && st.phase == Phase::Open) {
+        if self
+            .conns
+            .get(key)
+            .is_some_and(|st| st.id == id && st.phase == Phase::Open)
+        {
             self.ready(key, true, false);
         }
     }
@@ -239,7 +261,8 @@ impl TcpLoop<'_> {
         let st = &mut self.conns[key];
         let svc = &self.services[st.svc];
         for _ in 0..READS_PER_TURN {
-            if st.phase != Phase::Open || st.failed.is_some() || st.peer_eof || st.paused || self.drain_until.is_some() {
+            if st.phase != Phase::Open || st.failed.is_some() || st.peer_eof || st.paused || self.drain_until.is_some()
+            {
                 return;
             }
             match (&st.sock).read(&mut self.buf) {
@@ -346,18 +369,25 @@ impl TcpLoop<'_> {
             match cmd {
                 Cmd::Send { id, data, frame } => {
                     let Some(&key) = self.ids.get(&id) else { continue };
-                    let (st, svc) = (&mut self.conns[key], &self.services[self.conns[key].svc]);
-                    let mut conn = Conn::new(st, svc);
-                    let sent = if frame { conn.send_frame(&data) } else { conn.send(&data) };
+                    let st = &mut self.conns[key];
+                    let mut conn = Conn::new(st, &self.services[st.svc]);
+                    let sent = if frame {
+                        conn.send_frame(&data)
+                    } else {
+                        conn.send(&data)
+                    };
                     if let Err(e) = sent {
-                        log!(Warn, "a message for connection {id} from another thread was dropped: {e}");
+                        log!(
+                            Warn,
+                            "a message for connection {id} from another thread was dropped: {e}"
+                        );
                     }
                     self.settle(key);
                 }
                 Cmd::Close { id } => {
                     let Some(&key) = self.ids.get(&id) else { continue };
-                    let (st, svc) = (&mut self.conns[key], &self.services[self.conns[key].svc]);
-                    Conn::new(st, svc).close();
+                    let st = &mut self.conns[key];
+                    Conn::new(st, &self.services[st.svc]).close();
                     self.settle(key);
                 }
                 Cmd::Drop { id, done } => {
@@ -394,7 +424,9 @@ impl TcpLoop<'_> {
                 return;
             }
             self.timers.pop();
-            let Some(st) = self.conns.get_mut(key).filter(|st| st.id == id) else { continue };
+            let Some(st) = self.conns.get_mut(key).filter(|st| st.id == id) else {
+                continue;
+            };
             let due = match st.phase {
                 Phase::Lingering => st.since + LINGER,
                 Phase::Open | Phase::Closing => match self.services[st.svc].opts.idle_timeout {

@@ -51,12 +51,21 @@ impl Client {
         sock.set_nonblocking(true).map_err(|e| Error::io("O_NONBLOCK", e))?;
         let owner = match lp {
             Some(lp) => lp.0.clone(),
-            None => ClientLoop::new(&Options { threads: 1, ..opts.clone() })?.0,
+            None => {
+                ClientLoop::new(&Options {
+                    threads: 1,
+                    ..opts.clone()
+                })?
+                .0
+            }
         };
         let group = &owner.0;
         let shared = group.pick_loop();
         let id = shared.new_id();
-        let svc = Arc::new(Service { handler: Arc::new(handler), opts: opts.clone() });
+        let svc = Arc::new(Service {
+            handler: Arc::new(handler),
+            opts: opts.clone(),
+        });
         shared.push(group, None, Cmd::Adopt { id, sock, svc })?;
         Ok(Client { owner, id })
     }
@@ -68,12 +77,20 @@ impl Client {
 
     /// Sends `data` (copied), from any thread.
     pub fn send(&self, data: &[u8]) -> Result<()> {
-        self.push(Cmd::Send { id: self.id, data: data.to_vec(), frame: false })
+        self.push(Cmd::Send {
+            id: self.id,
+            data: data.to_vec(),
+            frame: false,
+        })
     }
 
     /// Sends `msg` (copied) as one message in the connection's framing, from any thread.
     pub fn send_frame(&self, msg: &[u8]) -> Result<()> {
-        self.push(Cmd::Send { id: self.id, data: msg.to_vec(), frame: true })
+        self.push(Cmd::Send {
+            id: self.id,
+            data: msg.to_vec(),
+            frame: true,
+        })
     }
 
     /// Closes the connection after its queued output is written.

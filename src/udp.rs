@@ -30,16 +30,18 @@ impl<'a> Responder<'a> {
     /// Sends one datagram to `to`.
     pub fn reply(&self, to: &SockAddr, data: &[u8]) -> Result<()> {
         if to.is_unix() && to.as_pathname().is_none() && to.as_abstract_namespace().is_none() {
-            return Err(Error::Addr("the peer's Unix socket is unnamed, so it cannot be answered".into()));
+            return Err(Error::Addr(
+                "the peer's Unix socket is unnamed, so it cannot be answered".into(),
+            ));
         }
         match self.sock.send_to(data, to) {
             Ok(_) => {
                 self.sent.add_shared(1);
                 Ok(())
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                Err(Error::Limit("the socket's send buffer is full; the datagram was not sent".into()))
-            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(Error::Limit(
+                "the socket's send buffer is full; the datagram was not sent".into(),
+            )),
             Err(e) => Err(Error::io("sendto", e)),
         }
     }
@@ -54,7 +56,14 @@ pub trait UdpHandler: Send + Sync + 'static {
 const SOCKET: Token = Token(0);
 
 /// Runs loop `index` of `group` on `sock` until the group stops.
-pub(crate) fn run(group: &Group, index: usize, mut poll: Poll, sock: &Socket, sent: &Counter, handler: &dyn UdpHandler) {
+pub(crate) fn run(
+    group: &Group,
+    index: usize,
+    mut poll: Poll,
+    sock: &Socket,
+    sent: &Counter,
+    handler: &dyn UdpHandler,
+) {
     let fd = sock.as_raw_fd();
     if let Err(e) = poll.registry().register(&mut SourceFd(&fd), SOCKET, Interest::READABLE) {
         log!(Error, "loop {index} cannot poll its socket: {e}");

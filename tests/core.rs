@@ -6,7 +6,7 @@ use std::sync::mpsc::{Receiver, Sender, channel};
 use std::time::Duration;
 
 use netsock::client::{tcp_send, udp_request};
-use netsock::{Conn, Error, Responder, Result, Server, TcpHandler, UdpHandler};
+use netsock::{Conn, Error, Options, Responder, Result, Server, TcpHandler, UdpHandler};
 use socket2::SockAddr;
 
 const T: Duration = Duration::from_secs(5);
@@ -23,10 +23,10 @@ enum Seen {
 struct Echo(Sender<Seen>);
 
 impl TcpHandler for Echo {
-    fn on_open(&mut self, conn: &mut Conn<'_>) {
+    fn on_open(&self, conn: &mut Conn<'_>) {
         self.0.send(Seen::Open(conn.id())).unwrap();
     }
-    fn on_data(&mut self, conn: &mut Conn<'_>, data: &[u8]) {
+    fn on_data(&self, conn: &mut Conn<'_>, data: &[u8]) {
         self.0.send(Seen::Data(conn.id(), data.to_vec())).unwrap();
         conn.send(data).unwrap();
         if data.ends_with(b"!") {
@@ -34,7 +34,7 @@ impl TcpHandler for Echo {
             assert!(matches!(conn.send(b"late"), Err(Error::Closed(_))));
         }
     }
-    fn on_close(&mut self, conn: &mut Conn<'_>, reason: &Result<()>) {
+    fn on_close(&self, conn: &mut Conn<'_>, reason: &Result<()>) {
         let reason = match reason {
             Ok(()) => "ok".to_owned(),
             Err(Error::Stopped) => "stopped".to_owned(),
@@ -46,7 +46,7 @@ impl TcpHandler for Echo {
 
 fn echo_server(addr: &str) -> (Server, Receiver<Seen>) {
     let (tx, rx) = channel();
-    let srv = Server::tcp(addr).unwrap();
+    let srv = Server::tcp(addr, &Options::default()).unwrap();
     srv.start_tcp(Echo(tx)).unwrap();
     (srv, rx)
 }
@@ -61,9 +61,10 @@ fn tcp_echo_and_orderly_close() {
     let mut reply = [0u8; 64];
     let n = tcp_send(&srv.addr_text(), b"hello!", &mut reply, Some(T)).unwrap();
     assert_eq!(&reply[..n], b"hello!");
-    assert_eq!(next(&rx), Seen::Open(1));
-    assert_eq!(next(&rx), Seen::Data(1, b"hello!".to_vec()));
-    assert_eq!(next(&rx), Seen::Close(1, "ok".into()));
+    let Seen::Open(id) = next(&rx) else { panic!("no open") };
+    assert_ne!(id, 0);
+    assert_eq!(next(&rx), Seen::Data(id, b"hello!".to_vec()));
+    assert_eq!(next(&rx), Seen::Close(id, "ok".into()));
 }
 
 #[test]
@@ -76,9 +77,9 @@ fn half_close_flushes_then_closes() {
     let mut got = Vec::new();
     s.read_to_end(&mut got).unwrap();
     assert_eq!(got, b"abc");
-    assert_eq!(next(&rx), Seen::Open(1));
-    assert_eq!(next(&rx), Seen::Data(1, b"abc".to_vec()));
-    assert_eq!(next(&rx), Seen::Close(1, "ok".into()));
+    let Seen::Open(id) = next(&rx) else { panic!("no open") };
+    assert_eq!(next(&rx), Seen::Data(id, b"abc".to_vec()));
+    assert_eq!(next(&rx), Seen::Close(id, "ok".into()));
 }
 
 #[test]
@@ -142,7 +143,10 @@ fn unix_stream_server_removes_its_file() {
     let mut reply = [0u8; 8];
     let n = tcp_send(&addr, b"unix!", &mut reply, Some(T)).unwrap();
     assert_eq!(&reply[..n], b"unix!");
-    assert!(matches!(Server::tcp(&addr), Err(Error::AddrInUse(_))));
+    assert!(matches!(
+        Server::tcp(&addr, &Options::default()),
+        Err(Error::AddrInUse(_))
+    ));
     drop(srv);
     assert!(!path.exists());
     assert!(matches!(
@@ -179,14 +183,14 @@ fn client_errors() {
 struct UdpEcho;
 
 impl UdpHandler for UdpEcho {
-    fn on_datagram(&mut self, responder: &Responder<'_>, from: &SockAddr, data: &[u8]) {
+    fn on_datagram(&self, responder: &Responder<'_>, from: &SockAddr, data: &[u8]) {
         responder.reply(from, data).unwrap();
     }
 }
 
 #[test]
 fn udp_echo_truncation_and_timeout() {
-    let srv = Server::udp("127.0.0.1:0").unwrap();
+    let srv = Server::udp("127.0.0.1:0", &Options::default()).unwrap();
     srv.start_udp(UdpEcho).unwrap();
     let mut reply = [0u8; 16];
     let n = udp_request(&srv.addr_text(), b"ping", &mut reply, Some(T)).unwrap();
@@ -196,7 +200,10 @@ fn udp_echo_truncation_and_timeout() {
         udp_request(&srv.addr_text(), b"ping", &mut small, Some(T)),
         Err(Error::Truncated(2))
     ));
-    assert!(matches!(Server::udp(&srv.addr_text()), Err(Error::AddrInUse(_))));
+    assert!(matches!(
+        Server::udp(&srv.addr_text(), &Options::default()),
+        Err(Error::AddrInUse(_))
+    ));
     // A bound socket that never answers.
     let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
     let r = udp_request(
@@ -214,11 +221,11 @@ fn udp_reply_from_another_thread() {
     let (tx, rx) = channel::<SockAddr>();
     struct Forward(Sender<SockAddr>);
     impl UdpHandler for Forward {
-        fn on_datagram(&mut self, _: &Responder<'_>, from: &SockAddr, _: &[u8]) {
+        fn on_datagram(&self, _: &Responder<'_>, from: &SockAddr, _: &[u8]) {
             self.0.send(from.clone()).unwrap();
         }
     }
-    let srv = Server::udp("127.0.0.1:0").unwrap();
+    let srv = Server::udp("127.0.0.1:0", &Options::default()).unwrap();
     srv.start_udp(Forward(tx)).unwrap();
     let client = UdpSocket::bind("127.0.0.1:0").unwrap();
     client.set_read_timeout(Some(T)).unwrap();
@@ -239,13 +246,13 @@ fn wait_inside_own_callback_is_misuse() {
     let (tx, rx) = channel();
     struct Waits(Arc<OnceLock<Server>>, Sender<bool>);
     impl TcpHandler for Waits {
-        fn on_data(&mut self, conn: &mut Conn<'_>, _: &[u8]) {
+        fn on_data(&self, conn: &mut Conn<'_>, _: &[u8]) {
             let misuse = matches!(self.0.get().unwrap().wait(), Err(Error::Misuse(_)));
             self.1.send(misuse).unwrap();
             conn.close();
         }
     }
-    let srv = Server::tcp("127.0.0.1:0").unwrap();
+    let srv = Server::tcp("127.0.0.1:0", &Options::default()).unwrap();
     let addr = srv.addr_text();
     let _ = cell.set(srv);
     cell.get().unwrap().start_tcp(Waits(cell.clone(), tx)).unwrap();
@@ -260,14 +267,14 @@ fn wait_inside_own_callback_is_misuse() {
 fn panic_in_handler_closes_only_that_connection() {
     struct Panics;
     impl TcpHandler for Panics {
-        fn on_data(&mut self, conn: &mut Conn<'_>, data: &[u8]) {
+        fn on_data(&self, conn: &mut Conn<'_>, data: &[u8]) {
             if data == b"boom" {
                 panic!("handler bug");
             }
             conn.send(data).unwrap();
         }
     }
-    let srv = Server::tcp("127.0.0.1:0").unwrap();
+    let srv = Server::tcp("127.0.0.1:0", &Options::default()).unwrap();
     srv.start_tcp(Panics).unwrap();
     let mut reply = [0u8; 8];
     assert!(tcp_send(&srv.addr_text(), b"boom", &mut reply, Some(T)).is_ok_and(|n| n == 0));

@@ -25,6 +25,12 @@ impl ReturnValue for u64 {
     }
 }
 
+impl ReturnValue for usize {
+    fn from_error(_: ns_result) -> usize {
+        0
+    }
+}
+
 impl ReturnValue for () {
     fn from_error(_: ns_result) {}
 }

@@ -4,8 +4,10 @@ use std::ffi::{c_int, c_void};
 use std::os::raw::c_char;
 use std::time::Duration;
 
+use super::options::{self, ns_data_cb, ns_options};
 use super::result::{code, fail, ns_result};
-use crate::{Error, client};
+use super::server::CTcp;
+use crate::{Client, ClientLoop, Error, client};
 
 /// `timeout_ms` as the core takes it: 0 means no limit.
 fn timeout(ms: u32) -> Option<Duration> {
@@ -85,5 +87,156 @@ pub extern "C" fn ns_udp_request(
         let data = try_slice!(data, len);
         let reply = try_slice_mut!(reply, reply_cap);
         finish(client::udp_request(addr, data, reply, timeout(timeout_ms)), reply_len)
+    }
+}
+
+/// Sends one message of `len` bytes from `data` in `framing` (`NS_FRAMING_LINE` or
+/// `NS_FRAMING_LEN32`) and reads one whole reply message into `reply` without needing the peer
+/// to close, with the reply, truncation and timeout rules of `ns_tcp_send()` (the reply is the
+/// message without its framing). `NS_ERR_INVALID` for `NS_FRAMING_RAW` (use `ns_tcp_send()`);
+/// `NS_ERR_CLOSED` if the peer closed before a whole reply arrived. Any thread.
+#[unsafe(no_mangle)]
+pub extern "C" fn ns_tcp_request(
+    addr: *const c_char,
+    data: *const c_void,
+    len: usize,
+    reply: *mut c_void,
+    reply_cap: usize,
+    reply_len: *mut usize,
+    timeout_ms: u32,
+    framing: c_int,
+) -> c_int {
+    ffi_panic_boundary! {
+        let addr = try_addr!(addr);
+        let data = try_slice!(data, len);
+        let reply = try_slice_mut!(reply, reply_cap);
+        let framing = ns_try!(options::framing(framing));
+        finish(client::tcp_request(addr, data, reply, timeout(timeout_ms), framing), reply_len)
+    }
+}
+
+/// Loop threads that client connections share (`ns_options_set_loop()`), so many clients cost
+/// no thread each. Made by `ns_loop_new()`, released by `ns_loop_free()`.
+pub struct ns_loop {
+    inner: ClientLoop,
+}
+
+/// A persistent client connection made by `ns_tcp_connect()`, freed by `ns_client_free()`. Its
+/// functions may be called from any thread.
+pub struct ns_client {
+    inner: Client,
+}
+
+/// Starts loop threads for client connections (`ns_options_set_threads()` of `opts` says how
+/// many; NULL: one), written to `*out` on success. Give it to clients with
+/// `ns_options_set_loop()`. Any thread.
+#[unsafe(no_mangle)]
+pub extern "C" fn ns_loop_new(opts: *const ns_options, out: *mut *mut ns_loop) -> c_int {
+    ffi_panic_boundary! {
+        let out = try_mut!(out);
+        let opts = unsafe { opts.as_ref() }.map(|o| o.opts.clone()).unwrap_or_default();
+        *out = Box::into_raw(Box::new(ns_loop { inner: ns_try!(ClientLoop::new(&opts)) }));
+        code(Ok(()))
+    }
+}
+
+/// Releases the handle. The loop threads run on while clients (or options) still use the loop
+/// and stop once the last of them is freed. NULL is a no-op.
+#[unsafe(no_mangle)]
+pub extern "C" fn ns_loop_free(lp: *mut ns_loop) {
+    ffi_panic_boundary! {
+        if !lp.is_null() {
+            // SAFETY: `lp` came from `ns_loop_new()` and is freed once, as documented.
+            drop(unsafe { Box::from_raw(lp) });
+        }
+    }
+}
+
+/// Makes clients started with these options run on `lp` (NULL: each client on a loop thread of
+/// its own, the default). The options keep the loop alive until they are freed or set again.
+#[unsafe(no_mangle)]
+pub extern "C" fn ns_options_set_loop(opts: *mut ns_options, lp: *const ns_loop) -> c_int {
+    ffi_panic_boundary! {
+        let opts = try_mut!(opts);
+        // SAFETY: NULL or a live loop handle, per the header's rules.
+        opts.client_loop = unsafe { lp.as_ref() }.map(|l| l.inner.clone());
+        code(Ok(()))
+    }
+}
+
+/// Connects to `addr` (as for `ns_tcp_send()`), blocking the caller for at most the connect
+/// timeout of `opts` (default 10 s), then runs the connection on a loop: the loop of
+/// `ns_options_set_loop()`, or one of its own. `on_data` (required) and the callbacks of `opts`
+/// run on that loop thread with `user`, with the framing, limits and timeouts of `opts`, as for
+/// a server's connections; `on_open` runs first. The client is written to `*out` on success.
+/// `NS_ERR_REFUSED`, `NS_ERR_TIMEOUT`, `NS_ERR_ADDR` when connecting fails. A closed client
+/// stays closed: to reconnect (say, after the server restarted), free it and connect again.
+#[unsafe(no_mangle)]
+pub extern "C" fn ns_tcp_connect(
+    addr: *const c_char,
+    on_data: ns_data_cb,
+    user: *mut c_void,
+    opts: *const ns_options,
+    out: *mut *mut ns_client,
+) -> c_int {
+    ffi_panic_boundary! {
+        let addr = try_addr!(addr);
+        let Some(on_data) = on_data else { invalid!("`on_data` is NULL") };
+        let out = try_mut!(out);
+        let opts = unsafe { opts.as_ref() }.cloned().unwrap_or_default();
+        let handler = CTcp::new(on_data, &opts, user);
+        let client = ns_try!(Client::connect(addr, handler, &opts.opts, opts.client_loop.as_ref()));
+        *out = Box::into_raw(Box::new(ns_client { inner: client }));
+        code(Ok(()))
+    }
+}
+
+/// Sends `len` bytes from `data` (copied) on the client connection, from any thread; the loop
+/// writes them in order. `NS_ERR_CLOSED` once the connection has closed.
+#[unsafe(no_mangle)]
+pub extern "C" fn ns_client_send(client: *mut ns_client, data: *const c_void, len: usize) -> c_int {
+    ffi_panic_boundary! {
+        let client = try_ref!(client);
+        code(client.inner.send(try_slice!(data, len)))
+    }
+}
+
+/// Like `ns_client_send()`, as one message in the client's framing.
+#[unsafe(no_mangle)]
+pub extern "C" fn ns_client_send_frame(client: *mut ns_client, data: *const c_void, len: usize) -> c_int {
+    ffi_panic_boundary! {
+        let client = try_ref!(client);
+        code(client.inner.send_frame(try_slice!(data, len)))
+    }
+}
+
+/// The client connection's id (as `ns_conn_id()` gives it in its callbacks); 0 for NULL.
+#[unsafe(no_mangle)]
+pub extern "C" fn ns_client_id(client: *const ns_client) -> u64 {
+    ffi_panic_boundary! {
+        try_ref!(client).inner.id()
+    }
+}
+
+/// Closes the connection once what was sent before is written; `on_close` follows (`NS_OK`).
+/// Any thread. Free the client afterwards.
+#[unsafe(no_mangle)]
+pub extern "C" fn ns_client_close(client: *mut ns_client) -> c_int {
+    ffi_panic_boundary! {
+        code(try_ref!(client).inner.close())
+    }
+}
+
+/// Closes the connection at once if it is still open (`on_close` gets `NS_ERR_STOPPED`), waits
+/// for that callback, and frees the client; no callback of it runs after this returns. Inside
+/// one of its loop's callbacks it cannot wait: the close follows when the callback returns.
+/// NULL is a no-op.
+#[unsafe(no_mangle)]
+pub extern "C" fn ns_client_free(client: *mut ns_client) {
+    ffi_panic_boundary! {
+        if !client.is_null() {
+            // SAFETY: `client` came from `ns_tcp_connect()` and is freed once, as documented.
+            drop(unsafe { Box::from_raw(client) });
+        }
     }
 }

@@ -74,3 +74,49 @@ pub extern "C" fn ns_conn_peer(conn: *const ns_conn, buf: *mut c_char, cap: usiz
         write_text(buf, cap, &crate::addr::format(&peer))
     }
 }
+
+/// Sends `len` bytes from `data` (copied) as one message in the connection's framing: a "\n"
+/// after it for `NS_FRAMING_LINE` (`NS_ERR_INVALID` if it contains "\n"), a 4-byte big-endian
+/// length before it for `NS_FRAMING_LEN32`, as is for raw framing. Otherwise like
+/// `ns_conn_send()`. Loop thread only (inside a callback).
+#[unsafe(no_mangle)]
+pub extern "C" fn ns_conn_send_frame(conn: *mut ns_conn, data: *const c_void, len: usize) -> c_int {
+    ffi_panic_boundary! {
+        let c = try_conn!(conn);
+        code(c.send_frame(try_slice!(data, len)))
+    }
+}
+
+/// Bytes queued on the connection and not yet written (0 for NULL). Loop thread only.
+#[unsafe(no_mangle)]
+pub extern "C" fn ns_conn_pending(conn: *const ns_conn) -> usize {
+    ffi_panic_boundary! {
+        if conn.is_null() {
+            return 0;
+        }
+        try_conn!(conn).pending()
+    }
+}
+
+/// Stores the application's pointer for this connection (its session state), so callbacks can
+/// find it without a table of ids. netsock never reads or frees it: free what it points to in
+/// `on_close` at the latest. Loop thread only (inside a callback).
+#[unsafe(no_mangle)]
+pub extern "C" fn ns_conn_set_user(conn: *mut ns_conn, user: *mut c_void) -> c_int {
+    ffi_panic_boundary! {
+        try_conn!(conn).set_user(user.expose_provenance());
+        code(Ok(()))
+    }
+}
+
+/// The pointer stored with `ns_conn_set_user()` (NULL until set, and for a NULL `conn`). Loop
+/// thread only (inside a callback).
+#[unsafe(no_mangle)]
+pub extern "C" fn ns_conn_user(conn: *const ns_conn) -> *mut c_void {
+    ffi_panic_boundary! {
+        if conn.is_null() {
+            return std::ptr::null_mut();
+        }
+        std::ptr::with_exposed_provenance_mut(try_conn!(conn).user())
+    }
+}

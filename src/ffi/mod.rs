@@ -12,7 +12,9 @@ mod boundary;
 // In the order the header presents them.
 pub mod client;
 pub mod conn;
+pub mod log;
 pub mod options;
 pub mod peer;
 pub mod result;
 pub mod server;
+pub mod stats;

@@ -103,27 +103,27 @@ fn millis(ms: u32) -> Option<Duration> {
 #[unsafe(no_mangle)]
 pub extern "C" fn ns_options_set_on_open(opts: *mut ns_options, cb: ns_open_cb) -> c_int {
     ffi_panic_boundary! { update(opts, |o| {
-            o.on_open = cb;
-            Ok(())
-        }) }
+        o.on_open = cb;
+        Ok(())
+    }) }
 }
 
 /// Sets the callback for ended connections; NULL clears it.
 #[unsafe(no_mangle)]
 pub extern "C" fn ns_options_set_on_close(opts: *mut ns_options, cb: ns_close_cb) -> c_int {
     ffi_panic_boundary! { update(opts, |o| {
-            o.on_close = cb;
-            Ok(())
-        }) }
+        o.on_close = cb;
+        Ok(())
+    }) }
 }
 
 /// Sets the callback for drained output queues (see `ns_drain_cb`); NULL clears it.
 #[unsafe(no_mangle)]
 pub extern "C" fn ns_options_set_on_drain(opts: *mut ns_options, cb: ns_drain_cb) -> c_int {
     ffi_panic_boundary! { update(opts, |o| {
-            o.on_drain = cb;
-            Ok(())
-        }) }
+        o.on_drain = cb;
+        Ok(())
+    }) }
 }
 
 /// Sets the number of loop threads of a server (or of an `ns_loop`): 0 means one per core, at
@@ -148,9 +148,9 @@ pub extern "C" fn ns_options_set_threads(opts: *mut ns_options, threads: usize) 
 #[unsafe(no_mangle)]
 pub extern "C" fn ns_options_set_framing(opts: *mut ns_options, framing: c_int) -> c_int {
     ffi_panic_boundary! { update(opts, |o| {
-            o.opts.framing = self::framing(framing)?;
-            Ok(())
-        }) }
+        o.opts.framing = self::framing(framing)?;
+        Ok(())
+    }) }
 }
 
 /// Sets the largest message a framed connection accepts (default 1 MiB; at least 1). A bigger
@@ -192,9 +192,9 @@ pub extern "C" fn ns_options_set_max_write_buffer(opts: *mut ns_options, bytes: 
 #[unsafe(no_mangle)]
 pub extern "C" fn ns_options_set_max_conns(opts: *mut ns_options, max: usize) -> c_int {
     ffi_panic_boundary! { update(opts, |o| {
-            o.opts.max_conns = max;
-            Ok(())
-        }) }
+        o.opts.max_conns = max;
+        Ok(())
+    }) }
 }
 
 /// Closes connections with no traffic in either direction for `ms` milliseconds, with
@@ -202,9 +202,9 @@ pub extern "C" fn ns_options_set_max_conns(opts: *mut ns_options, max: usize) ->
 #[unsafe(no_mangle)]
 pub extern "C" fn ns_options_set_idle_timeout_ms(opts: *mut ns_options, ms: u32) -> c_int {
     ffi_panic_boundary! { update(opts, |o| {
-            o.opts.idle_timeout = millis(ms);
-            Ok(())
-        }) }
+        o.opts.idle_timeout = millis(ms);
+        Ok(())
+    }) }
 }
 
 /// Sets the listen backlog of a TCP server (default 1024; at least 1).
@@ -226,9 +226,9 @@ pub extern "C" fn ns_options_set_backlog(opts: *mut ns_options, backlog: c_int) 
 #[unsafe(no_mangle)]
 pub extern "C" fn ns_options_set_nodelay(opts: *mut ns_options, on: bool) -> c_int {
     ffi_panic_boundary! { update(opts, |o| {
-            o.opts.nodelay = on;
-            Ok(())
-        }) }
+        o.opts.nodelay = on;
+        Ok(())
+    }) }
 }
 
 /// Turns TCP keep-alive probes on after `idle_seconds` without traffic (0, the default: off),
@@ -250,16 +250,16 @@ pub extern "C" fn ns_options_set_keepalive(opts: *mut ns_options, idle_seconds: 
 #[unsafe(no_mangle)]
 pub extern "C" fn ns_options_set_drain_timeout_ms(opts: *mut ns_options, ms: u32) -> c_int {
     ffi_panic_boundary! { update(opts, |o| {
-            o.opts.drain_timeout = millis(ms);
-            Ok(())
-        }) }
+        o.opts.drain_timeout = millis(ms);
+        Ok(())
+    }) }
 }
 
 /// Sets how long `ns_tcp_connect()` may take to connect (default 10 s; 0: no limit).
 #[unsafe(no_mangle)]
 pub extern "C" fn ns_options_set_connect_timeout_ms(opts: *mut ns_options, ms: u32) -> c_int {
     ffi_panic_boundary! { update(opts, |o| {
-            o.opts.connect_timeout = millis(ms);
-            Ok(())
-        }) }
+        o.opts.connect_timeout = millis(ms);
+        Ok(())
+    }) }
 }

@@ -44,8 +44,18 @@ pub(crate) struct CTcp {
 }
 
 impl CTcp {
-    pub(crate) fn new(on_data: extern "C" fn(*mut ns_conn, *const u8, usize, *mut c_void), opts: &ns_options, user: *mut c_void) -> CTcp {
-        CTcp { on_open: opts.on_open, on_data, on_drain: opts.on_drain, on_close: opts.on_close, user: User(user) }
+    pub(crate) fn new(
+        on_data: extern "C" fn(*mut ns_conn, *const u8, usize, *mut c_void),
+        opts: &ns_options,
+        user: *mut c_void,
+    ) -> CTcp {
+        CTcp {
+            on_open: opts.on_open,
+            on_data,
+            on_drain: opts.on_drain,
+            on_close: opts.on_close,
+            user: User(user),
+        }
     }
 }
 

@@ -1,7 +1,5 @@
 //! `ns_stats`: a server's counters as a C struct that can grow without breaking old programs.
 
-use std::ffi::c_int;
-
 use crate::{Error, Stats};
 
 /// Counters of a server (`ns_server_stats()`). `size` makes the struct extensible: the caller
@@ -61,11 +59,12 @@ pub(crate) fn fill(out: *mut ns_stats, stats: &Stats) -> crate::Result<()> {
     let n = size.min(size_of::<ns_stats>());
     // SAFETY: `n` bytes fit in both structs; the header is written last, with the real size.
     unsafe {
-        std::ptr::copy_nonoverlapping((&full as *const ns_stats).cast::<u8>().add(8), out.cast::<u8>().add(8), n - 8);
+        std::ptr::copy_nonoverlapping(
+            (&full as *const ns_stats).cast::<u8>().add(8),
+            out.cast::<u8>().add(8),
+            n - 8,
+        );
         (*out).size = n as u32;
     }
     Ok(())
 }
-
-/// The C type of the result of `fill`, for callers that return codes.
-pub(crate) type Code = c_int;
