@@ -135,27 +135,6 @@ typedef struct ns_options ns_options;
 typedef struct ns_server ns_server;
 
 /**
- * Called on the connection's loop thread with data: each chunk as read (`NS_FRAMING_RAW`), or
- * one whole message without its framing (`NS_FRAMING_LINE`, `NS_FRAMING_LEN32`). `data` is never
- * NULL; it is owned by netsock and valid until the callback returns: copy what you keep.
- * `conn` is borrowed for the call only.
- */
-typedef void (*ns_data_cb)(struct ns_conn *conn, const uint8_t *data, size_t len, void *user);
-
-/**
- * Receives one diagnostic: `level` (an `ns_log_level`) and a NUL-terminated message owned by
- * netsock, valid until the callback returns. Runs on whichever thread logs, usually a loop
- * thread; it must not block for long.
- */
-typedef void (*ns_log_cb)(int level, const char *msg);
-
-/**
- * Called on the connection's loop thread when a connection is accepted (or a client
- * connection starts), before any data. `conn` is borrowed for the call only.
- */
-typedef void (*ns_open_cb)(struct ns_conn *conn, void *user);
-
-/**
  * Called on the connection's loop thread exactly once per opened connection when it ends.
  * `reason` is `NS_OK` for an orderly close (the peer's end-of-stream, or `ns_conn_close()` after
  * the queue was flushed); `NS_ERR_RESET` or `NS_ERR_IO` for a failure; `NS_ERR_TIMEOUT` for the
@@ -173,6 +152,12 @@ typedef void (*ns_close_cb)(struct ns_conn *conn, int reason, void *user);
 typedef void (*ns_drain_cb)(struct ns_conn *conn, void *user);
 
 /**
+ * Called on the connection's loop thread when a connection is accepted (or a client
+ * connection starts), before any data. `conn` is borrowed for the call only.
+ */
+typedef void (*ns_open_cb)(struct ns_conn *conn, void *user);
+
+/**
  * The address of a datagram peer. A plain value: copy it (`ns_peer keep = *from;`) to answer
  * later with `ns_udp_reply()` from any thread. The fields are private to netsock.
  */
@@ -180,13 +165,6 @@ typedef struct ns_peer {
   uint64_t _storage[16];
   uint32_t _len;
 } ns_peer;
-
-/**
- * Called on a loop thread of the server for each datagram. `srv` is the server
- * `ns_udp_serve()` returned; `from` and `data` (never NULL) are owned by netsock and valid until
- * the callback returns: copy the `ns_peer` to answer later.
- */
-typedef void (*ns_datagram_cb)(struct ns_server *srv, const struct ns_peer *from, const uint8_t *data, size_t len, void *user);
 
 /**
  * Counters of a server (`ns_server_stats()`). `size` makes the struct extensible: the caller
@@ -241,93 +219,31 @@ typedef struct ns_stats {
   uint64_t timeouts;
 } ns_stats;
 
+/**
+ * Receives one diagnostic: `level` (an `ns_log_level`) and a NUL-terminated message owned by
+ * netsock, valid until the callback returns. Runs on whichever thread logs, usually a loop
+ * thread; it must not block for long.
+ */
+typedef void (*ns_log_cb)(int level, const char *msg);
+
+/**
+ * Called on the connection's loop thread with data: each chunk as read (`NS_FRAMING_RAW`), or
+ * one whole message without its framing (`NS_FRAMING_LINE`, `NS_FRAMING_LEN32`). `data` is never
+ * NULL; it is owned by netsock and valid until the callback returns: copy what you keep.
+ * `conn` is borrowed for the call only.
+ */
+typedef void (*ns_data_cb)(struct ns_conn *conn, const uint8_t *data, size_t len, void *user);
+
+/**
+ * Called on a loop thread of the server for each datagram. `srv` is the server
+ * `ns_udp_serve()` returned; `from` and `data` (never NULL) are owned by netsock and valid until
+ * the callback returns: copy the `ns_peer` to answer later.
+ */
+typedef void (*ns_datagram_cb)(struct ns_server *srv, const struct ns_peer *from, const uint8_t *data, size_t len, void *user);
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
-
-/**
- * The classic one-shot TCP client: connects to `addr` (as for `ns_tcp_serve()`; a name is tried
- * at each of its addresses), sends the `len` bytes at `data`, shuts down its sending side, and
- * reads the reply into `reply` (`reply_cap` bytes) until the server closes. Blocks the calling
- * thread (any thread) for at most `timeout_ms` for the whole exchange (0 = no limit).
- * On `NS_OK`, `*reply_len` is the reply's length. `NS_ERR_TRUNCATED` if the reply outgrew
- * `reply_cap`: `reply` holds its first `reply_cap` bytes and `*reply_len` is `reply_cap`.
- * `NS_ERR_REFUSED` if nobody listens, `NS_ERR_TIMEOUT`, `NS_ERR_RESET`, `NS_ERR_ADDR`.
- * `reply` may be NULL only if `reply_cap` is 0; `reply_len` may be NULL; `data` may be NULL
- * only if `len` is 0.
- */
-int ns_tcp_send(const char *addr, const void *data, size_t len, void *reply, size_t reply_cap, size_t *reply_len, uint32_t timeout_ms);
-
-/**
- * Sends one datagram of `len` bytes from `data` to `addr` ("host:port", or "unix:/path" for a
- * Unix datagram socket) and returns without waiting for a reply. Any thread. `NS_ERR_LIMIT` if
- * the datagram is too large; `NS_ERR_REFUSED` if a Unix path has no socket.
- */
-int ns_udp_send(const char *addr, const void *data, size_t len);
-
-/**
- * Sends one datagram to `addr` and waits for one reply datagram from that address (others are
- * ignored), with the reply, truncation and timeout rules of `ns_tcp_send()`. Any thread.
- * `NS_ERR_REFUSED` if the host reports that nobody listens on the port, `NS_ERR_TIMEOUT` if no
- * reply came in time. A "unix:" request binds a temporary socket file of its own, removed
- * before returning, so the server can answer.
- */
-int ns_udp_request(const char *addr, const void *data, size_t len, void *reply, size_t reply_cap, size_t *reply_len, uint32_t timeout_ms);
-
-/**
- * Sends one message of `len` bytes from `data` in `framing` (`NS_FRAMING_LINE` or
- * `NS_FRAMING_LEN32`) and reads one whole reply message into `reply` without needing the peer
- * to close, with the reply, truncation and timeout rules of `ns_tcp_send()` (the reply is the
- * message without its framing). `NS_ERR_INVALID` for `NS_FRAMING_RAW` (use `ns_tcp_send()`);
- * `NS_ERR_CLOSED` if the peer closed before a whole reply arrived. Any thread.
- */
-int ns_tcp_request(const char *addr, const void *data, size_t len, void *reply, size_t reply_cap, size_t *reply_len, uint32_t timeout_ms, int framing);
-
-/**
- * Starts loop threads for client connections (`ns_options_set_threads()` of `opts` says how
- * many; NULL: one), written to `*out` on success. Give it to clients with
- * `ns_options_set_loop()`. Any thread.
- */
-int ns_loop_new(const struct ns_options *opts, struct ns_loop **out);
-
-/**
- * Releases the handle. The loop threads run on while clients (or options) still use the loop
- * and stop once the last of them is freed. NULL is a no-op.
- */
-void ns_loop_free(struct ns_loop *lp);
-
-/**
- * Makes clients started with these options run on `lp` (NULL: each client on a loop thread of
- * its own, the default). The options keep the loop alive until they are freed or set again.
- */
-int ns_options_set_loop(struct ns_options *opts, const struct ns_loop *lp);
-
-/**
- * Connects to `addr` (as for `ns_tcp_send()`), blocking the caller for at most the connect
- * timeout of `opts` (default 10 s), then runs the connection on a loop: the loop of
- * `ns_options_set_loop()`, or one of its own. `on_data` (required) and the callbacks of `opts`
- * run on that loop thread with `user`, with the framing, limits and timeouts of `opts`, as for
- * a server's connections; `on_open` runs first. The client is written to `*out` on success.
- * `NS_ERR_REFUSED`, `NS_ERR_TIMEOUT`, `NS_ERR_ADDR` when connecting fails. A closed client
- * stays closed: to reconnect (say, after the server restarted), free it and connect again.
- */
-int ns_tcp_connect(const char *addr, ns_data_cb on_data, void *user, const struct ns_options *opts, struct ns_client **out);
-
-/**
- * Sends `len` bytes from `data` (copied) on the client connection, from any thread; the loop
- * writes them in order. `NS_ERR_CLOSED` once the connection has closed.
- */
-int ns_client_send(struct ns_client *client, const void *data, size_t len);
-
-/**
- * Like `ns_client_send()`, as one message in the client's framing.
- */
-int ns_client_send_frame(struct ns_client *client, const void *data, size_t len);
-
-/**
- * The client connection's id (as `ns_conn_id()` gives it in its callbacks); 0 for NULL.
- */
-uint64_t ns_client_id(const struct ns_client *client);
 
 /**
  * Closes the connection once what was sent before is written; `on_close` follows (`NS_OK`).
@@ -344,13 +260,20 @@ int ns_client_close(struct ns_client *client);
 void ns_client_free(struct ns_client *client);
 
 /**
- * Sends `len` bytes from `data` (copied: the buffer is free again when this returns). What the
- * socket takes is written at once, the rest queued and written as the peer reads. `NS_OK`;
- * `NS_ERR_CLOSED` after `ns_conn_close()`, inside `on_close`, or once the connection failed;
- * `NS_ERR_INVALID` for NULL `conn` or NULL `data` with `len` > 0. Loop thread only (inside a
- * callback).
+ * The client connection's id (as `ns_conn_id()` gives it in its callbacks); 0 for NULL.
  */
-int ns_conn_send(struct ns_conn *conn, const void *data, size_t len);
+uint64_t ns_client_id(const struct ns_client *client);
+
+/**
+ * Sends `len` bytes from `data` (copied) on the client connection, from any thread; the loop
+ * writes them in order. `NS_ERR_CLOSED` once the connection has closed.
+ */
+int ns_client_send(struct ns_client *client, const void *data, size_t len);
+
+/**
+ * Like `ns_client_send()`, as one message in the client's framing.
+ */
+int ns_client_send_frame(struct ns_client *client, const void *data, size_t len);
 
 /**
  * Closes the connection once everything queued so far has been written; `on_close` follows
@@ -373,17 +296,26 @@ uint64_t ns_conn_id(const struct ns_conn *conn);
 int ns_conn_peer(const struct ns_conn *conn, char *buf, size_t cap);
 
 /**
+ * Bytes queued on the connection and not yet written (0 for NULL). Loop thread only.
+ */
+size_t ns_conn_pending(const struct ns_conn *conn);
+
+/**
+ * Sends `len` bytes from `data` (copied: the buffer is free again when this returns). What the
+ * socket takes is written at once, the rest queued and written as the peer reads. `NS_OK`;
+ * `NS_ERR_CLOSED` after `ns_conn_close()`, inside `on_close`, or once the connection failed;
+ * `NS_ERR_INVALID` for NULL `conn` or NULL `data` with `len` > 0. Loop thread only (inside a
+ * callback).
+ */
+int ns_conn_send(struct ns_conn *conn, const void *data, size_t len);
+
+/**
  * Sends `len` bytes from `data` (copied) as one message in the connection's framing: a "\n"
  * after it for `NS_FRAMING_LINE` (`NS_ERR_INVALID` if it contains "\n"), a 4-byte big-endian
  * length before it for `NS_FRAMING_LEN32`, as is for raw framing. Otherwise like
  * `ns_conn_send()`. Loop thread only (inside a callback).
  */
 int ns_conn_send_frame(struct ns_conn *conn, const void *data, size_t len);
-
-/**
- * Bytes queued on the connection and not yet written (0 for NULL). Loop thread only.
- */
-size_t ns_conn_pending(const struct ns_conn *conn);
 
 /**
  * Stores the application's pointer for this connection (its session state), so callbacks can
@@ -399,11 +331,29 @@ int ns_conn_set_user(struct ns_conn *conn, void *user);
 void *ns_conn_user(const struct ns_conn *conn);
 
 /**
- * Sends the library's diagnostics at `level` and above to `cb`, process-wide; off by default.
- * NULL `cb` or `NS_LOG_OFF` turns logging off. `NS_ERR_INVALID` for a level outside
- * `ns_log_level`. Any thread.
+ * Detail text of this thread's last failed call (e.g. "bad address: missing ':port' in
+ * \"localhost\""); "" if none failed yet. Owned by netsock: valid until this thread's next
+ * failing call. Never NULL. Any thread; each thread has its own.
  */
-int ns_set_log(ns_log_cb cb, int level);
+const char *ns_last_error(void);
+
+/**
+ * Releases the handle. The loop threads run on while clients (or options) still use the loop
+ * and stop once the last of them is freed. NULL is a no-op.
+ */
+void ns_loop_free(struct ns_loop *lp);
+
+/**
+ * Starts loop threads for client connections (`ns_options_set_threads()` of `opts` says how
+ * many; NULL: one), written to `*out` on success. Give it to clients with
+ * `ns_options_set_loop()`. Any thread.
+ */
+int ns_loop_new(const struct ns_options *opts, struct ns_loop **out);
+
+/**
+ * Frees options made by `ns_options_new()`. NULL is a no-op.
+ */
+void ns_options_free(struct ns_options *opts);
 
 /**
  * A new options object with every default: 1 loop thread, raw framing, 1 MiB max frame,
@@ -415,38 +365,52 @@ int ns_set_log(ns_log_cb cb, int level);
 struct ns_options *ns_options_new(void);
 
 /**
- * Frees options made by `ns_options_new()`. NULL is a no-op.
+ * Sets the listen backlog of a TCP server (default 1024; at least 1).
  */
-void ns_options_free(struct ns_options *opts);
+int ns_options_set_backlog(struct ns_options *opts, int backlog);
 
 /**
- * Sets the callback for opened connections; NULL clears it.
+ * Sets how long `ns_tcp_connect()` may take to connect (default 10 s; 0: no limit).
  */
-int ns_options_set_on_open(struct ns_options *opts, ns_open_cb cb);
+int ns_options_set_connect_timeout_ms(struct ns_options *opts, uint32_t ms);
 
 /**
- * Sets the callback for ended connections; NULL clears it.
+ * Sets how long `ns_server_stop()` lets a TCP server flush queued output (0, the default: not
+ * at all). When it stops, the server stops accepting and reading; each connection closes (with
+ * `NS_ERR_STOPPED`) as soon as its queue is empty, and those still sending when the time is up
+ * close then.
  */
-int ns_options_set_on_close(struct ns_options *opts, ns_close_cb cb);
-
-/**
- * Sets the callback for drained output queues (see `ns_drain_cb`); NULL clears it.
- */
-int ns_options_set_on_drain(struct ns_options *opts, ns_drain_cb cb);
-
-/**
- * Sets the number of loop threads of a server (or of an `ns_loop`): 0 means one per core, at
- * most 256. All callbacks of one connection run on one thread, in order; callbacks of
- * different connections (and datagrams of a UDP server) run on several threads at once, with
- * the same `user` pointer. Connections are spread over the threads as they are accepted.
- */
-int ns_options_set_threads(struct ns_options *opts, size_t threads);
+int ns_options_set_drain_timeout_ms(struct ns_options *opts, uint32_t ms);
 
 /**
  * Sets how the byte stream is cut into messages for `on_data`: one of `ns_framing`.
  * `NS_ERR_INVALID` for any other value.
  */
 int ns_options_set_framing(struct ns_options *opts, int framing);
+
+/**
+ * Closes connections with no traffic in either direction for `ms` milliseconds, with
+ * `NS_ERR_TIMEOUT` (0, the default: never).
+ */
+int ns_options_set_idle_timeout_ms(struct ns_options *opts, uint32_t ms);
+
+/**
+ * Turns TCP keep-alive probes on after `idle_seconds` without traffic (0, the default: off),
+ * so connections to vanished peers end with an error.
+ */
+int ns_options_set_keepalive(struct ns_options *opts, uint32_t idle_seconds);
+
+/**
+ * Makes clients started with these options run on `lp` (NULL: each client on a loop thread of
+ * its own, the default). The options keep the loop alive until they are freed or set again.
+ */
+int ns_options_set_loop(struct ns_options *opts, const struct ns_loop *lp);
+
+/**
+ * Sets the most connections a server holds at once (0, the default: no limit). Connections
+ * over it are accepted and closed at once, and counted as `rejected` in `ns_server_stats()`.
+ */
+int ns_options_set_max_conns(struct ns_options *opts, size_t max);
 
 /**
  * Sets the largest message a framed connection accepts (default 1 MiB; at least 1). A bigger
@@ -465,46 +429,33 @@ int ns_options_set_max_frame(struct ns_options *opts, size_t bytes);
 int ns_options_set_max_write_buffer(struct ns_options *opts, size_t bytes);
 
 /**
- * Sets the most connections a server holds at once (0, the default: no limit). Connections
- * over it are accepted and closed at once, and counted as `rejected` in `ns_server_stats()`.
- */
-int ns_options_set_max_conns(struct ns_options *opts, size_t max);
-
-/**
- * Closes connections with no traffic in either direction for `ms` milliseconds, with
- * `NS_ERR_TIMEOUT` (0, the default: never).
- */
-int ns_options_set_idle_timeout_ms(struct ns_options *opts, uint32_t ms);
-
-/**
- * Sets the listen backlog of a TCP server (default 1024; at least 1).
- */
-int ns_options_set_backlog(struct ns_options *opts, int backlog);
-
-/**
  * Turns TCP_NODELAY on (the default: small messages leave at once) or off (Nagle's algorithm
  * merges them).
  */
 int ns_options_set_nodelay(struct ns_options *opts, bool on);
 
 /**
- * Turns TCP keep-alive probes on after `idle_seconds` without traffic (0, the default: off),
- * so connections to vanished peers end with an error.
+ * Sets the callback for ended connections; NULL clears it.
  */
-int ns_options_set_keepalive(struct ns_options *opts, uint32_t idle_seconds);
+int ns_options_set_on_close(struct ns_options *opts, ns_close_cb cb);
 
 /**
- * Sets how long `ns_server_stop()` lets a TCP server flush queued output (0, the default: not
- * at all). When it stops, the server stops accepting and reading; each connection closes (with
- * `NS_ERR_STOPPED`) as soon as its queue is empty, and those still sending when the time is up
- * close then.
+ * Sets the callback for drained output queues (see `ns_drain_cb`); NULL clears it.
  */
-int ns_options_set_drain_timeout_ms(struct ns_options *opts, uint32_t ms);
+int ns_options_set_on_drain(struct ns_options *opts, ns_drain_cb cb);
 
 /**
- * Sets how long `ns_tcp_connect()` may take to connect (default 10 s; 0: no limit).
+ * Sets the callback for opened connections; NULL clears it.
  */
-int ns_options_set_connect_timeout_ms(struct ns_options *opts, uint32_t ms);
+int ns_options_set_on_open(struct ns_options *opts, ns_open_cb cb);
+
+/**
+ * Sets the number of loop threads of a server (or of an `ns_loop`): 0 means one per core, at
+ * most 256. All callbacks of one connection run on one thread, in order; callbacks of
+ * different connections (and datagrams of a UDP server) run on several threads at once, with
+ * the same `user` pointer. Connections are spread over the threads as they are accepted.
+ */
+int ns_options_set_threads(struct ns_options *opts, size_t threads);
 
 /**
  * Writes the peer's address as NUL-terminated text ("127.0.0.1:5000", "[::1]:5000",
@@ -515,47 +466,19 @@ int ns_options_set_connect_timeout_ms(struct ns_options *opts, uint32_t ms);
 int ns_peer_format(const struct ns_peer *peer, char *buf, size_t cap);
 
 /**
- * The name and meaning of a result code, e.g. "NS_ERR_TIMEOUT: timed out". Takes any `int`:
- * unknown codes give "unknown netsock result code". Never NULL; the text is static.
- * Any thread.
+ * Writes the bound address as NUL-terminated text ("127.0.0.1:40123", "[::1]:5000",
+ * "unix:/tmp/x.sock") into `buf` of `cap` bytes. `NS_OK`; `NS_ERR_TRUNCATED` (nothing written)
+ * if it does not fit. Any thread.
  */
-const char *ns_strerror(int code);
+int ns_server_addr(const struct ns_server *srv, char *buf, size_t cap);
 
 /**
- * Detail text of this thread's last failed call (e.g. "bad address: missing ':port' in
- * \"localhost\""); "" if none failed yet. Owned by netsock: valid until this thread's next
- * failing call. Never NULL. Any thread; each thread has its own.
+ * Stops the server, waits for its loop to end, and frees it; no callback runs after it returns.
+ * NULL is a no-op. Called inside one of the server's own callbacks it cannot wait: the server
+ * stops, the handle is freed at once, and the loop ends by itself after the callback returns
+ * (only `on_close` callbacks follow). Do not use `srv` afterwards.
  */
-const char *ns_last_error(void);
-
-/**
- * The library version, e.g. "0.1.0" (the same as the `NS_VERSION_*` macros of the header the
- * program was built with, unless it runs against another build). Static; never NULL.
- */
-const char *ns_version(void);
-
-/**
- * Starts a TCP server on `addr` ("127.0.0.1:6666", "0.0.0.0:0", "[::1]:6666",
- * "localhost:6666", or "unix:/path/to.sock" for a Unix stream socket) and returns once it
- * listens, with the server in `*out` (written only on success). The server runs on loop
- * threads of its own (one unless `ns_options_set_threads()` says otherwise) until stopped;
- * `on_data` (required) and the callbacks of `opts` run there with `user` as their last
- * argument, one at a time per loop thread. `opts` may be NULL (defaults) and is copied: free
- * it whenever you like. Listening sockets set SO_REUSEADDR; a stale Unix socket
- * file (nobody answering) is replaced, and the file is removed when the server is freed.
- * `NS_ERR_ADDR` for bad address text, `NS_ERR_ADDR_IN_USE`, `NS_ERR_INVALID` for NULL `addr`,
- * `on_data` or `out`.
- */
-int ns_tcp_serve(const char *addr, ns_data_cb on_data, void *user, const struct ns_options *opts, struct ns_server **out);
-
-/**
- * Starts a UDP server on `addr` (as for `ns_tcp_serve()`; "unix:/path" makes a Unix datagram
- * socket) and returns once it is bound, with the server in `*out` (written only on success).
- * `on_datagram` (required) runs on a loop thread of the server for each datagram, with `user`
- * (with several threads, on several at once). Answer with `ns_udp_reply()`. `opts` may be NULL;
- * of its settings, only the thread count applies.
- */
-int ns_udp_serve(const char *addr, ns_datagram_cb on_datagram, void *user, const struct ns_options *opts, struct ns_server **out);
+void ns_server_free(struct ns_server *srv);
 
 /**
  * The port the server is bound to (the one the OS chose for port 0); 0 for a Unix-domain
@@ -564,11 +487,26 @@ int ns_udp_serve(const char *addr, ns_datagram_cb on_datagram, void *user, const
 int ns_server_port(const struct ns_server *srv);
 
 /**
- * Writes the bound address as NUL-terminated text ("127.0.0.1:40123", "[::1]:5000",
- * "unix:/tmp/x.sock") into `buf` of `cap` bytes. `NS_OK`; `NS_ERR_TRUNCATED` (nothing written)
- * if it does not fit. Any thread.
+ * Sends `len` bytes from `data` (copied) to the TCP connection `conn_id`, from any thread: the
+ * loop is woken and writes them in order with the connection's other output. `NS_OK` means
+ * queued; if the connection ends first they are dropped. `NS_ERR_CLOSED` for an id that is not
+ * open (never was, or already closed) or a stopped server; `NS_ERR_INVALID` for a UDP server.
  */
-int ns_server_addr(const struct ns_server *srv, char *buf, size_t cap);
+int ns_server_send(struct ns_server *srv, uint64_t conn_id, const void *data, size_t len);
+
+/**
+ * Like `ns_server_send()`, but sends `len` bytes from `data` as one message in the server's
+ * framing (a "\n" after it, or a 4-byte length before it; as is for raw framing). A line
+ * message containing "\n" is dropped when the loop delivers it (and logged).
+ */
+int ns_server_send_frame(struct ns_server *srv, uint64_t conn_id, const void *data, size_t len);
+
+/**
+ * Counters of a server since it started (see `ns_stats`). Set `out->size = sizeof(ns_stats)`
+ * first: netsock fills in that many bytes at most, so programs built against an older, smaller
+ * `ns_stats` keep working, and sets `out->size` to what it filled in. Any thread.
+ */
+int ns_server_stats(const struct ns_server *srv, struct ns_stats *out);
 
 /**
  * Asks the server to stop and returns at once: it stops accepting, and every open connection
@@ -586,20 +524,65 @@ int ns_server_stop(struct ns_server *srv);
 int ns_server_wait(struct ns_server *srv);
 
 /**
- * Stops the server, waits for its loop to end, and frees it; no callback runs after it returns.
- * NULL is a no-op. Called inside one of the server's own callbacks it cannot wait: the server
- * stops, the handle is freed at once, and the loop ends by itself after the callback returns
- * (only `on_close` callbacks follow). Do not use `srv` afterwards.
+ * Sends the library's diagnostics at `level` and above to `cb`, process-wide; off by default.
+ * NULL `cb` or `NS_LOG_OFF` turns logging off. `NS_ERR_INVALID` for a level outside
+ * `ns_log_level`. Any thread.
  */
-void ns_server_free(struct ns_server *srv);
+int ns_set_log(ns_log_cb cb, int level);
 
 /**
- * Sends `len` bytes from `data` (copied) to the TCP connection `conn_id`, from any thread: the
- * loop is woken and writes them in order with the connection's other output. `NS_OK` means
- * queued; if the connection ends first they are dropped. `NS_ERR_CLOSED` for an id that is not
- * open (never was, or already closed) or a stopped server; `NS_ERR_INVALID` for a UDP server.
+ * The name and meaning of a result code, e.g. "NS_ERR_TIMEOUT: timed out". Takes any `int`:
+ * unknown codes give "unknown netsock result code". Never NULL; the text is static.
+ * Any thread.
  */
-int ns_server_send(struct ns_server *srv, uint64_t conn_id, const void *data, size_t len);
+const char *ns_strerror(int code);
+
+/**
+ * Connects to `addr` (as for `ns_tcp_send()`), blocking the caller for at most the connect
+ * timeout of `opts` (default 10 s), then runs the connection on a loop: the loop of
+ * `ns_options_set_loop()`, or one of its own. `on_data` (required) and the callbacks of `opts`
+ * run on that loop thread with `user`, with the framing, limits and timeouts of `opts`, as for
+ * a server's connections; `on_open` runs first. The client is written to `*out` on success.
+ * `NS_ERR_REFUSED`, `NS_ERR_TIMEOUT`, `NS_ERR_ADDR` when connecting fails. A closed client
+ * stays closed: to reconnect (say, after the server restarted), free it and connect again.
+ */
+int ns_tcp_connect(const char *addr, ns_data_cb on_data, void *user, const struct ns_options *opts, struct ns_client **out);
+
+/**
+ * Sends one message of `len` bytes from `data` in `framing` (`NS_FRAMING_LINE` or
+ * `NS_FRAMING_LEN32`) and reads one whole reply message into `reply` without needing the peer
+ * to close, with the reply, truncation and timeout rules of `ns_tcp_send()` (the reply is the
+ * message without its framing). `NS_ERR_INVALID` for `NS_FRAMING_RAW` (use `ns_tcp_send()`);
+ * `NS_ERR_CLOSED` if the peer closed before a whole reply arrived. Any thread.
+ */
+int ns_tcp_request(const char *addr, const void *data, size_t len, void *reply, size_t reply_cap, size_t *reply_len, uint32_t timeout_ms, int framing);
+
+/**
+ * The classic one-shot TCP client: connects to `addr` (as for `ns_tcp_serve()`; a name is tried
+ * at each of its addresses), sends the `len` bytes at `data`, shuts down its sending side, and
+ * reads the reply into `reply` (`reply_cap` bytes) until the server closes. Blocks the calling
+ * thread (any thread) for at most `timeout_ms` for the whole exchange (0 = no limit).
+ * On `NS_OK`, `*reply_len` is the reply's length. `NS_ERR_TRUNCATED` if the reply outgrew
+ * `reply_cap`: `reply` holds its first `reply_cap` bytes and `*reply_len` is `reply_cap`.
+ * `NS_ERR_REFUSED` if nobody listens, `NS_ERR_TIMEOUT`, `NS_ERR_RESET`, `NS_ERR_ADDR`.
+ * `reply` may be NULL only if `reply_cap` is 0; `reply_len` may be NULL; `data` may be NULL
+ * only if `len` is 0.
+ */
+int ns_tcp_send(const char *addr, const void *data, size_t len, void *reply, size_t reply_cap, size_t *reply_len, uint32_t timeout_ms);
+
+/**
+ * Starts a TCP server on `addr` ("127.0.0.1:6666", "0.0.0.0:0", "[::1]:6666",
+ * "localhost:6666", or "unix:/path/to.sock" for a Unix stream socket) and returns once it
+ * listens, with the server in `*out` (written only on success). The server runs on loop
+ * threads of its own (one unless `ns_options_set_threads()` says otherwise) until stopped;
+ * `on_data` (required) and the callbacks of `opts` run there with `user` as their last
+ * argument, one at a time per loop thread. `opts` may be NULL (defaults) and is copied: free
+ * it whenever you like. Listening sockets set SO_REUSEADDR; a stale Unix socket
+ * file (nobody answering) is replaced, and the file is removed when the server is freed.
+ * `NS_ERR_ADDR` for bad address text, `NS_ERR_ADDR_IN_USE`, `NS_ERR_INVALID` for NULL `addr`,
+ * `on_data` or `out`.
+ */
+int ns_tcp_serve(const char *addr, ns_data_cb on_data, void *user, const struct ns_options *opts, struct ns_server **out);
 
 /**
  * Sends one datagram of `len` bytes from `data` (copied) from the UDP server's socket to `to`
@@ -611,18 +594,35 @@ int ns_server_send(struct ns_server *srv, uint64_t conn_id, const void *data, si
 int ns_udp_reply(struct ns_server *srv, const struct ns_peer *to, const void *data, size_t len);
 
 /**
- * Like `ns_server_send()`, but sends `len` bytes from `data` as one message in the server's
- * framing (a "\n" after it, or a 4-byte length before it; as is for raw framing). A line
- * message containing "\n" is dropped when the loop delivers it (and logged).
+ * Sends one datagram to `addr` and waits for one reply datagram from that address (others are
+ * ignored), with the reply, truncation and timeout rules of `ns_tcp_send()`. Any thread.
+ * `NS_ERR_REFUSED` if the host reports that nobody listens on the port, `NS_ERR_TIMEOUT` if no
+ * reply came in time. A "unix:" request binds a temporary socket file of its own, removed
+ * before returning, so the server can answer.
  */
-int ns_server_send_frame(struct ns_server *srv, uint64_t conn_id, const void *data, size_t len);
+int ns_udp_request(const char *addr, const void *data, size_t len, void *reply, size_t reply_cap, size_t *reply_len, uint32_t timeout_ms);
 
 /**
- * Counters of a server since it started (see `ns_stats`). Set `out->size = sizeof(ns_stats)`
- * first: netsock fills in that many bytes at most, so programs built against an older, smaller
- * `ns_stats` keep working, and sets `out->size` to what it filled in. Any thread.
+ * Sends one datagram of `len` bytes from `data` to `addr` ("host:port", or "unix:/path" for a
+ * Unix datagram socket) and returns without waiting for a reply. Any thread. `NS_ERR_LIMIT` if
+ * the datagram is too large; `NS_ERR_REFUSED` if a Unix path has no socket.
  */
-int ns_server_stats(const struct ns_server *srv, struct ns_stats *out);
+int ns_udp_send(const char *addr, const void *data, size_t len);
+
+/**
+ * Starts a UDP server on `addr` (as for `ns_tcp_serve()`; "unix:/path" makes a Unix datagram
+ * socket) and returns once it is bound, with the server in `*out` (written only on success).
+ * `on_datagram` (required) runs on a loop thread of the server for each datagram, with `user`
+ * (with several threads, on several at once). Answer with `ns_udp_reply()`. `opts` may be NULL;
+ * of its settings, only the thread count applies.
+ */
+int ns_udp_serve(const char *addr, ns_datagram_cb on_datagram, void *user, const struct ns_options *opts, struct ns_server **out);
+
+/**
+ * The library version, e.g. "0.1.0" (the same as the `NS_VERSION_*` macros of the header the
+ * program was built with, unless it runs against another build). Static; never NULL.
+ */
+const char *ns_version(void);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -9,7 +9,6 @@
 
 #[macro_use]
 mod boundary;
-// In the order the header presents them.
 pub mod client;
 pub mod conn;
 pub mod log;
