@@ -31,8 +31,13 @@ pub(crate) enum Cmd {
     Close { id: u64 },
     /// Close a connection at once (reason `Stopped`), then report on `done`.
     Drop { id: u64, done: std::sync::mpsc::Sender<()> },
-    /// Take over a connected client socket.
-    Adopt { id: u64, sock: Socket, svc: Arc<Service> },
+    /// Take over a connected socket: a client's, with its own service, or one the server's
+    /// acceptor (loop 0) hands over, with `None` for the server's service.
+    Adopt {
+        id: u64,
+        sock: Socket,
+        svc: Option<Arc<Service>>,
+    },
 }
 
 pub(crate) struct Inbox {
@@ -78,6 +83,10 @@ impl LoopShared {
             let _ = self.waker.wake();
         }
         Ok(())
+    }
+
+    pub(crate) fn index(&self) -> usize {
+        self.index as usize
     }
 
     pub(crate) fn is_current(&self) -> bool {
@@ -182,7 +191,7 @@ impl Group {
             .ok_or_else(|| Error::Closed(format!("no open connection with id {id}").into()))
     }
 
-    /// The next loop in turn, for a new client connection.
+    /// The next loop in turn, for a new connection.
     pub(crate) fn pick_loop(&self) -> &LoopShared {
         &self.loops[self.next_loop.fetch_add(1, Ordering::Relaxed) % self.loops.len()]
     }

@@ -55,7 +55,9 @@ struct TcpLoop<'g> {
     group: &'g Group,
     me: &'g LoopShared,
     poll: Poll,
-    /// A server's listening socket and its service (slot 0 of `services`).
+    /// A server's listening socket (its service is slot 0 of `services`). Only loop 0 accepts:
+    /// it hands connections round-robin to the loops, which spreads them evenly (a listener
+    /// polled by every loop lets whichever wakes first take them all).
     listener: Option<Arc<Bound>>,
     services: Slab<Arc<Service>>,
     conns: Slab<ConnState>,
@@ -71,7 +73,7 @@ struct TcpLoop<'g> {
 }
 
 /// Runs loop `index` of `group` until the group stops. A server loop gets its listener and
-/// service; a client loop gets neither and adopts connected sockets from its inbox.
+/// service; a client loop gets neither. Both adopt connected sockets from their inbox.
 pub(crate) fn run(group: &Group, index: usize, poll: Poll, listener: Option<(Arc<Bound>, Arc<Service>)>) {
     let mut services = Slab::new();
     let listener = listener.map(|(bound, svc)| {
@@ -101,7 +103,7 @@ pub(crate) fn run(group: &Group, index: usize, poll: Poll, listener: Option<(Arc
 
 impl TcpLoop<'_> {
     fn serve(&mut self) -> Result<()> {
-        if let Some(l) = &self.listener {
+        if let Some(l) = self.listener.as_ref().filter(|_| self.me.index() == 0) {
             let fd = l.sock.as_raw_fd();
             self.poll
                 .registry()
@@ -180,9 +182,14 @@ impl TcpLoop<'_> {
                     drop(sock);
                 }
                 Ok((sock, _)) => {
-                    let id = self.me.new_id();
-                    lock(&self.me.inbox).live.insert(id);
-                    self.open(sock, id, 0);
+                    let target = self.group.pick_loop();
+                    let id = target.new_id();
+                    if target.index() == self.me.index() {
+                        lock(&self.me.inbox).live.insert(id);
+                        self.open(sock, id, 0);
+                    } else if let Err(e) = target.push(self.group, None, Cmd::Adopt { id, sock, svc: None }) {
+                        log!(Debug, "connection dropped while stopping: {e}");
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted || e.kind() == io::ErrorKind::ConnectionAborted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -397,10 +404,13 @@ impl TcpLoop<'_> {
                     let _ = done.send(());
                 }
                 Cmd::Adopt { id, sock, svc } => {
-                    let svc = self.services.insert(svc);
+                    let svc = match svc {
+                        Some(svc) => self.services.insert(svc),
+                        None => 0,
+                    };
                     if self.group.stopping() {
                         lock(&self.me.inbox).live.remove(&id);
-                        self.services.remove(svc);
+                        self.release_service(svc);
                     } else {
                         self.open(sock, id, svc);
                     }

@@ -66,7 +66,15 @@ impl Client {
             handler: Arc::new(handler),
             opts: opts.clone(),
         });
-        shared.push(group, None, Cmd::Adopt { id, sock, svc })?;
+        shared.push(
+            group,
+            None,
+            Cmd::Adopt {
+                id,
+                sock,
+                svc: Some(svc),
+            },
+        )?;
         Ok(Client { owner, id })
     }
 
