@@ -3,28 +3,38 @@
 
 CARGO   ?= cargo
 CC      ?= cc
+CXX     ?= c++
 PYTHON  ?= python3
 PREFIX  ?= /usr/local
 DESTDIR ?=
+LIBDIR  ?= $(PREFIX)/lib
 
 BUILD   := build
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=c99 -Wall -Wextra -Werror -D_POSIX_C_SOURCE=200809L -Iinclude
 LDLIBS  := -lnetsock -lpthread
 
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+MAJOR   := $(firstword $(subst ., ,$(VERSION)))
+SONAME  := libnetsock.so.$(MAJOR)
+
 EXAMPLES := $(patsubst examples-c/%.c,$(BUILD)/%,$(wildcard examples-c/*.c))
 CTESTS   := $(patsubst tests/c/%.c,$(BUILD)/tests/%,$(wildcard tests/c/test_*.c))
-VERSION  := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 
-.PHONY: all lib demo test test-rust test-c test-python test-readme check-header install uninstall clean
+.PHONY: all lib demo test test-rust test-c test-python test-readme test-header test-install \
+        check-header install uninstall clean
 
 all: lib $(EXAMPLES)
 
-# Cargo decides what is stale; it also regenerates include/netsock.h (build.rs).
+# Cargo decides what is stale; it also regenerates include/netsock.h (build.rs). The shared
+# library is laid out as installed: the real file, the soname link, the link-time name.
 lib:
 	$(CARGO) build --release
 	@mkdir -p $(BUILD)
-	cp target/release/libnetsock.so target/release/libnetsock.a $(BUILD)/
+	cp target/release/libnetsock.a $(BUILD)/
+	cp target/release/libnetsock.so $(BUILD)/libnetsock.so.$(VERSION)
+	ln -sf libnetsock.so.$(VERSION) $(BUILD)/$(SONAME)
+	ln -sf $(SONAME) $(BUILD)/libnetsock.so
 
 $(BUILD)/%: examples-c/%.c lib
 	$(CC) $(CFLAGS) $< -o $@ -L$(BUILD) -Wl,-rpath,'$$ORIGIN' $(LDLIBS)
@@ -36,7 +46,8 @@ $(BUILD)/tests/%: tests/c/%.c tests/c/check.h lib
 demo: all
 	sh examples-c/demo.sh $(BUILD)
 
-test: check-header test-rust test-python test-readme test-c
+# The C suite runs last so that its "C: N passed, N failed" line closes the run.
+test: check-header test-header test-rust test-python test-readme test-install test-c
 
 test-rust:
 	$(CARGO) test
@@ -44,8 +55,10 @@ test-rust:
 test-c: $(CTESTS)
 	sh tests/c/run.sh $(BUILD)/tests
 
+# pytest is the one thing the tests need beyond the toolchain: installed here if missing.
 test-python: lib
-	NETSOCK_LIB=$(BUILD)/libnetsock.so $(PYTHON) tests/python/test_ffi.py
+	@$(PYTHON) -c 'import pytest' 2>/dev/null || $(PYTHON) -m pip install --quiet pytest
+	NETSOCK_LIB=$(BUILD)/libnetsock.so $(PYTHON) -m pytest -q tests/python
 
 # The README's C example must build and run as printed.
 test-readme: lib
@@ -63,16 +76,42 @@ check-header: lib
 		echo "include/netsock.h matches the sources"; \
 	else echo "not a git checkout: header staleness not checked"; fi
 
-install: lib
-	install -d $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include
-	install -m 644 $(BUILD)/libnetsock.a $(DESTDIR)$(PREFIX)/lib/
-	install -m 755 $(BUILD)/libnetsock.so $(DESTDIR)$(PREFIX)/lib/
+# The header: stands alone in strict C99 and in C++, its version matches Cargo.toml, every
+# exported symbol is ns_* and declared (and documented) in it.
+test-header: lib
+	sh tests/header/check.sh $(BUILD) $(VERSION)
+
+# Install into a temporary prefix, then build and run an example through pkg-config, shared and
+# static.
+test-install: lib
+	sh tests/install/check.sh
+
+# The .pc file names the prefix, so it is written at every install.
+install: lib $(BUILD)/native-static-libs
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' -e 's|@VERSION@|$(VERSION)|' \
+	    -e "s|@LIBS_PRIVATE@|$$(cat $(BUILD)/native-static-libs)|" netsock.pc.in > $(BUILD)/netsock.pc
+	install -d $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(PREFIX)/include
+	install -m 644 $(BUILD)/libnetsock.a $(DESTDIR)$(LIBDIR)/
+	install -m 755 $(BUILD)/libnetsock.so.$(VERSION) $(DESTDIR)$(LIBDIR)/
+	ln -sf libnetsock.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME)
+	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libnetsock.so
 	install -m 644 include/netsock.h $(DESTDIR)$(PREFIX)/include/
-	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' netsock.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/netsock.pc
+	install -m 644 $(BUILD)/netsock.pc $(DESTDIR)$(LIBDIR)/pkgconfig/
 
 uninstall:
-	rm -f $(DESTDIR)$(PREFIX)/lib/libnetsock.a $(DESTDIR)$(PREFIX)/lib/libnetsock.so \
-	      $(DESTDIR)$(PREFIX)/include/netsock.h $(DESTDIR)$(PREFIX)/lib/pkgconfig/netsock.pc
+	rm -f $(DESTDIR)$(LIBDIR)/libnetsock.a $(DESTDIR)$(LIBDIR)/libnetsock.so.$(VERSION) \
+	      $(DESTDIR)$(LIBDIR)/$(SONAME) $(DESTDIR)$(LIBDIR)/libnetsock.so \
+	      $(DESTDIR)$(PREFIX)/include/netsock.h $(DESTDIR)$(LIBDIR)/pkgconfig/netsock.pc
+
+# Libs.private lists what the static library needs, as rustc reports it for this crate (asked
+# once per dependency change: it costs a build of its own).
+$(BUILD)/native-static-libs: Cargo.toml Cargo.lock
+	@mkdir -p $(BUILD)
+	$(CARGO) rustc -q --release --lib --crate-type staticlib -- --print=native-static-libs 2>&1 \
+		| sed -n 's/.*native-static-libs: //p' | tail -n 1 > $@.tmp
+	test -s $@.tmp || { echo "rustc did not report the native libraries"; exit 1; }
+	mv $@.tmp $@
+
 
 clean:
 	$(CARGO) clean

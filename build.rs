@@ -27,6 +27,13 @@ fn main() {
         .expect("cbindgen could not generate the header")
         .write_to_file(&generated);
 
+    // The shared library's soname carries the major version, as C libraries' do: programs
+    // linked against 0.x load libnetsock.so.0, and an incompatible 1.0 can be installed beside it.
+    println!(
+        "cargo:rustc-cdylib-link-arg=-Wl,-soname,libnetsock.so.{}",
+        version("MAJOR")
+    );
+
     let packaged = crate_dir.join(".cargo_vcs_info.json").exists();
     if !packaged {
         refresh(&generated, &crate_dir.join("include/netsock.h"));

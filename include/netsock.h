@@ -101,6 +101,47 @@ typedef enum ns_result {
 } ns_result;
 
 /**
+ * Ways to cut a TCP byte stream into messages (`ns_options_set_framing()`).
+ */
+typedef enum ns_framing {
+  /**
+   * No framing (the default): `on_data` gets bytes as they were read.
+   */
+  NS_FRAMING_RAW = 0,
+  /**
+   * Lines: each message ends with "\n" (a "\r" before it is dropped too).
+   */
+  NS_FRAMING_LINE = 1,
+  /**
+   * A 4-byte big-endian length, then that many bytes.
+   */
+  NS_FRAMING_LEN32 = 2,
+} ns_framing;
+
+/**
+ * How much netsock logs (`ns_set_log()`): each level includes the ones before it.
+ */
+typedef enum ns_log_level {
+  NS_LOG_OFF = 0,
+  /**
+   * Failures of the library itself (a loop that cannot go on, a panic in a callback).
+   */
+  NS_LOG_ERROR = 1,
+  /**
+   * Failed accepts, dropped cross-thread messages.
+   */
+  NS_LOG_WARN = 2,
+  /**
+   * Refused connections, messages over the frame limit, dropped datagrams.
+   */
+  NS_LOG_INFO = 3,
+  /**
+   * Every connection closed with an error, and why.
+   */
+  NS_LOG_DEBUG = 4,
+} ns_log_level;
+
+/**
  * A persistent client connection made by `ns_tcp_connect()`, freed by `ns_client_free()`. Its
  * functions may be called from any thread.
  */
