@@ -5,6 +5,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
+use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
@@ -70,6 +71,8 @@ struct TcpLoop<'g> {
     now: Instant,
     /// Set once stopping began: when queued output stops being flushed.
     drain_until: Option<Instant>,
+    /// A descriptor held in reserve, given up to refuse connections cleanly when none is left.
+    spare_fd: Option<File>,
 }
 
 /// Runs loop `index` of `group` until the group stops. A server loop gets its listener and
@@ -93,6 +96,7 @@ pub(crate) fn run(group: &Group, index: usize, poll: Poll, listener: Option<(Arc
         timers: BinaryHeap::new(),
         now: Instant::now(),
         drain_until: None,
+        spare_fd: None,
     };
     if let Err(e) = lp.serve() {
         log!(Error, "loop {index} failed: {e}");
@@ -104,6 +108,7 @@ pub(crate) fn run(group: &Group, index: usize, poll: Poll, listener: Option<(Arc
 impl TcpLoop<'_> {
     fn serve(&mut self) -> Result<()> {
         if let Some(l) = self.listener.as_ref().filter(|_| self.me.index() == 0) {
+            self.spare_fd = File::open("/dev/null").ok();
             let fd = l.sock.as_raw_fd();
             self.poll
                 .registry()
@@ -193,12 +198,36 @@ impl TcpLoop<'_> {
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted || e.kind() == io::ErrorKind::ConnectionAborted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+                    if !self.refuse_without_descriptors(&listener.sock) {
+                        log!(
+                            Warn,
+                            "accept failed: {e}; pending connections wait for a free descriptor"
+                        );
+                        return;
+                    }
+                }
                 Err(e) => {
                     log!(Warn, "accept failed: {e}");
                     return;
                 }
             }
         }
+    }
+
+    /// Out of descriptors, a pending connection can be neither served nor left in the backlog
+    /// (the listener would stay ready, and the peer would wait for nothing): give up the spare
+    /// descriptor, accept the connection, close it (a clean refusal, counted), take the spare
+    /// back. False if even that failed.
+    fn refuse_without_descriptors(&mut self, listener: &Socket) -> bool {
+        drop(self.spare_fd.take());
+        let refused = listener.accept4(libc::SOCK_CLOEXEC).is_ok();
+        if refused {
+            self.me.stats.rejected.add(1);
+            log!(Warn, "connection refused: out of file descriptors");
+        }
+        self.spare_fd = File::open("/dev/null").ok();
+        refused
     }
 
     /// Registers a connection (already listed as live) and runs `on_open`.
