@@ -11,13 +11,18 @@
  *    caller keeps ownership of every buffer it passes in. Buffers netsock passes to a callback
  *    (data, ns_conn, ns_peer) are owned by netsock and valid until the callback returns.
  *    Strings netsock returns (const char *) are owned by netsock; never free them.
- *  - Handles: ns_options_new/ns_options_free, ns_tcp_serve or ns_udp_serve/ns_server_free.
- *    Free functions accept NULL.
- *  - Threads: each server runs one loop thread of its own; all its callbacks run there, one at
- *    a time, never concurrently. ns_conn functions are for that thread, inside callbacks.
- *    ns_server_send, ns_udp_reply, ns_server_stop, ns_server_wait (not from its own callbacks),
- *    ns_server_free, and the clients may be called from any thread. ns_server_stop is also
- *    async-signal-safe. The user pointer is passed to callbacks as is; netsock never reads it.
+ *  - Handles: ns_options_new/ns_options_free, ns_tcp_serve or ns_udp_serve/ns_server_free,
+ *    ns_tcp_connect/ns_client_free, ns_loop_new/ns_loop_free. Free functions accept NULL.
+ *  - Threads: a server runs loop threads of its own (one by default; see
+ *    ns_options_set_threads), and a client runs on a loop of its own or a shared ns_loop. All
+ *    callbacks of one connection run on one loop thread, in order; with one loop thread all of
+ *    a server's callbacks run one at a time, with several, different connections' callbacks
+ *    run at the same time. ns_conn functions are for the loop thread, inside callbacks.
+ *    ns_server_*, ns_udp_reply, ns_client_* and the blocking clients may be called from any
+ *    thread (ns_server_wait and ns_server_free not from the server's own callbacks without the
+ *    consequences their comments state). ns_server_stop is also async-signal-safe.
+ *  - User pointers (of serve/connect calls, ns_conn_set_user) are passed back as they are;
+ *    netsock never reads or frees them.
  *  - Panics never cross into C: a caught panic becomes NS_ERR_PANIC.
  */
 
@@ -359,6 +364,13 @@ int ns_conn_send(struct ns_conn *conn, const void *data, size_t len);
 int ns_conn_send_frame(struct ns_conn *conn, const void *data, size_t len);
 
 /**
+ * The server the connection belongs to (the one `ns_tcp_serve()` returns), so callbacks can
+ * call `ns_server_send()` or `ns_server_stats()` even before `ns_tcp_serve()` has returned;
+ * NULL for a client connection or a NULL `conn`. Loop thread only (inside a callback).
+ */
+struct ns_server *ns_conn_server(const struct ns_conn *conn);
+
+/**
  * Stores the application's pointer for this connection (its session state), so callbacks can
  * find it without a table of ids. netsock never reads or frees it: free what it points to in
  * `on_close` at the latest. Loop thread only (inside a callback).
@@ -618,8 +630,9 @@ int ns_tcp_send(const char *addr, const void *data, size_t len, void *reply, siz
  * threads of its own (one unless `ns_options_set_threads()` says otherwise) until stopped;
  * `on_data` (required) and the callbacks of `opts` run there with `user` as their last
  * argument, one at a time per loop thread. `opts` may be NULL (defaults) and is copied: free
- * it whenever you like. Listening sockets set SO_REUSEADDR; a stale Unix socket
- * file (nobody answering) is replaced, and the file is removed when the server is freed.
+ * it whenever you like. Callbacks may run before this returns: inside them, reach the server
+ * with `ns_conn_server()`, not through `*out`. Listening sockets set SO_REUSEADDR; a stale Unix
+ * socket file (nobody answering) is replaced, and the file is removed when the server is freed.
  * `NS_ERR_ADDR` for bad address text, `NS_ERR_ADDR_IN_USE`, `NS_ERR_INVALID` for NULL `addr`,
  * `on_data` or `out`.
  */

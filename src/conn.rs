@@ -218,6 +218,11 @@ impl<'a> Conn<'a> {
         self.st.pending()
     }
 
+    /// The word naming the connection's owner (0 for client connections).
+    pub(crate) fn owner(&self) -> usize {
+        self.svc.owner
+    }
+
     /// The application's word of per-connection state (0 until set).
     pub fn user(&self) -> usize {
         self.st.user

@@ -1,10 +1,11 @@
 //! A group of loop threads and what their handles share with them: the stop flag, one waker
 //! and one inbox per loop, the counters, and the "all stopped" signal that `wait` blocks on.
 
+use std::cell::Cell;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
-use std::thread::{JoinHandle, ThreadId};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use mio::{Poll, Token, Waker};
@@ -53,7 +54,6 @@ pub(crate) struct LoopShared {
     pub(crate) inbox: Mutex<Inbox>,
     pub(crate) stats: LoopStats,
     next_seq: AtomicU64,
-    thread: OnceLock<ThreadId>,
 }
 
 impl LoopShared {
@@ -88,10 +88,6 @@ impl LoopShared {
     pub(crate) fn index(&self) -> usize {
         self.index as usize
     }
-
-    pub(crate) fn is_current(&self) -> bool {
-        self.thread.get() == Some(&std::thread::current().id())
-    }
 }
 
 /// The loop threads of one server, or of client connections sharing them.
@@ -123,7 +119,6 @@ impl Group {
                 }),
                 stats: LoopStats::default(),
                 next_seq: AtomicU64::new(1),
-                thread: OnceLock::new(),
             });
             polls.push(poll);
         }
@@ -150,7 +145,7 @@ impl Group {
             let spawned = std::thread::Builder::new()
                 .name(format!("netsock-loop-{index}"))
                 .spawn(move || {
-                    let _ = group.loops[index].thread.set(std::thread::current().id());
+                    LOOP_GROUP.set(Arc::as_ptr(&group) as usize);
                     body(index, poll);
                     *lock(&group.finished) += 1;
                     group.finished_cv.notify_all();
@@ -181,7 +176,7 @@ impl Group {
 
     /// Whether the calling thread is one of this group's loops (a callback of ours is running).
     pub(crate) fn on_loop_thread(&self) -> bool {
-        self.loops.iter().any(LoopShared::is_current)
+        LOOP_GROUP.get() == self as *const Group as usize
     }
 
     /// The loop that owns connection `id`.
@@ -226,6 +221,13 @@ impl Group {
             let _ = handle.join();
         }
     }
+}
+
+thread_local! {
+    /// The group whose loop runs on this thread (its address), 0 elsewhere. A plain word, so
+    /// asking costs no allocation (`std::thread::current()` allocates a handle on threads it
+    /// did not start, which memory checkers report as lost).
+    static LOOP_GROUP: Cell<usize> = const { Cell::new(0) };
 }
 
 /// Time left until `deadline`, or `Timeout` once it has passed; `None` waits without limit.

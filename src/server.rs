@@ -61,12 +61,18 @@ impl Server {
 
     /// Starts serving TCP connections on the loop threads.
     pub fn start_tcp<H: TcpHandler>(&self, handler: H) -> Result<()> {
+        self.start_tcp_owned(handler, 0)
+    }
+
+    /// Like [`Server::start_tcp`], with a word its connections report as their owner.
+    pub(crate) fn start_tcp_owned<H: TcpHandler>(&self, handler: H, owner: usize) -> Result<()> {
         if self.kind != Type::STREAM {
             return Err(Error::Invalid("not a TCP server".into()));
         }
         let svc = Arc::new(Service {
             handler: Arc::new(handler),
             opts: self.opts.clone(),
+            owner,
         });
         let (group, bound) = (self.group.clone(), self.bound.clone());
         self.group.spawn(self.take_polls()?, move |index, poll| {

@@ -44,6 +44,8 @@ pub trait TcpHandler: Send + Sync + 'static {
 pub(crate) struct Service {
     pub(crate) handler: Arc<dyn TcpHandler>,
     pub(crate) opts: Options,
+    /// A word naming who owns the connections (the C layer keeps its `ns_server *` here).
+    pub(crate) owner: usize,
 }
 
 const LISTENER: Token = Token(0);

@@ -65,6 +65,7 @@ impl Client {
         let svc = Arc::new(Service {
             handler: Arc::new(handler),
             opts: opts.clone(),
+            owner: 0,
         });
         shared.push(
             group,

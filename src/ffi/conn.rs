@@ -5,6 +5,7 @@ use std::os::raw::c_char;
 
 use super::boundary::write_text;
 use super::result::code;
+use super::server::ns_server;
 use crate::Conn;
 
 /// One TCP or Unix stream connection. Borrowed: valid only during the callback it was passed
@@ -118,5 +119,18 @@ pub extern "C" fn ns_conn_user(conn: *const ns_conn) -> *mut c_void {
             return std::ptr::null_mut();
         }
         std::ptr::with_exposed_provenance_mut(try_conn!(conn).user())
+    }
+}
+
+/// The server the connection belongs to (the one `ns_tcp_serve()` returns), so callbacks can
+/// call `ns_server_send()` or `ns_server_stats()` even before `ns_tcp_serve()` has returned;
+/// NULL for a client connection or a NULL `conn`. Loop thread only (inside a callback).
+#[unsafe(no_mangle)]
+pub extern "C" fn ns_conn_server(conn: *const ns_conn) -> *mut ns_server {
+    ffi_panic_boundary! {
+        if conn.is_null() {
+            return std::ptr::null_mut();
+        }
+        std::ptr::with_exposed_provenance_mut(try_conn!(conn).owner())
     }
 }

@@ -107,8 +107,9 @@ impl UdpHandler for CUdp {
 /// threads of its own (one unless `ns_options_set_threads()` says otherwise) until stopped;
 /// `on_data` (required) and the callbacks of `opts` run there with `user` as their last
 /// argument, one at a time per loop thread. `opts` may be NULL (defaults) and is copied: free
-/// it whenever you like. Listening sockets set SO_REUSEADDR; a stale Unix socket
-/// file (nobody answering) is replaced, and the file is removed when the server is freed.
+/// it whenever you like. Callbacks may run before this returns: inside them, reach the server
+/// with `ns_conn_server()`, not through `*out`. Listening sockets set SO_REUSEADDR; a stale Unix
+/// socket file (nobody answering) is replaced, and the file is removed when the server is freed.
 /// `NS_ERR_ADDR` for bad address text, `NS_ERR_ADDR_IN_USE`, `NS_ERR_INVALID` for NULL `addr`,
 /// `on_data` or `out`.
 #[unsafe(no_mangle)]
@@ -124,9 +125,15 @@ pub extern "C" fn ns_tcp_serve(
         let Some(on_data) = on_data else { invalid!("`on_data` is NULL") };
         let out = try_mut!(out);
         let opts = unsafe { opts.as_ref() }.cloned().unwrap_or_default();
-        let srv = Box::new(ns_server { inner: ns_try!(Server::tcp(addr, &opts.opts)) });
-        ns_try!(srv.inner.start_tcp(CTcp::new(on_data, &opts, user)));
-        *out = Box::into_raw(srv);
+        let srv = Box::into_raw(Box::new(ns_server { inner: ns_try!(Server::tcp(addr, &opts.opts)) }));
+        // SAFETY: just allocated; connections only hand `srv` back through `ns_conn_server()`.
+        let started = unsafe { &*srv }.inner.start_tcp_owned(CTcp::new(on_data, &opts, user), srv.expose_provenance());
+        if let Err(e) = started {
+            // SAFETY: the loops never started, so nothing else holds `srv`.
+            drop(unsafe { Box::from_raw(srv) });
+            return super::result::fail(e);
+        }
+        *out = srv;
         ns_result::NS_OK as c_int
     }
 }
