@@ -10,7 +10,8 @@
 set -eu
 
 bindir=${1:-build}
-for prog in tcp_server tcp_client udp_server udp_client echo_server; do
+for prog in tcp_server tcp_client udp_server udp_client echo_server kv_server kv_client \
+    chat_server; do
     if [ ! -x "$bindir/$prog" ]; then
         printf 'demo: %s not found (build the examples first)\n' "$bindir/$prog" >&2
         exit 1
@@ -165,6 +166,65 @@ client "tcp_client $server_addr 'hello over a Unix socket'" \
 stop_server
 server_said "hello over a Unix socket"
 [ ! -e "$sock" ] || fail "tcp_server left its socket file $sock behind"
+
+section "LEN32 key-value store: kv_client -> kv_server"
+start_server kv_server 127.0.0.1:0
+client "kv_client $server_addr SET name netsock" \
+    "OK" "$bindir/kv_client" "$server_addr" SET name netsock
+client "kv_client $server_addr GET name" \
+    "VALUE netsock" "$bindir/kv_client" "$server_addr" GET name
+# The same client, -i: one persistent connection, requests read from stdin.
+printf 'DEL name\nGET name\n' >"$tmp/kv_input"
+client "printf 'DEL name\\nGET name\\n' | kv_client -i $server_addr" \
+    "NOT_FOUND" "$bindir/kv_client" -i "$server_addr" <"$tmp/kv_input"
+[ "$out" = "$(printf 'OK\nNOT_FOUND')" ] || fail "kv_client -i did not get OK then NOT_FOUND"
+stop_server
+server_said "SET name netsock -> OK"
+server_said "GET name -> NOT_FOUND"
+
+section "Line chat: two plain Python socket clients -> chat_server"
+if command -v python3 >/dev/null 2>&1; then
+    start_server chat_server 127.0.0.1:0
+    client "python3 -c '<alice and bob join, alice says hello, bob hears it>' $server_addr" \
+        "bob got: <alice> hello" python3 -c '
+import socket, sys
+host, _, port = sys.argv[1].rpartition(":")
+
+class Member:
+    def __init__(self, nick):
+        self.sock = socket.create_connection((host.strip("[]"), int(port)), timeout=5)
+        self.buf = b""
+        self.nick = nick
+        self.say(nick)                  # the first line is the nickname
+    def say(self, line):
+        self.sock.sendall(line.encode() + b"\n")
+    def expect(self, wanted):           # read lines until `wanted` (each recv waits 5 s at most)
+        while True:
+            while b"\n" not in self.buf:
+                chunk = self.sock.recv(4096)
+                if not chunk:
+                    sys.exit(self.nick + ": connection closed while waiting for " + repr(wanted))
+                self.buf += chunk
+            line, self.buf = self.buf.split(b"\n", 1)
+            if line.decode() == wanted:
+                print(self.nick + " got: " + wanted)
+                return
+
+alice = Member("alice")
+alice.expect("* you are alice; /who lists who is here, /quit leaves")
+bob = Member("bob")
+bob.expect("* you are bob; /who lists who is here, /quit leaves")
+alice.expect("* bob joined")
+alice.say("hello")
+bob.expect("<alice> hello")
+bob.say("/quit")
+alice.expect("* bob left")
+' "$server_addr"
+    stop_server
+    server_said "<alice> hello"
+else
+    echo "(python3 not found, skipping)"
+fi
 
 echo
 echo "demo: all exchanges succeeded"
