@@ -27,12 +27,13 @@ CTESTS   := $(patsubst tests/c/%.c,$(BUILD)/tests/%,$(wildcard tests/c/test_*.c)
 all: lib $(EXAMPLES)
 
 # Cargo decides what is stale; it also regenerates include/netsock.h (build.rs). The shared
-# library is laid out as installed: the real file, the soname link, the link-time name.
+# library is laid out as installed: the real file, the soname link, the link-time name. Files
+# are replaced by rename, never rewritten in place: a running program has them mapped.
 lib:
 	$(CARGO) build --release
 	@mkdir -p $(BUILD)
-	cp target/release/libnetsock.a $(BUILD)/
-	cp target/release/libnetsock.so $(BUILD)/libnetsock.so.$(VERSION)
+	cp target/release/libnetsock.a $(BUILD)/libnetsock.a.tmp && mv -f $(BUILD)/libnetsock.a.tmp $(BUILD)/libnetsock.a
+	cp target/release/libnetsock.so $(BUILD)/libnetsock.so.tmp && mv -f $(BUILD)/libnetsock.so.tmp $(BUILD)/libnetsock.so.$(VERSION)
 	ln -sf libnetsock.so.$(VERSION) $(BUILD)/$(SONAME)
 	ln -sf $(SONAME) $(BUILD)/libnetsock.so
 

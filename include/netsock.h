@@ -4,8 +4,8 @@
  * Rules that hold for every function (each function's comment adds its own):
  *  - Results: functions returning int return NS_OK (0) or a negative ns_result code.
  *    ns_strerror(code) names a code; ns_last_error() gives the detail of this thread's last
- *    failure. Out-parameters are written only on success (ns_tcp_send/ns_udp_request also
- *    report the length on NS_ERR_TRUNCATED).
+ *    failure. Out-parameters are written only on success (the blocking clients, ns_tcp_send,
+ *    ns_tcp_request and ns_udp_request, also report the length on NS_ERR_TRUNCATED).
  *  - Pointers: every pointer argument is checked; NULL gives NS_ERR_INVALID, never a crash.
  *    A data pointer may be NULL when its length is 0. Data passed to a send is copied; the
  *    caller keeps ownership of every buffer it passes in. Buffers netsock passes to a callback
@@ -557,7 +557,8 @@ int ns_server_send_frame(struct ns_server *srv, uint64_t conn_id, const void *da
 /**
  * Counters of a server since it started (see `ns_stats`). Set `out->size = sizeof(ns_stats)`
  * first: netsock fills in that many bytes at most, so programs built against an older, smaller
- * `ns_stats` keep working, and sets `out->size` to what it filled in. Any thread.
+ * `ns_stats` keep working, and sets `out->size` to what it filled in (whole fields only).
+ * `NS_ERR_INVALID` for NULL or a `size` under 8 (unset). Any thread.
  */
 int ns_server_stats(const struct ns_server *srv, struct ns_stats *out);
 

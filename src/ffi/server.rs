@@ -268,7 +268,8 @@ pub extern "C" fn ns_server_send_frame(srv: *mut ns_server, conn_id: u64, data: 
 
 /// Counters of a server since it started (see `ns_stats`). Set `out->size = sizeof(ns_stats)`
 /// first: netsock fills in that many bytes at most, so programs built against an older, smaller
-/// `ns_stats` keep working, and sets `out->size` to what it filled in. Any thread.
+/// `ns_stats` keep working, and sets `out->size` to what it filled in (whole fields only).
+/// `NS_ERR_INVALID` for NULL or a `size` under 8 (unset). Any thread.
 #[unsafe(no_mangle)]
 pub extern "C" fn ns_server_stats(srv: *const ns_server, out: *mut ns_stats) -> c_int {
     ffi_panic_boundary! {

@@ -56,7 +56,8 @@ pub(crate) fn fill(out: *mut ns_stats, stats: &Stats) -> crate::Result<()> {
         frames_too_large: stats.frames_too_large,
         timeouts: stats.timeouts,
     };
-    let n = size.min(size_of::<ns_stats>());
+    // Whole fields only: a size that ends inside a counter leaves that counter out.
+    let n = size.min(size_of::<ns_stats>()) / 8 * 8;
     // SAFETY: `n` bytes fit in both structs; the header is written last, with the real size.
     unsafe {
         std::ptr::copy_nonoverlapping(
