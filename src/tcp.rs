@@ -173,9 +173,9 @@ impl TcpLoop<'_> {
             for key in keys {
                 self.settle(key);
             }
-            return self.conns.iter().all(|(_, st)| st.phase == Phase::Lingering);
+            return self.conns.is_empty();
         };
-        Instant::now() >= until || self.conns.iter().all(|(_, st)| st.phase == Phase::Lingering)
+        Instant::now() >= until || self.conns.is_empty()
     }
 
     fn accept(&mut self) {
@@ -183,7 +183,9 @@ impl TcpLoop<'_> {
         let max = self.services[0].opts.max_conns;
         loop {
             match listener.sock.accept4(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC) {
-                Ok((sock, _)) if max > 0 && self.group.active.load(Ordering::Relaxed) >= max => {
+                // The slot is taken here, before the connection reaches its loop, so that a
+                // burst of connections handed to several loops cannot pass the limit.
+                Ok((sock, _)) if !self.reserve_slot(max) => {
                     self.me.stats.rejected.add(1);
                     log!(Info, "connection refused: {max} connections are open (the limit)");
                     drop(sock);
@@ -195,6 +197,7 @@ impl TcpLoop<'_> {
                         lock(&self.me.inbox).live.insert(id);
                         self.open(sock, id, 0);
                     } else if let Err(e) = target.push(self.group, None, Cmd::Adopt { id, sock, svc: None }) {
+                        self.group.active.fetch_sub(1, Ordering::Relaxed);
                         log!(Debug, "connection dropped while stopping: {e}");
                     }
                 }
@@ -217,6 +220,16 @@ impl TcpLoop<'_> {
         }
     }
 
+    /// Counts one more open connection unless `max` (0: no limit) are open already.
+    fn reserve_slot(&self, max: usize) -> bool {
+        let before = self.group.active.fetch_add(1, Ordering::Relaxed);
+        if max > 0 && before >= max {
+            self.group.active.fetch_sub(1, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
     /// Out of descriptors, a pending connection can be neither served nor left in the backlog
     /// (the listener would stay ready, and the peer would wait for nothing): give up the spare
     /// descriptor, accept the connection, close it (a clean refusal, counted), take the spare
@@ -232,7 +245,7 @@ impl TcpLoop<'_> {
         refused
     }
 
-    /// Registers a connection (already listed as live) and runs `on_open`.
+    /// Registers a connection (already listed as live and counted as active) and runs `on_open`.
     fn open(&mut self, sock: Socket, id: u64, svc: usize) {
         let opts = &self.services[svc].opts;
         if sock.local_addr().is_ok_and(|a| a.as_socket().is_some()) {
@@ -252,12 +265,12 @@ impl TcpLoop<'_> {
         if let Err(e) = registered {
             log!(Warn, "cannot poll a new connection: {e}");
             lock(&self.me.inbox).live.remove(&id);
+            self.group.active.fetch_sub(1, Ordering::Relaxed);
             self.release_service(svc);
             return;
         }
         entry.insert(ConnState::new(sock, id, svc, self.now));
         self.ids.insert(id, key);
-        self.group.active.fetch_add(1, Ordering::Relaxed);
         self.me.stats.opened.add(1);
         if let Some(idle) = opts.idle_timeout {
             self.timers.push(Reverse((self.now + idle, key, id)));
@@ -299,7 +312,8 @@ impl TcpLoop<'_> {
         let st = &mut self.conns[key];
         let svc = &self.services[st.svc];
         for _ in 0..READS_PER_TURN {
-            if st.phase != Phase::Open || st.failed.is_some() || st.peer_eof || st.paused || self.drain_until.is_some()
+            let backlogged = st.paused || st.pending() > svc.opts.low_water();
+            if st.phase != Phase::Open || st.failed.is_some() || st.peer_eof || backlogged || self.drain_until.is_some()
             {
                 return;
             }
@@ -381,7 +395,12 @@ impl TcpLoop<'_> {
         }
         // A panic in on_close has nothing left to close; the connection goes either way.
         let _ = guard(|| svc.handler.on_close(&mut Conn::new(st, svc), &reason));
-        if reason.is_ok() && !st.peer_eof && !self.group.stopping() {
+        // After an orderly close, or a drained one while stopping, our output may still be in
+        // flight: linger, so that input the peer sends meanwhile does not make the kernel
+        // reset the connection and destroy it.
+        let drained = self.drain_until.is_some() && matches!(reason, Err(Error::Stopped));
+        let orderly = reason.is_ok() && !self.group.stopping();
+        if (orderly || drained) && !st.peer_eof {
             st.start_linger(self.now);
             self.timers.push(Reverse((self.now + LINGER, key, st.id)));
         } else {
@@ -435,12 +454,17 @@ impl TcpLoop<'_> {
                     let _ = done.send(());
                 }
                 Cmd::Adopt { id, sock, svc } => {
+                    // A server's connections were counted by the acceptor; a client's are here.
                     let svc = match svc {
-                        Some(svc) => self.services.insert(svc),
+                        Some(svc) => {
+                            self.group.active.fetch_add(1, Ordering::Relaxed);
+                            self.services.insert(svc)
+                        }
                         None => 0,
                     };
                     if self.group.stopping() {
                         lock(&self.me.inbox).live.remove(&id);
+                        self.group.active.fetch_sub(1, Ordering::Relaxed);
                         self.release_service(svc);
                     } else {
                         self.open(sock, id, svc);

@@ -11,7 +11,9 @@
  * The counters are protected by a mutex, so checks may run in library
  * callbacks (on the server's I/O thread) and in helper threads.
  * Also a few small helpers shared by the test programs (monotonic clock,
- * sleeping, a watchdog) - all static so each test is a single .c file.
+ * sleeping, a watchdog, plain sockets, /proc/self/status numbers such as
+ * VmRSS and Threads, ns_server_stats into a checked struct) - all static so
+ * each test is a single .c file.
  */
 #ifndef NETSOCK_TEST_CHECK_H
 #define NETSOCK_TEST_CHECK_H
@@ -323,6 +325,40 @@ static inline int wait_eof(int fd, int timeout_ms)
     if (n == 1)
         return 2;
     return eof;
+}
+
+/* ---- process and server introspection --------------------------------------- */
+
+/* The number after "key:" in /proc/self/status (e.g. "VmRSS" in kB, "Threads"),
+ * -1 if it cannot be read. */
+static inline long proc_status_num(const char *key)
+{
+    char line[256];
+    size_t klen = strlen(key);
+    long v = -1;
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f)
+        return -1;
+    while (fgets(line, sizeof line, f)) {
+        if (strncmp(line, key, klen) == 0 && line[klen] == ':') {
+            v = strtol(line + klen + 1, NULL, 10);
+            break;
+        }
+    }
+    fclose(f);
+    return v;
+}
+
+/* ns_server_stats into a zeroed struct with size set; checks that it succeeded
+ * and filled the whole struct. */
+static inline ns_stats server_stats(const ns_server *srv)
+{
+    ns_stats s;
+    memset(&s, 0, sizeof s);
+    s.size = (uint32_t)sizeof s;
+    CHECK_EQ_INT(ns_server_stats(srv, &s), NS_OK);
+    CHECK_EQ_INT(s.size, sizeof s);
+    return s;
 }
 
 #endif /* NETSOCK_TEST_CHECK_H */
