@@ -117,3 +117,6 @@ $(BUILD)/native-static-libs: Cargo.toml Cargo.lock
 clean:
 	$(CARGO) clean
 	rm -rf $(BUILD)
+
+# Longer checks (sanitizers, valgrind, fuzzing, soak) and the benchmark live in their own files.
+-include tests/hardening.mk bench/bench.mk
