@@ -18,7 +18,7 @@ pub enum Framing {
 /// Cuts as many whole messages from `buf` as it holds, handing each to `emit` until `emit`
 /// returns false. Returns how many bytes were used; the rest starts an incomplete message.
 /// A message (or a line still without its newline) longer than `max` is an error.
-pub(crate) fn split(framing: Framing, max: usize, buf: &[u8], mut emit: impl FnMut(&[u8]) -> bool) -> Result<usize> {
+pub fn split(framing: Framing, max: usize, buf: &[u8], mut emit: impl FnMut(&[u8]) -> bool) -> Result<usize> {
     let mut pos = 0;
     loop {
         let rest = &buf[pos..];
@@ -64,7 +64,7 @@ fn too_large(len: usize, max: usize) -> Error {
 
 /// Feeds one read's bytes through the framer. `partial` keeps an incomplete message between
 /// reads (empty, and owning no memory, whenever the stream is between messages).
-pub(crate) fn feed(
+pub fn feed(
     framing: Framing,
     max: usize,
     partial: &mut Vec<u8>,
