@@ -73,6 +73,7 @@ impl Server {
             handler: Arc::new(handler),
             opts: self.opts.clone(),
             owner,
+            inet: self.bound.local.as_socket().is_some(),
         });
         let (group, bound) = (self.group.clone(), self.bound.clone());
         self.group.spawn(self.take_polls()?, move |index, poll| {

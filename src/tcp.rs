@@ -46,6 +46,9 @@ pub(crate) struct Service {
     pub(crate) opts: Options,
     /// A word naming who owns the connections (the C layer keeps its `ns_server *` here).
     pub(crate) owner: usize,
+    /// TCP rather than Unix-domain: TCP options apply (known up front, so accepting a
+    /// connection costs no getsockname).
+    pub(crate) inet: bool,
 }
 
 const LISTENER: Token = Token(0);
@@ -247,8 +250,8 @@ impl TcpLoop<'_> {
 
     /// Registers a connection (already listed as live and counted as active) and runs `on_open`.
     fn open(&mut self, sock: Socket, id: u64, svc: usize) {
-        let opts = &self.services[svc].opts;
-        if sock.local_addr().is_ok_and(|a| a.as_socket().is_some()) {
+        let Service { opts, inet, .. } = &*self.services[svc];
+        if *inet {
             let _ = sock.set_tcp_nodelay(opts.nodelay);
             if let Some(idle) = opts.keepalive {
                 let _ = sock.set_tcp_keepalive(&TcpKeepalive::new().with_time(idle));

@@ -66,6 +66,7 @@ impl Client {
             handler: Arc::new(handler),
             opts: opts.clone(),
             owner: 0,
+            inet: sock.peer_addr().is_ok_and(|a| a.as_socket().is_some()),
         });
         shared.push(
             group,
