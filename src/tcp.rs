@@ -40,6 +40,18 @@ pub trait TcpHandler: Send + Sync + 'static {
     fn on_close(&self, _conn: &mut Conn<'_>, _reason: &Result<()>) {}
 }
 
+/// How far a read turn goes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ReadTo {
+    /// Until a read returns less than the buffer holds: the socket was empty then, and data
+    /// arriving later raises a new edge-triggered event. Saves the read that would only say
+    /// "would block" (libuv does the same).
+    Short,
+    /// Until the socket says "would block" or end-of-stream: when the event reported the
+    /// peer's end (which raises no second event), and when no event is coming at all.
+    End,
+}
+
 /// A handler with the options its connections follow.
 pub(crate) struct Service {
     pub(crate) handler: Arc<dyn TcpHandler>,
@@ -144,11 +156,14 @@ impl TcpLoop<'_> {
                     LISTENER if self.drain_until.is_none() => self.accept(),
                     LISTENER => {}
                     WAKER => self.drain_inbox(),
-                    Token(t) => self.ready(
-                        t - FIRST_CONN,
-                        ev.is_readable() || ev.is_read_closed(),
-                        ev.is_writable(),
-                    ),
+                    Token(t) => {
+                        let read = match (ev.is_readable(), ev.is_read_closed()) {
+                            (_, true) => Some(ReadTo::End),
+                            (true, false) => Some(ReadTo::Short),
+                            (false, false) => None,
+                        };
+                        self.ready(t - FIRST_CONN, read, ev.is_writable())
+                    }
                 }
             }
             self.expire_timers();
@@ -285,7 +300,7 @@ impl TcpLoop<'_> {
         self.settle(key);
     }
 
-    fn ready(&mut self, key: usize, readable: bool, writable: bool) {
+    fn ready(&mut self, key: usize, read: Option<ReadTo>, writable: bool) {
         let Some(st) = self.conns.get_mut(key) else { return };
         if st.phase == Phase::Lingering {
             self.discard(key);
@@ -294,8 +309,8 @@ impl TcpLoop<'_> {
         if writable {
             st.flush();
         }
-        if readable {
-            self.read(key);
+        if let Some(to) = read {
+            self.read(key, to);
         }
         self.settle(key);
     }
@@ -306,12 +321,12 @@ impl TcpLoop<'_> {
             .get(key)
             .is_some_and(|st| st.id == id && st.phase == Phase::Open)
         {
-            self.ready(key, true, false);
+            self.ready(key, Some(ReadTo::End), false);
         }
     }
 
     /// Reads a turn's worth from the socket, handing chunks or messages to `on_data`.
-    fn read(&mut self, key: usize) {
+    fn read(&mut self, key: usize, to: ReadTo) {
         let st = &mut self.conns[key];
         let svc = &self.services[st.svc];
         for _ in 0..READS_PER_TURN {
@@ -328,6 +343,9 @@ impl TcpLoop<'_> {
                     deliver(st, svc, &self.buf[..n]);
                     if matches!(st.failed, Some(Error::Limit(_))) {
                         self.me.stats.frames_too_large.add(1);
+                    }
+                    if to == ReadTo::Short && n < self.buf.len() {
+                        return;
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -370,7 +388,7 @@ impl TcpLoop<'_> {
                 st.failed = Some(e);
             }
             // Input that arrived while paused raised no new event: read it now.
-            self.read(key);
+            self.read(key, ReadTo::End);
             return self.settle(key);
         }
         if let Some(e) = st.failed.take() {
