@@ -10,6 +10,7 @@ mod event_loop;
 pub mod ffi;
 pub mod framing;
 pub mod log;
+mod mmsg;
 pub mod options;
 pub mod panic;
 pub mod server;

@@ -2,7 +2,6 @@
 //! shared socket from any thread. Several loops may share one socket.
 
 use std::io;
-use std::mem::MaybeUninit;
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
@@ -11,8 +10,9 @@ use mio::{Events, Interest, Poll, Token};
 use socket2::{SockAddr, Socket};
 
 use crate::error::{Error, Result};
-use crate::event_loop::{Group, READ_BUF, READS_PER_TURN};
+use crate::event_loop::Group;
 use crate::log::log;
+use crate::mmsg::{BATCH, RecvBatch};
 use crate::panic::guard;
 use crate::stats::Counter;
 
@@ -54,6 +54,8 @@ pub trait UdpHandler: Send + Sync + 'static {
 }
 
 const SOCKET: Token = Token(0);
+/// Batches one socket gets per turn before the waker is looked at again.
+const BATCHES_PER_TURN: usize = 4;
 
 /// Runs loop `index` of `group` on `sock` until the group stops.
 pub(crate) fn run(
@@ -71,7 +73,7 @@ pub(crate) fn run(
     }
     let stats = &group.loops[index].stats;
     let responder = Responder::new(sock, sent);
-    let mut buf = vec![MaybeUninit::<u8>::uninit(); READ_BUF];
+    let mut batch = RecvBatch::new();
     let mut events = Events::with_capacity(64);
     let mut again = false;
     while !group.stopping() {
@@ -89,35 +91,38 @@ pub(crate) fn run(
         }
         // Unless the socket runs dry within this turn, it gets another after the others.
         again = true;
-        for _ in 0..READS_PER_TURN {
-            if group.stopping() {
-                return;
-            }
-            // MSG_TRUNC makes the kernel report a datagram's full length, so an oversized one is
-            // dropped rather than handed over cut short.
-            match sock.recv_from_with_flags(&mut buf, libc::MSG_TRUNC) {
-                Ok((n, _)) if n > buf.len() => log!(Info, "dropped a {n}-byte datagram (larger than {READ_BUF})"),
-                Ok((n, from)) => {
-                    let from = unnamed_if_empty(from);
-                    stats.datagrams_in.add(1);
-                    stats.bytes_in.add(n as u64);
-                    // SAFETY: the kernel initialised the first `n` bytes of `buf`.
-                    let data = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), n) };
-                    // A panicking handler loses only this datagram.
-                    if let Err(e) = guard(|| handler.on_datagram(&responder, &from, data)) {
-                        log!(Error, "datagram handler failed: {e}");
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    again = false;
-                    break;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+        for _ in 0..BATCHES_PER_TURN {
+            let n = match batch.recv(fd) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    log!(Warn, "recvfrom failed: {e}");
+                    if e.kind() != io::ErrorKind::WouldBlock {
+                        log!(Warn, "recvmmsg failed: {e}");
+                    }
                     again = false;
                     break;
                 }
+            };
+            for i in 0..n {
+                if group.stopping() {
+                    return;
+                }
+                let dgram = batch.get(i);
+                if dgram.truncated {
+                    log!(Info, "dropped a datagram larger than 64 KiB");
+                    continue;
+                }
+                stats.datagrams_in.add(1);
+                stats.bytes_in.add(dgram.data.len() as u64);
+                let from = unnamed_if_empty(dgram.from);
+                // A panicking handler loses only this datagram.
+                if let Err(e) = guard(|| handler.on_datagram(&responder, &from, dgram.data)) {
+                    log!(Error, "datagram handler failed: {e}");
+                }
+            }
+            if n < BATCH {
+                again = false;
+                break;
             }
         }
     }
