@@ -1,5 +1,6 @@
-//! Address text: `host:port`, `[v6]:port`, `unix:/path`. Parsing is strict (no silent defaults)
-//! because a typo in a server address should fail loudly, not listen somewhere unexpected.
+//! Address text: `host:port`, `[v6]:port`, `unix:/path`, `unix:@name` (a Linux abstract
+//! socket). Parsing is strict (no silent defaults) because a typo in a server address should
+//! fail loudly, not listen somewhere unexpected.
 
 use std::fmt::Write as _;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
@@ -31,6 +32,14 @@ impl Addr {
             }
             if path.len() > UNIX_PATH_MAX {
                 return Err(bad("unix socket path longer than 107 bytes"));
+            }
+            // The kernel would silently cut a path at a NUL and bind somewhere else.
+            if path.contains('\0') {
+                return Err(bad("NUL byte in unix socket path"));
+            }
+            // `@name` is Linux's abstract namespace (no file), written as `format` writes it.
+            if let Some(name) = path.strip_prefix('@') {
+                return Ok(Addr::Unix(PathBuf::from(format!("\0{name}"))));
             }
             return Ok(Addr::Unix(PathBuf::from(path)));
         }
@@ -137,6 +146,15 @@ mod tests {
             Addr::Unix("/tmp/x.sock".into())
         );
         assert_eq!(Addr::parse("unix:rel.sock").unwrap(), Addr::Unix("rel.sock".into()));
+        assert_eq!(Addr::parse("unix:@abstract").unwrap(), Addr::Unix("\0abstract".into()));
+    }
+
+    #[test]
+    fn unix_paths_with_nul_are_refused() {
+        // Found by the addr_parse fuzz target: the kernel cuts a path at its first NUL.
+        for s in ["unix:\0x", "unix:/tmp/a\0junk"] {
+            assert!(matches!(Addr::parse(s), Err(Error::Addr(_))), "{s:?} was accepted");
+        }
     }
 
     #[test]
@@ -177,7 +195,7 @@ mod tests {
 
     #[test]
     fn formats_round_trip() {
-        for s in ["127.0.0.1:6666", "[::1]:5", "unix:/tmp/a.sock"] {
+        for s in ["127.0.0.1:6666", "[::1]:5", "unix:/tmp/a.sock", "unix:@netsock-test"] {
             let a = Addr::parse(s).unwrap().sock_addrs().unwrap();
             assert_eq!(format(&a[0]), s);
         }

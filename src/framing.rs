@@ -45,7 +45,7 @@ pub fn split(framing: Framing, max: usize, buf: &[u8], mut emit: impl FnMut(&[u8
                 if len > max {
                     return Err(too_large(len, max));
                 }
-                match rest.get(4..4 + len) {
+                match rest[4..].get(..len) {
                     Some(msg) => (msg, 4 + len),
                     None => return Ok(pos),
                 }
