@@ -236,7 +236,8 @@ typedef struct ns_stats {
    */
   uint64_t closed;
   /**
-   * Connections refused by the connection limit (`ns_options_set_max_conns()`).
+   * Connections refused: over the connection limit (`ns_options_set_max_conns()`), or
+   * accepted and closed at once because no file descriptor was left.
    */
   uint64_t rejected;
   /**
@@ -526,10 +527,11 @@ int ns_peer_format(const struct ns_peer *peer, char *buf, size_t cap);
 int ns_server_addr(const struct ns_server *srv, char *buf, size_t cap);
 
 /**
- * Stops the server, waits for its loop to end, and frees it; no callback runs after it returns.
- * NULL is a no-op. Called inside one of the server's own callbacks it cannot wait: the server
- * stops, the handle is freed at once, and the loop ends by itself after the callback returns
- * (only `on_close` callbacks follow). Do not use `srv` afterwards.
+ * Stops the server, waits for its loops to end, and frees it; no callback runs after it
+ * returns. NULL is a no-op. Called inside one of the server's own callbacks, it cannot wait for
+ * the loop running that callback: the server stops, the other loops are waited for, the handle
+ * is freed, and that loop ends by itself after the callback returns, running only `on_close`
+ * callbacks (in which `ns_conn_server()` gives NULL). Do not use `srv` afterwards.
  */
 void ns_server_free(struct ns_server *srv);
 

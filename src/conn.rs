@@ -220,7 +220,7 @@ impl<'a> Conn<'a> {
 
     /// The word naming the connection's owner (0 for client connections).
     pub(crate) fn owner(&self) -> usize {
-        self.svc.owner
+        self.svc.owner.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The application's word of per-connection state (0 until set).

@@ -210,15 +210,17 @@ impl Group {
         Ok(())
     }
 
-    /// Stops the loops and joins their threads. From one of its own loop threads it cannot
-    /// join: the loops end by themselves once the running callback returns.
+    /// Stops the loops and joins their threads (all but the caller's, when a callback calls it).
     pub(crate) fn shutdown(&self) {
         self.stop();
-        if self.on_loop_thread() {
-            return;
-        }
+        // From one of the loops (a free inside a callback), that loop cannot be joined: it ends
+        // by itself when the callback returns. The others are, so no callback of theirs runs
+        // after this returns.
+        let me = self.on_loop_thread().then(|| std::thread::current().id());
         for handle in std::mem::take(&mut *lock(&self.threads)) {
-            let _ = handle.join();
+            if Some(handle.thread().id()) != me {
+                let _ = handle.join();
+            }
         }
     }
 }

@@ -1,7 +1,7 @@
 //! A server handle: binds at creation, runs its loop threads once started, and stops, waits,
 //! sends and reports from any thread.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use mio::Poll;
 use socket2::{SockAddr, Type};
@@ -25,6 +25,8 @@ pub struct Server {
     replies: Arc<Counter>,
     /// The loops' polls, until `start` hands them to the threads.
     polls: Mutex<Option<Vec<Poll>>>,
+    /// A TCP server's service, released when the server is dropped.
+    service: OnceLock<Arc<Service>>,
 }
 
 impl Server {
@@ -50,6 +52,7 @@ impl Server {
             opts: opts.clone(),
             replies: Arc::default(),
             polls: Mutex::new(Some(polls)),
+            service: OnceLock::new(),
         })
     }
 
@@ -69,12 +72,9 @@ impl Server {
         if self.kind != Type::STREAM {
             return Err(Error::Invalid("not a TCP server".into()));
         }
-        let svc = Arc::new(Service {
-            handler: Arc::new(handler),
-            opts: self.opts.clone(),
-            owner,
-            inet: self.bound.local.as_socket().is_some(),
-        });
+        let inet = self.bound.local.as_socket().is_some();
+        let svc = Arc::new(Service::new(Arc::new(handler), self.opts.clone(), owner, inet));
+        let _ = self.service.set(svc.clone());
         let (group, bound) = (self.group.clone(), self.bound.clone());
         self.group.spawn(self.take_polls()?, move |index, poll| {
             tcp::run(&group, index, poll, Some((bound.clone(), svc.clone())));
@@ -165,6 +165,11 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        // Dropped inside a callback, the loops outlive the handle for a moment: no callback
+        // but on_close may run, and none may see the handle.
+        if let Some(svc) = self.service.get() {
+            svc.release();
+        }
         self.group.shutdown();
     }
 }

@@ -45,7 +45,7 @@ pub struct Stats {
     pub active: u64,
     /// Connections closed, for any reason.
     pub closed: u64,
-    /// Connections refused by the connection limit.
+    /// Connections refused: over the connection limit, or for lack of file descriptors.
     pub rejected: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,

@@ -9,7 +9,7 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use mio::unix::SourceFd;
@@ -56,8 +56,12 @@ enum ReadTo {
 pub(crate) struct Service {
     pub(crate) handler: Arc<dyn TcpHandler>,
     pub(crate) opts: Options,
-    /// A word naming who owns the connections (the C layer keeps its `ns_server *` here).
-    pub(crate) owner: usize,
+    /// A word naming who owns the connections (the C layer keeps its `ns_server *` here);
+    /// cleared when the owner is freed, so callbacks still to come never see a dangling handle.
+    pub(crate) owner: AtomicUsize,
+    /// Set when the owner let go (a server freed, a client dropped), possibly inside one of
+    /// these callbacks: from then on only `on_close` runs.
+    pub(crate) released: AtomicBool,
     /// TCP rather than Unix-domain: TCP options apply (known up front, so accepting a
     /// connection costs no getsockname).
     pub(crate) inet: bool,
@@ -122,6 +126,29 @@ pub(crate) fn run(group: &Group, index: usize, poll: Poll, listener: Option<(Arc
     lp.drain_inbox();
 }
 
+impl Service {
+    pub(crate) fn new(handler: Arc<dyn TcpHandler>, opts: Options, owner: usize, inet: bool) -> Service {
+        Service {
+            handler,
+            opts,
+            owner: AtomicUsize::new(owner),
+            released: AtomicBool::new(false),
+            inet,
+        }
+    }
+
+    /// Releases the connections: no callback but `on_close` runs after this.
+    pub(crate) fn release(&self) {
+        self.owner.store(0, Ordering::Release);
+        self.released.store(true, Ordering::Release);
+    }
+}
+
+/// Whether callbacks other than `on_close` may still run for `svc`'s connections.
+fn live(group: &Group, svc: &Service) -> bool {
+    !group.stopping() && !svc.released.load(Ordering::Acquire)
+}
+
 impl TcpLoop<'_> {
     fn serve(&mut self) -> Result<()> {
         if let Some(l) = self.listener.as_ref().filter(|_| self.me.index() == 0) {
@@ -152,6 +179,10 @@ impl TcpLoop<'_> {
                 self.read_again(key);
             }
             for ev in events.iter() {
+                // Stopped by a callback (a free inside it, say): nothing more is dispatched.
+                if self.group.stopping() && self.drain_until.is_none() {
+                    break;
+                }
                 match ev.token() {
                     LISTENER if self.drain_until.is_none() => self.accept(),
                     LISTENER => {}
@@ -222,12 +253,17 @@ impl TcpLoop<'_> {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted || e.kind() == io::ErrorKind::ConnectionAborted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
-                    if !self.refuse_without_descriptors(&listener.sock) {
-                        log!(
-                            Warn,
-                            "accept failed: {e}; pending connections wait for a free descriptor"
-                        );
-                        return;
+                    match self.refuse_without_descriptors(&listener.sock) {
+                        Ok(true) => {}
+                        // Linux reports EMFILE before it looks at the backlog: it was empty.
+                        Ok(false) => return,
+                        Err(e) => {
+                            log!(
+                                Warn,
+                                "accept failed: {e}; pending connections wait for a free descriptor"
+                            );
+                            return;
+                        }
                     }
                 }
                 Err(e) => {
@@ -251,16 +287,21 @@ impl TcpLoop<'_> {
     /// Out of descriptors, a pending connection can be neither served nor left in the backlog
     /// (the listener would stay ready, and the peer would wait for nothing): give up the spare
     /// descriptor, accept the connection, close it (a clean refusal, counted), take the spare
-    /// back. False if even that failed.
-    fn refuse_without_descriptors(&mut self, listener: &Socket) -> bool {
+    /// back. `Ok(false)` when no connection was pending after all.
+    fn refuse_without_descriptors(&mut self, listener: &Socket) -> io::Result<bool> {
         drop(self.spare_fd.take());
-        let refused = listener.accept4(libc::SOCK_CLOEXEC).is_ok();
-        if refused {
-            self.me.stats.rejected.add(1);
-            log!(Warn, "connection refused: out of file descriptors");
-        }
+        // The accepted socket is closed at once, before the spare is taken back.
+        let accepted = listener.accept4(libc::SOCK_CLOEXEC).map(drop);
         self.spare_fd = File::open("/dev/null").ok();
-        refused
+        match accepted {
+            Ok(()) => {
+                self.me.stats.rejected.add(1);
+                log!(Warn, "connection refused: out of file descriptors");
+                Ok(true)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// Registers a connection (already listed as live and counted as active) and runs `on_open`.
@@ -331,8 +372,7 @@ impl TcpLoop<'_> {
         let svc = &self.services[st.svc];
         for _ in 0..READS_PER_TURN {
             let backlogged = st.paused || st.pending() > svc.opts.low_water();
-            if st.phase != Phase::Open || st.failed.is_some() || st.peer_eof || backlogged || self.drain_until.is_some()
-            {
+            if st.phase != Phase::Open || st.failed.is_some() || st.peer_eof || backlogged || !live(self.group, svc) {
                 return;
             }
             match (&st.sock).read(&mut self.buf) {
@@ -340,7 +380,7 @@ impl TcpLoop<'_> {
                 Ok(n) => {
                     self.me.stats.bytes_in.add(n as u64);
                     st.since = self.now;
-                    deliver(st, svc, &self.buf[..n]);
+                    deliver(self.group, st, svc, &self.buf[..n]);
                     if matches!(st.failed, Some(Error::Limit(_))) {
                         self.me.stats.frames_too_large.add(1);
                     }
@@ -376,12 +416,20 @@ impl TcpLoop<'_> {
     fn settle(&mut self, key: usize) {
         let st = &mut self.conns[key];
         let svc = &self.services[st.svc];
+        // Already closed (lingering): `on_close` has run and must not run again.
+        if !matches!(st.phase, Phase::Open | Phase::Closing) {
+            return;
+        }
         if st.written > 0 {
             self.me.stats.bytes_out.add(st.written as u64);
             st.written = 0;
             st.since = self.now;
         }
         let low_water = svc.opts.low_water();
+        if !live(self.group, svc) && self.drain_until.is_none() {
+            // Released inside a callback: close right after it, with the reason a free gives.
+            st.failed.get_or_insert(Error::Stopped);
+        }
         if st.paused && st.pending() <= low_water && st.failed.is_none() {
             st.paused = false;
             if let Err(e) = guard(|| svc.handler.on_drain(&mut Conn::new(st, svc))) {
@@ -475,6 +523,7 @@ impl TcpLoop<'_> {
                     let _ = done.send(());
                 }
                 Cmd::Adopt { id, sock, svc } => {
+                    let released = svc.as_ref().is_some_and(|s| s.released.load(Ordering::Acquire));
                     // A server's connections were counted by the acceptor; a client's are here.
                     let svc = match svc {
                         Some(svc) => {
@@ -483,7 +532,7 @@ impl TcpLoop<'_> {
                         }
                         None => 0,
                     };
-                    if self.group.stopping() {
+                    if self.group.stopping() || released {
                         lock(&self.me.inbox).live.remove(&id);
                         self.group.active.fetch_sub(1, Ordering::Relaxed);
                         self.release_service(svc);
@@ -546,7 +595,7 @@ impl TcpLoop<'_> {
 }
 
 /// Hands a chunk to `on_data`: as is, or cut into whole messages.
-fn deliver(st: &mut ConnState, svc: &Service, data: &[u8]) {
+fn deliver(group: &Group, st: &mut ConnState, svc: &Service, data: &[u8]) {
     let opts = &svc.opts;
     if opts.framing == Framing::Raw {
         if let Err(e) = guard(|| svc.handler.on_data(&mut Conn::new(st, svc), data)) {
@@ -559,7 +608,7 @@ fn deliver(st: &mut ConnState, svc: &Service, data: &[u8]) {
         if let Err(e) = guard(|| svc.handler.on_data(&mut Conn::new(st, svc), msg)) {
             st.failed = Some(e);
         }
-        st.phase == Phase::Open && st.failed.is_none()
+        st.phase == Phase::Open && st.failed.is_none() && live(group, svc)
     });
     match fed {
         Ok(()) => st.partial = partial,

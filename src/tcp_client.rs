@@ -40,6 +40,7 @@ impl ClientLoop {
 pub struct Client {
     owner: Arc<Owner>,
     id: u64,
+    svc: Arc<Service>,
 }
 
 impl Client {
@@ -62,22 +63,18 @@ impl Client {
         let group = &owner.0;
         let shared = group.pick_loop();
         let id = shared.new_id();
-        let svc = Arc::new(Service {
-            handler: Arc::new(handler),
-            opts: opts.clone(),
-            owner: 0,
-            inet: sock.peer_addr().is_ok_and(|a| a.as_socket().is_some()),
-        });
+        let inet = sock.peer_addr().is_ok_and(|a| a.as_socket().is_some());
+        let svc = Arc::new(Service::new(Arc::new(handler), opts.clone(), 0, inet));
         shared.push(
             group,
             None,
             Cmd::Adopt {
                 id,
                 sock,
-                svc: Some(svc),
+                svc: Some(svc.clone()),
             },
         )?;
-        Ok(Client { owner, id })
+        Ok(Client { owner, id, svc })
     }
 
     /// The connection's id, as its callbacks see it.
@@ -116,6 +113,8 @@ impl Client {
 
 impl Drop for Client {
     fn drop(&mut self) {
+        // Inside one of its own callbacks, this stops every callback but on_close at once.
+        self.svc.release();
         let (done, finished) = std::sync::mpsc::channel();
         let pushed = self.push(Cmd::Drop { id: self.id, done });
         // Inside a callback of this loop, waiting would deadlock: the close runs right after.

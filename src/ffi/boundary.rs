@@ -144,7 +144,7 @@ pub(crate) fn check_len(is_null: bool, len: usize) -> crate::Result<bool> {
 /// Writes `text` and a NUL into a caller's buffer: `NS_ERR_TRUNCATED`, writing nothing, if it
 /// does not fit.
 pub(crate) fn write_text(buf: *mut c_char, cap: usize, text: &str) -> c_int {
-    if buf.is_null() {
+    if buf.is_null() && cap > 0 {
         invalid!("`buf` is NULL");
     }
     if text.len() >= cap {

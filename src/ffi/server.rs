@@ -215,10 +215,11 @@ pub extern "C" fn ns_server_wait(srv: *mut ns_server) -> c_int {
     }
 }
 
-/// Stops the server, waits for its loop to end, and frees it; no callback runs after it returns.
-/// NULL is a no-op. Called inside one of the server's own callbacks it cannot wait: the server
-/// stops, the handle is freed at once, and the loop ends by itself after the callback returns
-/// (only `on_close` callbacks follow). Do not use `srv` afterwards.
+/// Stops the server, waits for its loops to end, and frees it; no callback runs after it
+/// returns. NULL is a no-op. Called inside one of the server's own callbacks, it cannot wait for
+/// the loop running that callback: the server stops, the other loops are waited for, the handle
+/// is freed, and that loop ends by itself after the callback returns, running only `on_close`
+/// callbacks (in which `ns_conn_server()` gives NULL). Do not use `srv` afterwards.
 #[unsafe(no_mangle)]
 pub extern "C" fn ns_server_free(srv: *mut ns_server) {
     ffi_panic_boundary! {

@@ -17,7 +17,8 @@ pub struct ns_stats {
     pub active: u64,
     /// Connections closed, for any reason.
     pub closed: u64,
-    /// Connections refused by the connection limit (`ns_options_set_max_conns()`).
+    /// Connections refused: over the connection limit (`ns_options_set_max_conns()`), or
+    /// accepted and closed at once because no file descriptor was left.
     pub rejected: u64,
     /// Bytes read from connections or datagrams.
     pub bytes_in: u64,

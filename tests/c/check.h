@@ -361,4 +361,58 @@ static inline ns_stats server_stats(const ns_server *srv)
     return s;
 }
 
+/* ---- descriptors, resets, CPU time (hardening tests) --------------------------------- */
+
+#include <dirent.h>
+#include <sys/resource.h>
+
+/* Open descriptors of this process: the entries of /proc/self/fd, not counting
+ * the one used to read it. -1 if it cannot be read (e.g. no descriptor left). */
+static inline int proc_fd_count(void)
+{
+    int n = 0;
+    struct dirent *e;
+    DIR *d = opendir("/proc/self/fd");
+    if (!d)
+        return -1;
+    while ((e = readdir(d)) != NULL)
+        if (e->d_name[0] != '.')
+            n++;
+    closedir(d);
+    return n - 1;
+}
+
+/* The highest open descriptor number (from /proc/self/fd), -1 if unreadable. */
+static inline int proc_fd_max(void)
+{
+    int hi = -1;
+    struct dirent *e;
+    DIR *d = opendir("/proc/self/fd");
+    if (!d)
+        return -1;
+    while ((e = readdir(d)) != NULL)
+        if (e->d_name[0] != '.' && atoi(e->d_name) > hi)
+            hi = atoi(e->d_name);
+    closedir(d);
+    return hi;
+}
+
+/* Abortive close: SO_LINGER {1, 0} makes the kernel send RST instead of FIN. */
+static inline void close_reset(int fd)
+{
+    struct linger lg;
+    lg.l_onoff = 1;
+    lg.l_linger = 0;
+    setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    close(fd);
+}
+
+/* CPU time (user + system) this process has used so far, all threads, in ms. */
+static inline int64_t process_cpu_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 #endif /* NETSOCK_TEST_CHECK_H */
