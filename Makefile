@@ -21,7 +21,7 @@ SONAME  := libnetsock.so.$(MAJOR)
 EXAMPLES := $(patsubst examples-c/%.c,$(BUILD)/%,$(wildcard examples-c/*.c))
 CTESTS   := $(patsubst tests/c/%.c,$(BUILD)/tests/%,$(wildcard tests/c/test_*.c))
 
-.PHONY: all lib demo test test-rust test-c test-python test-readme test-header test-install \
+.PHONY: all lib demo test test-rust test-c test-python test-readme test-header test-install test-soak \
         check-header install uninstall clean
 
 all: lib $(EXAMPLES)
@@ -32,8 +32,8 @@ all: lib $(EXAMPLES)
 lib:
 	$(CARGO) build --release
 	@mkdir -p $(BUILD)
-	cp target/release/libnetsock.a $(BUILD)/libnetsock.a.tmp && mv -f $(BUILD)/libnetsock.a.tmp $(BUILD)/libnetsock.a
-	cp target/release/libnetsock.so $(BUILD)/libnetsock.so.tmp && mv -f $(BUILD)/libnetsock.so.tmp $(BUILD)/libnetsock.so.$(VERSION)
+	cp target/release/libnetsock.a $(BUILD)/.a.$$$$ && mv -f $(BUILD)/.a.$$$$ $(BUILD)/libnetsock.a
+	cp target/release/libnetsock.so $(BUILD)/.so.$$$$ && mv -f $(BUILD)/.so.$$$$ $(BUILD)/libnetsock.so.$(VERSION)
 	ln -sf libnetsock.so.$(VERSION) $(BUILD)/$(SONAME)
 	ln -sf $(SONAME) $(BUILD)/libnetsock.so
 
@@ -47,8 +47,12 @@ $(BUILD)/tests/%: tests/c/%.c tests/c/check.h lib
 demo: all
 	sh examples-c/demo.sh $(BUILD)
 
-# The C suite runs last so that its "C: N passed, N failed" line closes the run.
-test: check-header test-header test-rust test-python test-readme test-install test-c
+# The C suite runs last so that its "C: N passed, N failed" line closes the run. The C tests
+# also run built with ASan/UBSan and under valgrind (tests/hardening.mk), and a short soak.
+test: check-header test-header test-rust test-python test-readme test-install test-soak test-hardening test-c
+
+test-soak: $(BUILD)/soak
+	$(BUILD)/soak 5
 
 test-rust:
 	$(CARGO) test

@@ -300,7 +300,8 @@ int ns_client_close(struct ns_client *client);
 
 /**
  * Closes the connection at once if it is still open (`on_close` gets `NS_ERR_STOPPED`), waits
- * for that callback, and frees the client; no callback of it runs after this returns. Inside
+ * for that callback, and frees the client; no callback of it runs after this returns. A client
+ * freed before its loop started it (before `on_open`) gets no callback at all. Inside
  * one of its loop's callbacks it cannot wait: the close follows when the callback returns.
  * NULL is a no-op.
  */

@@ -18,6 +18,11 @@ impl Counter {
         self.0.fetch_add(n, Relaxed);
     }
 
+    /// Takes back `n` added with [`Counter::add_shared`].
+    pub(crate) fn sub_shared(&self, n: u64) {
+        self.0.fetch_sub(n, Relaxed);
+    }
+
     pub(crate) fn get(&self) -> u64 {
         self.0.load(Relaxed)
     }

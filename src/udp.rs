@@ -34,11 +34,14 @@ impl<'a> Responder<'a> {
                 "the peer's Unix socket is unnamed, so it cannot be answered".into(),
             ));
         }
-        match self.sock.send_to(data, to) {
-            Ok(_) => {
-                self.sent.add_shared(1);
-                Ok(())
-            }
+        // Counted before it leaves, so a peer that has the reply never finds it uncounted.
+        self.sent.add_shared(1);
+        let sent = self.sock.send_to(data, to);
+        if sent.is_err() {
+            self.sent.sub_shared(1);
+        }
+        match sent {
+            Ok(_) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(Error::Limit(
                 "the socket's send buffer is full; the datagram was not sent".into(),
             )),

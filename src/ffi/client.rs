@@ -228,7 +228,8 @@ pub extern "C" fn ns_client_close(client: *mut ns_client) -> c_int {
 }
 
 /// Closes the connection at once if it is still open (`on_close` gets `NS_ERR_STOPPED`), waits
-/// for that callback, and frees the client; no callback of it runs after this returns. Inside
+/// for that callback, and frees the client; no callback of it runs after this returns. A client
+/// freed before its loop started it (before `on_open`) gets no callback at all. Inside
 /// one of its loop's callbacks it cannot wait: the close follows when the callback returns.
 /// NULL is a no-op.
 #[unsafe(no_mangle)]

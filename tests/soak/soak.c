@@ -269,8 +269,18 @@ static void do_oversize(void)
 struct cstate {
     pthread_mutex_t lock;
     int got;
+    int opens;
     int closes;
 };
+
+static void c_on_open(ns_conn *conn, void *user)
+{
+    struct cstate *cs = (struct cstate *)user;
+    (void)conn;
+    pthread_mutex_lock(&cs->lock);
+    cs->opens++;
+    pthread_mutex_unlock(&cs->lock);
+}
 
 static void c_on_data(ns_conn *conn, const uint8_t *data, size_t len, void *user)
 {
@@ -306,7 +316,7 @@ static void do_client(uint64_t *rng)
     memset(&cs, 0, sizeof cs);
     pthread_mutex_init(&cs.lock, NULL);
     ok = o && ns_options_set_framing(o, NS_FRAMING_LINE) == NS_OK && ns_options_set_loop(o, R.lp) == NS_OK &&
-         ns_options_set_on_close(o, c_on_close) == NS_OK &&
+         ns_options_set_on_open(o, c_on_open) == NS_OK && ns_options_set_on_close(o, c_on_close) == NS_OK &&
          ns_tcp_connect(R.addr, c_on_data, &cs, o, &c) == NS_OK;
     ns_options_free(o);
     for (i = 0; ok && i < n; i++)
@@ -338,7 +348,9 @@ static void do_client(uint64_t *rng)
     }
     ns_client_free(c);
     pthread_mutex_lock(&cs.lock);
-    if (c && cs.closes != 1) /* exactly one on_close, and it has run by now */
+    /* One on_close for the one on_open, and it has run by now. A client freed before its loop
+     * started it has neither. */
+    if (c && (cs.opens > 1 || cs.closes != cs.opens))
         ok = 0;
     if (cs.got < 0)
         ok = 0;
