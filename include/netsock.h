@@ -412,7 +412,7 @@ void ns_options_free(struct ns_options *opts);
 
 /**
  * A new options object with every default: 1 loop thread, raw framing, 1 MiB max frame,
- * 8 MiB max write buffer per connection, no connection limit, no idle timeout, backlog 1024,
+ * 8 MiB max write buffer per connection, no connection limit, no idle timeout, backlog 4096,
  * TCP_NODELAY on, no keep-alive, no drain on stop, 10 s connect timeout, no callbacks but the
  * data callback given to the serve or connect call. Free it with `ns_options_free()`. NULL
  * only if memory ran out.
@@ -420,7 +420,8 @@ void ns_options_free(struct ns_options *opts);
 struct ns_options *ns_options_new(void);
 
 /**
- * Sets the listen backlog of a TCP server (default 1024; at least 1).
+ * Sets the listen backlog of a TCP server (default 4096, which the kernel caps at
+ * net.core.somaxconn; at least 1).
  */
 int ns_options_set_backlog(struct ns_options *opts, int backlog);
 
@@ -505,8 +506,9 @@ int ns_options_set_on_drain(struct ns_options *opts, ns_drain_cb cb);
 int ns_options_set_on_open(struct ns_options *opts, ns_open_cb cb);
 
 /**
- * Sets the number of loop threads of a server (or of an `ns_loop`): 0 means one per core, at
- * most 256. All callbacks of one connection run on one thread, in order; callbacks of
+ * Sets the number of loop threads of a server (or of an `ns_loop`): 0 means one per CPU the
+ * process may run on (its affinity mask and CPU quota), at most 256. More loops than cores
+ * only add switching: on a core of its own a loop serves more for less CPU. All callbacks of one connection run on one thread, in order; callbacks of
  * different connections (and datagrams of a UDP server) run on several threads at once, with
  * the same `user` pointer. Connections are spread over the threads as they are accepted.
  */

@@ -124,7 +124,11 @@ impl ConnState {
         if self.pending() == 0 {
             while sent < total {
                 let (slices, n) = tail_slices(parts, sent);
-                match self.sock.send_vectored_with_flags(&slices[..n], libc::MSG_NOSIGNAL) {
+                let written = match &slices[..n] {
+                    [one] => self.sock.send_with_flags(one, libc::MSG_NOSIGNAL),
+                    many => self.sock.send_vectored_with_flags(many, libc::MSG_NOSIGNAL),
+                };
+                match written {
                     Ok(n) => sent += n,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

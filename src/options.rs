@@ -8,7 +8,8 @@ use crate::framing::Framing;
 /// Settings of a server, a client connection, or a shared loop.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// Loop threads of a server (or a shared client loop); 0 means one per core.
+    /// Loop threads of a server (or a shared client loop); 0 means one per core the process
+    /// may run on.
     pub threads: usize,
     /// How the byte stream is cut into messages for `on_data`.
     pub framing: Framing,
@@ -41,7 +42,9 @@ impl Default for Options {
             max_write_buffer: 8 << 20,
             max_conns: 0,
             idle_timeout: None,
-            backlog: 1024,
+            // The kernel caps it at net.core.somaxconn. A deep backlog rides out bursts of
+            // connections (growing a threaded process's descriptor table can stall accept).
+            backlog: 4096,
             nodelay: true,
             keepalive: None,
             drain_timeout: None,
@@ -51,13 +54,12 @@ impl Default for Options {
 }
 
 impl Options {
-    /// The number of loop threads to run: `threads`, or one per core for 0, at most 256 (ids
-    /// carry the loop's index in 8 bits).
+    /// The number of loop threads to run: `threads`, or for 0 one per CPU this process may use
+    /// (its affinity mask and CPU quota); at most 256 (ids carry the loop's index in 8 bits).
     pub(crate) fn loop_count(&self) -> usize {
-        let n = if self.threads == 0 {
-            std::thread::available_parallelism().map_or(1, |n| n.get())
-        } else {
-            self.threads
+        let n = match self.threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
         };
         n.clamp(1, 256)
     }

@@ -347,7 +347,7 @@ impl TcpLoop<'_> {
             self.discard(key);
             return;
         }
-        if writable {
+        if writable && st.pending() > 0 {
             st.flush();
         }
         if let Some(to) = read {

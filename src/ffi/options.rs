@@ -65,7 +65,7 @@ pub struct ns_options {
 }
 
 /// A new options object with every default: 1 loop thread, raw framing, 1 MiB max frame,
-/// 8 MiB max write buffer per connection, no connection limit, no idle timeout, backlog 1024,
+/// 8 MiB max write buffer per connection, no connection limit, no idle timeout, backlog 4096,
 /// TCP_NODELAY on, no keep-alive, no drain on stop, 10 s connect timeout, no callbacks but the
 /// data callback given to the serve or connect call. Free it with `ns_options_free()`. NULL
 /// only if memory ran out.
@@ -126,8 +126,9 @@ pub extern "C" fn ns_options_set_on_drain(opts: *mut ns_options, cb: ns_drain_cb
     }) }
 }
 
-/// Sets the number of loop threads of a server (or of an `ns_loop`): 0 means one per core, at
-/// most 256. All callbacks of one connection run on one thread, in order; callbacks of
+/// Sets the number of loop threads of a server (or of an `ns_loop`): 0 means one per CPU the
+/// process may run on (its affinity mask and CPU quota), at most 256. More loops than cores
+/// only add switching: on a core of its own a loop serves more for less CPU. All callbacks of one connection run on one thread, in order; callbacks of
 /// different connections (and datagrams of a UDP server) run on several threads at once, with
 /// the same `user` pointer. Connections are spread over the threads as they are accepted.
 #[unsafe(no_mangle)]
@@ -207,7 +208,8 @@ pub extern "C" fn ns_options_set_idle_timeout_ms(opts: *mut ns_options, ms: u32)
     }) }
 }
 
-/// Sets the listen backlog of a TCP server (default 1024; at least 1).
+/// Sets the listen backlog of a TCP server (default 4096, which the kernel caps at
+/// net.core.somaxconn; at least 1).
 #[unsafe(no_mangle)]
 pub extern "C" fn ns_options_set_backlog(opts: *mut ns_options, backlog: c_int) -> c_int {
     ffi_panic_boundary! {
