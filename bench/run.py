@@ -1,0 +1,440 @@
+#!/usr/bin/env python3
+"""The benchmark runner: netsock against libuv and raw epoll, on loopback.
+
+    python3 bench/run.py [BUILD_DIR]        (make bench; BUILD_DIR defaults to build/bench)
+
+For each round, each scenario, each server: start the server fresh on core 1, run the load
+generator on core 0 (warm-up, then a measured window during which it reads the server's
+utime+stime from /proc/PID/stat), stop the server by its PID. Rounds are interleaved
+(A B C A B C ...); the table gives medians over rounds and every netsock figure as a ratio to
+libuv and to raw epoll measured in the same run.
+
+Environment:
+    BENCH_ROUNDS=n      rounds (default 3)
+    BENCH_QUICK=1       smoke run: 1 round, 1 s windows, short warm-up
+    BENCH_WINDOW=s      measured window (default 3; quick 1)
+    BENCH_WARMUP=s      warm-up before it (default 0.5; quick 0.3)
+    BENCH_IDLE_CONNS=n  connections of the idle scenario (default 5000)
+    BENCH_QUIET_WAIT=s  before each run, wait up to s seconds for the machine to be quiet
+                        (default 5; quick 1; 0 disables)
+    BENCH_ONLY=a,b      only these scenarios (tcp-pp-64, tcp-pp-4k, tcp-stream, udp-pp-64, idle)
+    BENCH_WAIT_BUDGET=s at most s seconds in all spent on such waits and on repeating runs
+                        that other processes disturbed (over 0.15 cores of theirs during the
+                        window; up to 2 repeats each) (default 240; quick 30)
+Output: the table on stdout and in BUILD_DIR/results.md; one raw line per run in
+BUILD_DIR/raw.txt.
+"""
+
+import datetime
+import hashlib
+import os
+import platform
+import resource
+import select
+import signal
+import statistics
+import subprocess
+import sys
+import time
+
+OUT = sys.argv[1] if len(sys.argv) > 1 else "build/bench"
+QUICK = os.environ.get("BENCH_QUICK", "") not in ("", "0")
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "1" if QUICK else "3"))
+WINDOW = float(os.environ.get("BENCH_WINDOW", "1" if QUICK else "3"))
+WARMUP = float(os.environ.get("BENCH_WARMUP", "0.3" if QUICK else "0.5"))
+IDLE_CONNS = int(os.environ.get("BENCH_IDLE_CONNS", "5000"))
+QUIET_WAIT = float(os.environ.get("BENCH_QUIET_WAIT", "1" if QUICK else "5"))
+WAIT_BUDGET = float(os.environ.get("BENCH_WAIT_BUDGET", "30" if QUICK else "240"))
+BG_LIMIT = 0.15   # cores used by other processes during a window, above which a run is repeated
+RETRIES = 2
+SERVER_CPU, LOADGEN_CPU = "1", "0"
+ADDR = "127.0.0.1:0"
+
+BIN = {name: os.path.join(OUT, name) for name in ("loadgen", "ns_echo", "uv_echo", "epoll_echo")}
+
+# Servers: how to start each for a protocol.
+SERVERS = {
+    "netsock": lambda proto: [BIN["ns_echo"], proto, ADDR],
+    "netsock-2t": lambda proto: [BIN["ns_echo"], proto, ADDR, "2"],
+    "libuv": lambda proto: [BIN["uv_echo"], proto, ADDR],
+    "epoll": lambda proto: [BIN["epoll_echo"], proto, ADDR],
+}
+REFS = ("libuv", "epoll")
+
+SCENARIOS = [
+    dict(name="tcp-pp-64", title="TCP ping-pong, 50 conns x 64 B", proto="tcp", mode="tcp-pingpong",
+         conns=50, size=64, servers=["netsock", "netsock-2t", "libuv", "epoll"]),
+    dict(name="tcp-pp-4k", title="TCP ping-pong, 50 conns x 4 KiB", proto="tcp", mode="tcp-pingpong",
+         conns=50, size=4096, servers=["netsock", "libuv", "epoll"]),
+    dict(name="tcp-stream", title="TCP streaming, 4 conns x 64 KiB writes", proto="tcp", mode="tcp-stream",
+         conns=4, size=65536, servers=["netsock", "libuv", "epoll"]),
+    dict(name="udp-pp-64", title="UDP ping-pong, 8 sockets x 64 B", proto="udp", mode="udp-pingpong",
+         conns=8, size=64, servers=["netsock", "libuv", "epoll"]),
+    dict(name="idle", title=f"{IDLE_CONNS} idle connections, then one echo each", proto="tcp", mode="idle",
+         conns=IDLE_CONNS, size=16, servers=["netsock", "libuv", "epoll"]),
+]
+
+ONLY = [x for x in os.environ.get("BENCH_ONLY", "").split(",") if x]
+if ONLY:
+    unknown = set(ONLY) - {sc["name"] for sc in SCENARIOS}
+    if unknown:
+        sys.exit(f"bench: unknown scenario(s) in BENCH_ONLY: {', '.join(sorted(unknown))}")
+    SCENARIOS = [sc for sc in SCENARIOS if sc["name"] in ONLY]
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def machine():
+    model = "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        uv = subprocess.run(["pkg-config", "--modversion", "libuv"], capture_output=True, text=True).stdout.strip()
+    except OSError:
+        uv = "?"
+    try:
+        rev = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True).stdout.strip()
+    except OSError:
+        rev = ""
+    try:
+        with open(os.path.join(OUT, "..", "libnetsock.so"), "rb") as f:
+            lib = hashlib.sha256(f.read()).hexdigest()[:12]
+    except OSError:
+        lib = "?"
+    return {"nproc": os.cpu_count(), "cpu": model, "kernel": platform.release(), "libuv": uv,
+            "rev": rev or "?", "lib": lib}
+
+
+def raise_nofile(need):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= need:
+        return
+    try:
+        if hard < need:  # root may raise the hard limit too (ulimit -Hn)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (need, need))
+        else:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
+    except (ValueError, OSError) as e:
+        log(f"bench: cannot raise the descriptor limit to {need} ({e}); soft limit stays {soft}")
+
+
+def busy_ticks():
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:9]]
+    return v[0] + v[1] + v[2] + v[5] + v[6] + v[7], sum(v)
+
+
+def wait_quiet(limit):
+    """Waits (up to `limit` s) until the machine is quiet: under 10% of one core busy over
+    0.3 s. Returns (seconds waited, busy cores seen last)."""
+    start = time.monotonic()
+    ncpu = os.cpu_count() or 1
+    while True:
+        b0, t0 = busy_ticks()
+        time.sleep(0.3)
+        b1, t1 = busy_ticks()
+        cores = (b1 - b0) / max(1, t1 - t0) * ncpu
+        waited = time.monotonic() - start
+        if cores < 0.10 or waited >= limit:
+            return waited, cores
+
+
+def start_server(server, proto):
+    cmd = ["taskset", "-c", SERVER_CPU] + SERVERS[server](proto)
+    errlog = open(os.path.join(OUT, "server.log"), "a")
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errlog, text=True)
+    errlog.close()
+    ready, _, _ = select.select([p.stdout], [], [], 10)
+    line = p.stdout.readline() if ready else ""
+    if not line.startswith("port="):
+        stop_server(p)
+        raise RuntimeError(f"{server} did not start (said {line!r}; see {OUT}/server.log)")
+    return p, int(line.strip().split("=", 1)[1])
+
+
+def stop_server(p):
+    """Stops the server we started, by its PID (taskset execs it, so that is the server's)."""
+    if p.poll() is None:
+        os.kill(p.pid, signal.SIGTERM)
+        try:
+            p.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            os.kill(p.pid, signal.SIGKILL)
+            p.wait()
+    p.stdout.close()
+
+
+def parse_result(text):
+    for line in text.splitlines():
+        if line.startswith("RESULT "):
+            out = {}
+            for kv in line.split()[1:]:
+                k, _, v = kv.partition("=")
+                try:
+                    out[k] = float(v)
+                except ValueError:
+                    out[k] = v
+            return line, out
+    return None, None
+
+
+class Budget:
+    """Time left for waiting for quiet and for repeating disturbed runs."""
+
+    def __init__(self, seconds):
+        self.left = seconds
+
+    def spend(self, seconds):
+        self.left = max(0.0, self.left - seconds)
+
+
+BUDGET = Budget(WAIT_BUDGET)
+
+
+def disturbed(res):
+    bg, win = res.get("bg_cpu_s"), res.get("window_s")
+    return isinstance(bg, float) and isinstance(win, float) and win > 0 and bg / win > BG_LIMIT
+
+
+def run_measured(sc, server, raw, rnd):
+    """One run, repeated (within the budget) while other processes disturbed it."""
+    for attempt in range(RETRIES + 1):
+        t = time.monotonic()
+        line, res = run_one(sc, server)
+        res["attempt"] = attempt + 1
+        if not disturbed(res) or attempt == RETRIES or BUDGET.left <= 0:
+            return line, res
+        BUDGET.spend(time.monotonic() - t)
+        bg = res["bg_cpu_s"] / res["window_s"]
+        log(f"  disturbed (other processes used {bg:.2f} cores): repeating")
+        raw.write(f"round={rnd} scenario={sc['name']} server={server} DISCARDED(disturbed) {line}\n")
+
+
+def run_one(sc, server):
+    if QUIET_WAIT > 0:
+        waited, cores = wait_quiet(min(QUIET_WAIT, max(0.3, BUDGET.left)))
+        BUDGET.spend(max(0.0, waited - 0.3))
+    else:
+        waited, cores = 0.0, -1.0
+    p, port = start_server(server, sc["proto"])
+    try:
+        cmd = ["taskset", "-c", LOADGEN_CPU, BIN["loadgen"], sc["mode"], "--host", "127.0.0.1",
+               "--port", str(port), "--conns", str(sc["conns"]), "--size", str(sc["size"]), "--pid", str(p.pid)]
+        if sc["mode"] == "idle":
+            cmd += ["--duration", "60", "--settle", "0.5"]
+            limit = 120
+        else:
+            cmd += ["--duration", str(WINDOW), "--warmup", str(WARMUP)]
+            limit = WINDOW + WARMUP + 60
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=limit)
+        alive = p.poll() is None
+    finally:
+        stop_server(p)
+    line, res = parse_result(r.stdout)
+    if res is None:
+        raise RuntimeError(f"loadgen gave no result for {sc['name']}/{server}: rc={r.returncode} {r.stderr.strip()}")
+    if r.stderr.strip():
+        log(f"  loadgen said: {r.stderr.strip()}")
+    res["quiet_wait_s"], res["pre_busy_cores"], res["server_alive"] = waited, cores, alive
+    if isinstance(res.get("srv_ctxsw"), float) and res.get("requests"):
+        res["ctxsw_per_req"] = res["srv_ctxsw"] / res["requests"]
+    if isinstance(res.get("srv_user_s"), float) and res.get("requests"):
+        res["user_us_per_req"] = res["srv_user_s"] * 1e6 / res["requests"]
+    if isinstance(res.get("srv_user_s"), float) and res.get("bytes"):
+        res["user_ms_per_gb"] = res["srv_user_s"] * 1e3 / (res["bytes"] / 1e9)
+    return line, res
+
+
+# ---- aggregation and the table ----
+
+def med(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def fmt(v, digits=1):
+    if v is None:
+        return "-"
+    if abs(v) >= 1000:
+        return f"{v:,.0f}"
+    return f"{v:.{digits}f}"
+
+
+def ratio(a, b):
+    if a is None or b is None or b == 0:
+        return None
+    return a / b
+
+
+def fmt_ratio(r):
+    return "-" if r is None else f"{r:.2f}x"
+
+
+# What each scenario reports: (key in the loadgen's line, column name, digits, higher is better)
+METRICS = {
+    "tcp-pingpong": [("rps", "req/s", 0, True), ("p50_us", "p50 us", 1, False), ("p99_us", "p99 us", 0, False),
+                     ("cpu_us_per_req", "server CPU us/req", 2, False), ("user_us_per_req", "of it user us/req", 2, False),
+                     ("ctxsw_per_req", "ctx sw/req", 3, False)],
+    "udp-pingpong": [("rps", "req/s", 0, True), ("p50_us", "p50 us", 1, False), ("p99_us", "p99 us", 0, False),
+                     ("cpu_us_per_req", "server CPU us/req", 2, False), ("user_us_per_req", "of it user us/req", 2, False),
+                     ("ctxsw_per_req", "ctx sw/req", 3, False)],
+    "tcp-stream": [("mbps", "MB/s", 0, True), ("cpu_ms_per_gb", "server CPU ms/GB", 0, False),
+                   ("user_ms_per_gb", "of it user ms/GB", 0, False)],
+    "idle": [("held_b_per_conn", "B/conn held", 0, False), ("after_b_per_conn", "B/conn after echo", 0, False),
+             ("connect_s", "connect all s", 2, False), ("echoed", "echoed", 0, True)],
+}
+
+# The issue's targets: (scenario, metric, server, against, limit)
+TARGETS = [
+    ("tcp-pp-64", "cpu_us_per_req", "netsock", "libuv", 1.00),
+    ("tcp-pp-64", "cpu_us_per_req", "netsock", "epoll", 1.05),
+    ("tcp-pp-64", "p99_us", "netsock", "libuv", 1.00),
+    ("tcp-pp-64", "cpu_us_per_req", "netsock-2t", "netsock", 1.00),
+    ("tcp-pp-4k", "cpu_us_per_req", "netsock", "libuv", 1.00),
+    ("tcp-pp-4k", "p99_us", "netsock", "libuv", 1.00),
+    ("tcp-stream", "cpu_ms_per_gb", "netsock", "libuv", 1.00),
+    ("udp-pp-64", "cpu_us_per_req", "netsock", "epoll", 1.00),
+    ("udp-pp-64", "p99_us", "netsock", "libuv", 1.00),
+    ("idle", "after_b_per_conn", "netsock", None, 256),
+]
+
+
+def build_table(results, info, started, elapsed):
+    """results: {(scenario, server): [res, ...]} -> markdown text."""
+    medians = {}
+    for (scn, srv), runs in results.items():
+        keys = {k for r in runs for k, v in r.items() if isinstance(v, float)}
+        medians[(scn, srv)] = {k: med([r.get(k) for r in runs if isinstance(r.get(k), float)]) for k in keys}
+
+    lines = []
+    lines.append("# netsock benchmark")
+    lines.append("")
+    lines.append(f"{started:%Y-%m-%d %H:%M} UTC; machine: {info['nproc']} cores ({info['cpu']}), Linux {info['kernel']}, "
+                 f"libuv {info['libuv']}; netsock at git {info['rev']} (libnetsock.so sha256 {info['lib']}). Server pinned to core {SERVER_CPU}, load generator to core {LOADGEN_CPU}, "
+                 f"loopback. {ROUNDS} interleaved round(s), {WINDOW:g} s windows after {WARMUP:g} s warm-up; "
+                 f"medians over rounds; run took {elapsed:.0f} s.")
+    lines.append("")
+    lines.append("Server CPU = the server's utime+stime (/proc/PID/stat) over the window, per request (per GB "
+                 "echoed for streaming). Idle: the server's VmRSS growth per connection (user space only), "
+                 "while holding them and after each echoed once. netsock cells: value, then "
+                 "netsock/libuv and netsock/epoll (the ratio of the medians of this run; < 1 is better for "
+                 "every column but throughput and `echoed`).")
+    lines.append("")
+    for sc in SCENARIOS:
+        cols = METRICS[sc["mode"]]
+        lines.append(f"## {sc['title']}")
+        lines.append("")
+        lines.append("| server | " + " | ".join(c[1] for c in cols) + " |")
+        lines.append("|---|" + "---|" * len(cols))
+        for srv in sc["servers"]:
+            m = medians.get((sc["name"], srv))
+            if m is None:
+                continue
+            cells = []
+            for key, _, digits, _ in cols:
+                v = m.get(key)
+                cell = fmt(v, digits)
+                if srv.startswith("netsock"):
+                    rs = [ratio(v, medians.get((sc["name"], ref), {}).get(key)) for ref in REFS]
+                    cell += f" ({fmt_ratio(rs[0])} uv, {fmt_ratio(rs[1])} ep"
+                    if srv != "netsock":
+                        cell += f", {fmt_ratio(ratio(v, medians.get((sc['name'], 'netsock'), {}).get(key)))} 1t"
+                    cell += ")"
+                cells.append(cell)
+            lines.append(f"| {srv} | " + " | ".join(cells) + " |")
+        lines.append("")
+
+    lines.append("## The issue's targets")
+    lines.append("")
+    lines.append("| scenario | figure | netsock | against | ratio (or value) | target | met | per round |")
+    lines.append("|---|---|---|---|---|---|---|---|")
+    for scn, key, srv, ref, limit in TARGETS:
+        if (scn, srv) not in results:
+            continue
+        v = medians.get((scn, srv), {}).get(key)
+        mine = {r.get("round"): r.get(key) for r in results[(scn, srv)]}
+        if ref is None:
+            shown, ok = fmt(v, 0), (v is not None and v <= limit)
+            each = " ".join(fmt(mine[k], 0) for k in sorted(mine) if isinstance(mine[k], float))
+            lines.append(f"| {scn} | {key} | {srv} | - | {shown} B | <= {limit} B | {'yes' if ok else 'NO'} | {each} |")
+        else:
+            r = ratio(v, medians.get((scn, ref), {}).get(key))
+            ok = r is not None and r <= limit + 1e-9
+            theirs = {x.get("round"): x.get(key) for x in results.get((scn, ref), [])}
+            each = " ".join(fmt_ratio(ratio(mine[k], theirs.get(k))) for k in sorted(mine) if k in theirs)
+            lines.append(f"| {scn} | {key} | {srv} | {ref} | {fmt_ratio(r)} | <= {limit:.2f}x | "
+                         f"{'yes' if ok else 'NO'} | {each} |")
+    lines.append("")
+    lines.append("`ratio` is the ratio of the medians; `per round` pairs the runs of the same round (they ran "
+                 "within seconds of each other). Noise between runs on this machine is about +-10-15%: a ratio "
+                 "within that of its target is not a verdict by itself; raw.txt has every run.")
+
+    # Health of the runs: errors, background load, a server that died.
+    notes = []
+    for (scn, srv), runs in sorted(results.items()):
+        for i, r in enumerate(runs):
+            if r.get("errors", 0) or r.get("lost", 0) or not r.get("server_alive", True) or \
+                    (r.get("mode") == "idle" and r.get("ok") != 1.0):
+                notes.append(f"{scn}/{srv} round {i + 1}: errors={r.get('errors')} lost={r.get('lost', 0)} "
+                             f"server_alive={r.get('server_alive')}")
+            bg = r.get("bg_cpu_s")
+            win = r.get("window_s") or 1
+            if isinstance(bg, float) and bg / win > BG_LIMIT:
+                notes.append(f"{scn}/{srv} round {i + 1}: other processes used {bg / win:.2f} cores during the "
+                             f"window (after {int(r.get('attempt', 1))} attempt(s))")
+    if notes:
+        lines.append("")
+        lines.append("## Run health")
+        lines.append("")
+        lines += [f"- {n}" for n in notes]
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    for name, path in BIN.items():
+        if not os.access(path, os.X_OK):
+            sys.exit(f"bench: {path} is missing: build it with `make bench-build`")
+    raise_nofile(2 * IDLE_CONNS + 1024)
+    info = machine()
+    started = datetime.datetime.now(datetime.timezone.utc)
+    t0 = time.monotonic()
+    open(os.path.join(OUT, "server.log"), "w").close()
+    raw_path = os.path.join(OUT, "raw.txt")
+    results = {}
+    with open(raw_path, "w") as raw:
+        raw.write(f"# netsock bench {started.isoformat()} nproc={info['nproc']} cpu={info['cpu']!r} "
+                  f"kernel={info['kernel']} libuv={info['libuv']} git={info['rev']} libnetsock_sha256={info['lib']} rounds={ROUNDS} window_s={WINDOW} "
+                  f"warmup_s={WARMUP} quick={int(QUICK)}\n")
+        for rnd in range(1, ROUNDS + 1):
+            for sc in SCENARIOS:
+                for srv in sc["servers"]:
+                    log(f"round {rnd}/{ROUNDS}  {sc['name']:<10}  {srv}")
+                    try:
+                        line, res = run_measured(sc, srv, raw, rnd)
+                    except (RuntimeError, subprocess.TimeoutExpired, OSError) as e:
+                        log(f"  FAILED: {e}")
+                        raw.write(f"round={rnd} scenario={sc['name']} server={srv} FAILED {e}\n")
+                        raw.flush()
+                        continue
+                    res["round"] = rnd
+                    results.setdefault((sc["name"], srv), []).append(res)
+                    raw.write(f"round={rnd} scenario={sc['name']} server={srv} attempt={res['attempt']} "
+                              f"quiet_wait_s={res['quiet_wait_s']:.1f} pre_busy_cores={res['pre_busy_cores']:.2f} {line}\n")
+                    raw.flush()
+    table = build_table(results, info, started, time.monotonic() - t0)
+    with open(os.path.join(OUT, "results.md"), "w") as f:
+        f.write(table)
+    print(table)
+    print(f"(table: {OUT}/results.md; raw lines: {raw_path})")
+
+
+if __name__ == "__main__":
+    main()
