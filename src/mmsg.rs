@@ -37,34 +37,35 @@ pub(crate) struct Datagram<'a> {
 }
 
 impl RecvBatch {
+    /// The headers point into the batch's own vectors, whose heap memory never moves, so they
+    /// are set up once; each call only resets what the kernel writes back.
     pub(crate) fn new() -> RecvBatch {
-        RecvBatch {
+        let mut b = RecvBatch {
             bufs: Vec::with_capacity(BATCH * SLOT),
             names: (0..BATCH).map(|_| zeroed()).collect(),
             iovs: (0..BATCH).map(|_| zeroed()).collect(),
             hdrs: (0..BATCH).map(|_| zeroed()).collect(),
+        };
+        let base = b.bufs.as_mut_ptr();
+        for i in 0..BATCH {
+            // SAFETY: slot `i` lies within the allocated capacity of `bufs`.
+            b.iovs[i] = libc::iovec {
+                iov_base: unsafe { base.add(i * SLOT) }.cast(),
+                iov_len: SLOT,
+            };
+            let hdr = &mut b.hdrs[i].msg_hdr;
+            hdr.msg_name = (&mut b.names[i] as *mut libc::sockaddr_storage).cast();
+            hdr.msg_iov = &mut b.iovs[i];
+            hdr.msg_iovlen = 1;
         }
+        b
     }
 
     /// Receives up to [`BATCH`] datagrams without blocking; how many arrived. Fewer than
     /// `BATCH` means the socket was empty when the call returned.
     pub(crate) fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
-        let base = self.bufs.as_mut_ptr();
-        for i in 0..BATCH {
-            // SAFETY: slot `i` lies within the allocated capacity of `bufs`.
-            self.iovs[i] = libc::iovec {
-                iov_base: unsafe { base.add(i * SLOT) }.cast(),
-                iov_len: SLOT,
-            };
-            let hdr = &mut self.hdrs[i];
-            hdr.msg_hdr.msg_name = (&mut self.names[i] as *mut libc::sockaddr_storage).cast();
+        for hdr in &mut self.hdrs {
             hdr.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-            hdr.msg_hdr.msg_iov = &mut self.iovs[i];
-            hdr.msg_hdr.msg_iovlen = 1;
-            hdr.msg_hdr.msg_control = std::ptr::null_mut();
-            hdr.msg_hdr.msg_controllen = 0;
-            hdr.msg_hdr.msg_flags = 0;
-            hdr.msg_len = 0;
         }
         // SAFETY: every header points at live buffers of the stated sizes, owned by `self`.
         let n = unsafe {
