@@ -319,7 +319,8 @@ uint64_t ns_client_id(const struct ns_client *client);
 int ns_client_send(struct ns_client *client, const void *data, size_t len);
 
 /**
- * Like `ns_client_send()`, as one message in the client's framing.
+ * Like `ns_client_send()`, as one message in the client's framing (`NS_ERR_INVALID` for a line
+ * message containing "\n").
  */
 int ns_client_send_frame(struct ns_client *client, const void *data, size_t len);
 
@@ -554,8 +555,8 @@ int ns_server_send(struct ns_server *srv, uint64_t conn_id, const void *data, si
 
 /**
  * Like `ns_server_send()`, but sends `len` bytes from `data` as one message in the server's
- * framing (a "\n" after it, or a 4-byte length before it; as is for raw framing). A line
- * message containing "\n" is dropped when the loop delivers it (and logged).
+ * framing (a "\n" after it, or a 4-byte length before it; as is for raw framing).
+ * `NS_ERR_INVALID` for a line message containing "\n".
  */
 int ns_server_send_frame(struct ns_server *srv, uint64_t conn_id, const void *data, size_t len);
 

@@ -9,6 +9,7 @@ use socket2::{SockAddr, Type};
 use crate::addr::{self, Addr};
 use crate::error::{Error, Result};
 use crate::event_loop::{Cmd, Group, lock};
+use crate::framing;
 use crate::options::Options;
 use crate::socket::{self, Bound};
 use crate::stats::{Counter, Stats};
@@ -135,6 +136,10 @@ impl Server {
     fn send_cmd(&self, id: u64, data: &[u8], frame: bool) -> Result<()> {
         if self.kind != Type::STREAM {
             return Err(Error::Invalid("connection sends need a TCP server".into()));
+        }
+        if frame {
+            // A message the framing cannot carry is refused here, not dropped by the loop.
+            framing::envelope(self.opts.framing, data)?;
         }
         let cmd = Cmd::Send {
             id,

@@ -7,6 +7,7 @@ use std::time::Instant;
 use crate::addr::Addr;
 use crate::error::{Error, Result};
 use crate::event_loop::{Cmd, Group};
+use crate::framing;
 use crate::options::Options;
 use crate::socket;
 use crate::tcp::{self, Service, TcpHandler};
@@ -93,6 +94,7 @@ impl Client {
 
     /// Sends `msg` (copied) as one message in the connection's framing, from any thread.
     pub fn send_frame(&self, msg: &[u8]) -> Result<()> {
+        framing::envelope(self.svc.opts.framing, msg)?;
         self.push(Cmd::Send {
             id: self.id,
             data: msg.to_vec(),

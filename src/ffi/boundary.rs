@@ -131,6 +131,15 @@ macro_rules! try_addr {
     }};
 }
 
+/// Frees a handle made with `Box::into_raw` by its constructor; NULL is a no-op. The caller
+/// (a `ns_*_free` function) is the handle's one and only release, as the header says.
+pub(crate) fn free_box<T>(p: *mut T) {
+    if !p.is_null() {
+        // SAFETY: `p` came from `Box::into_raw` in the matching constructor and is freed once.
+        drop(unsafe { Box::from_raw(p) });
+    }
+}
+
 /// Whether a (pointer, length) pair names bytes to use: `Ok(false)` for an empty buffer.
 pub(crate) fn check_len(is_null: bool, len: usize) -> crate::Result<bool> {
     match (is_null, len) {

@@ -145,10 +145,7 @@ pub extern "C" fn ns_loop_new(opts: *const ns_options, out: *mut *mut ns_loop) -
 #[unsafe(no_mangle)]
 pub extern "C" fn ns_loop_free(lp: *mut ns_loop) {
     ffi_panic_boundary! {
-        if !lp.is_null() {
-            // SAFETY: `lp` came from `ns_loop_new()` and is freed once, as documented.
-            drop(unsafe { Box::from_raw(lp) });
-        }
+        super::boundary::free_box(lp)
     }
 }
 
@@ -201,7 +198,8 @@ pub extern "C" fn ns_client_send(client: *mut ns_client, data: *const c_void, le
     }
 }
 
-/// Like `ns_client_send()`, as one message in the client's framing.
+/// Like `ns_client_send()`, as one message in the client's framing (`NS_ERR_INVALID` for a line
+/// message containing "\n").
 #[unsafe(no_mangle)]
 pub extern "C" fn ns_client_send_frame(client: *mut ns_client, data: *const c_void, len: usize) -> c_int {
     ffi_panic_boundary! {
@@ -235,9 +233,6 @@ pub extern "C" fn ns_client_close(client: *mut ns_client) -> c_int {
 #[unsafe(no_mangle)]
 pub extern "C" fn ns_client_free(client: *mut ns_client) {
     ffi_panic_boundary! {
-        if !client.is_null() {
-            // SAFETY: `client` came from `ns_tcp_connect()` and is freed once, as documented.
-            drop(unsafe { Box::from_raw(client) });
-        }
+        super::boundary::free_box(client)
     }
 }

@@ -80,10 +80,7 @@ pub extern "C" fn ns_options_new() -> *mut ns_options {
 #[unsafe(no_mangle)]
 pub extern "C" fn ns_options_free(opts: *mut ns_options) {
     ffi_panic_boundary! {
-        if !opts.is_null() {
-            // SAFETY: `opts` came from `ns_options_new()` and is freed once, as documented.
-            drop(unsafe { Box::from_raw(opts) });
-        }
+        super::boundary::free_box(opts)
     }
 }
 

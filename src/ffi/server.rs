@@ -223,10 +223,7 @@ pub extern "C" fn ns_server_wait(srv: *mut ns_server) -> c_int {
 #[unsafe(no_mangle)]
 pub extern "C" fn ns_server_free(srv: *mut ns_server) {
     ffi_panic_boundary! {
-        if !srv.is_null() {
-            // SAFETY: `srv` came from a serve function and is freed once, as documented.
-            drop(unsafe { Box::from_raw(srv) });
-        }
+        super::boundary::free_box(srv)
     }
 }
 
@@ -257,8 +254,8 @@ pub extern "C" fn ns_udp_reply(srv: *mut ns_server, to: *const ns_peer, data: *c
 }
 
 /// Like `ns_server_send()`, but sends `len` bytes from `data` as one message in the server's
-/// framing (a "\n" after it, or a 4-byte length before it; as is for raw framing). A line
-/// message containing "\n" is dropped when the loop delivers it (and logged).
+/// framing (a "\n" after it, or a 4-byte length before it; as is for raw framing).
+/// `NS_ERR_INVALID` for a line message containing "\n".
 #[unsafe(no_mangle)]
 pub extern "C" fn ns_server_send_frame(srv: *mut ns_server, conn_id: u64, data: *const c_void, len: usize) -> c_int {
     ffi_panic_boundary! {

@@ -434,7 +434,7 @@ static void *push_thread(void *p)
     if (a->framing == NS_FRAMING_LINE)
         a->rc_bad = ns_server_send_frame(a->srv, a->id, "bad\nline", 8);
     else
-        a->rc_bad = NS_OK;
+        a->rc_bad = NS_ERR_INVALID;
     a->rc_push = ns_server_send_frame(a->srv, a->id, "pushed", 6);
     a->rc_after = ns_server_send_frame(a->srv, a->id, "", 0);
     a->rc_closed = ns_server_send_frame(a->srv, a->closed_id, "nobody", 6);
@@ -515,8 +515,8 @@ static void test_limit(int framing, const char *name)
         pthread_mutex_unlock(&fs.lock);
         CHECK_EQ_INT(pthread_create(&th, NULL, push_thread, &pa), 0);
         pthread_join(th, NULL);
-        /* a line with "\n" is accepted for delivery and dropped there */
-        CHECK_EQ_INT(pa.rc_bad, NS_OK);
+        /* a line with "\n" is refused at once, and nothing of it is sent */
+        CHECK_EQ_INT(pa.rc_bad, NS_ERR_INVALID);
         CHECK_EQ_INT(pa.rc_push, NS_OK);
         CHECK_EQ_INT(pa.rc_after, NS_OK);
         CHECK_EQ_INT(pa.rc_closed, NS_ERR_CLOSED);

@@ -201,8 +201,9 @@ int main(void)
     print_last("refused");
     CHECK(b.info > a.info);
 
-    /* cross-thread messages dropped on delivery: a line with "\n", and one over the
-       16-byte write buffer; the message after them arrives, so both were handled */
+    /* a line with "\n" is refused at once; cross-thread messages over the 16-byte write
+       buffer are dropped on delivery, with a warning each; the message after them arrives,
+       so both were handled */
     a = snap();
     {
         uint64_t id;
@@ -210,8 +211,9 @@ int main(void)
         pthread_mutex_lock(&lock);
         id = line_id;
         pthread_mutex_unlock(&lock);
-        CHECK_EQ_INT(ns_server_send_frame(line, id, "a\nb", 3), NS_OK);
+        CHECK_EQ_INT(ns_server_send_frame(line, id, "a\nb", 3), NS_ERR_INVALID);
         CHECK_EQ_INT(ns_server_send(line, id, "this is more than sixteen bytes", 31), NS_OK);
+        CHECK_EQ_INT(ns_server_send(line, id, "this one is more than sixteen bytes too", 39), NS_OK);
         CHECK_EQ_INT(ns_server_send_frame(line, id, "ok", 2), NS_OK);
         CHECK_EQ_INT(read_timeout(holder, buf, 3, 3000, NULL), 3);
         CHECK(memcmp(buf, "ok\n", 3) == 0);
