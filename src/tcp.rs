@@ -220,6 +220,9 @@ impl TcpLoop<'_> {
             self.drain_until = Some(self.now + drain);
             let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
             for key in keys {
+                // A writable event may have been left undispatched when the stop came: write
+                // what the socket takes now, or no new edge may come to say it can.
+                self.conns[key].flush();
                 self.settle(key);
             }
             return self.conns.is_empty();
