@@ -66,28 +66,34 @@ pub fn tcp_request(
     for part in [&head[..head_len], msg, tail] {
         write_all(&sock, part, deadline)?;
     }
-    // Read until one whole message has arrived; anything after it is the peer's business.
-    let mut got = Vec::new();
+    // Read until one whole message has arrived; anything after it is the peer's business. The
+    // decoder is the connections' own, fed each read once (no rescanning of what came before).
+    let mut partial = Vec::new();
     let mut chunk = [0u8; 16 * 1024];
     loop {
+        sock.set_read_timeout(time_left(deadline, "waiting for the reply")?)
+            .map_err(|e| Error::io("SO_RCVTIMEO", e))?;
+        let n = match (&sock).read(&mut chunk) {
+            Ok(0) => return Err(Error::Closed("the peer closed before a whole reply arrived".into())),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::io("waiting for the reply", e)),
+        };
         let mut len = None;
-        framing::split(framing, reply.len(), &got, |m| {
+        let fed = framing::feed(framing, reply.len(), &mut partial, &chunk[..n], |m| {
             len = Some(m.len());
             reply[..m.len()].copy_from_slice(m);
             false
-        })
-        .map_err(|_| Error::Truncated(reply.len()))
-        .inspect_err(|_| fill_prefix(framing, &got, reply))?;
+        });
+        if fed.is_err() {
+            // The message outgrew `reply`: what arrived of it is in `partial`, or, if it began
+            // in this read, in the chunk.
+            let seen = if partial.is_empty() { &chunk[..n] } else { &partial[..] };
+            fill_prefix(framing, seen, reply);
+            return Err(Error::Truncated(reply.len()));
+        }
         if let Some(len) = len {
             return Ok(len);
-        }
-        sock.set_read_timeout(time_left(deadline, "waiting for the reply")?)
-            .map_err(|e| Error::io("SO_RCVTIMEO", e))?;
-        match (&sock).read(&mut chunk) {
-            Ok(0) => return Err(Error::Closed("the peer closed before a whole reply arrived".into())),
-            Ok(n) => got.extend_from_slice(&chunk[..n]),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(Error::io("waiting for the reply", e)),
         }
     }
 }
