@@ -1,9 +1,11 @@
 /*
  * ns_echo.c - the echo server on netsock, as an application would write it.
  *
- *   ns_echo tcp|udp HOST:PORT [THREADS]     (e.g. 127.0.0.1:0; prints "port=N" once bound)
+ *   ns_echo tcp|udp HOST:PORT [THREADS [wait|thread]]   (e.g. 127.0.0.1:0; prints "port=N")
  *
  * TCP: ns_tcp_serve, each chunk sent back with ns_conn_send; THREADS loop threads (default 1).
+ * `wait` (the default) runs the first loop on main's thread inside ns_server_wait, as a
+ * single-threaded server would (ns_options_set_run_in_wait); `thread` gives it a thread.
  * UDP: ns_udp_serve, each datagram sent back with ns_udp_reply.
  * SIGTERM or SIGINT stop the server (ns_server_stop) and the program exits.
  */
@@ -39,19 +41,21 @@ int main(int argc, char **argv)
     ns_options *opts;
     struct sigaction sa;
     long threads = 1;
-    int rc, udp;
+    int rc, udp, in_wait = 1;
 
-    if (argc < 3 || argc > 4 || (strcmp(argv[1], "tcp") != 0 && strcmp(argv[1], "udp") != 0)) {
-        fprintf(stderr, "usage: ns_echo tcp|udp HOST:PORT [THREADS]\n");
+    if (argc < 3 || argc > 5 || (strcmp(argv[1], "tcp") != 0 && strcmp(argv[1], "udp") != 0) ||
+        (argc == 5 && !(in_wait = strcmp(argv[4], "wait") == 0) && strcmp(argv[4], "thread") != 0)) {
+        fprintf(stderr, "usage: ns_echo tcp|udp HOST:PORT [THREADS [wait|thread]]\n");
         return 2;
     }
     udp = strcmp(argv[1], "udp") == 0;
-    if (argc == 4 && ((threads = strtol(argv[3], NULL, 10)) < 1 || threads > 256)) {
+    if (argc >= 4 && ((threads = strtol(argv[3], NULL, 10)) < 1 || threads > 256)) {
         fprintf(stderr, "ns_echo: THREADS must be 1 to 256\n");
         return 2;
     }
     opts = ns_options_new();
-    if (opts == NULL || ns_options_set_threads(opts, (size_t)threads) != NS_OK) {
+    if (opts == NULL || ns_options_set_threads(opts, (size_t)threads) != NS_OK ||
+        ns_options_set_run_in_wait(opts, in_wait) != NS_OK) {
         fprintf(stderr, "ns_echo: options: %s\n", ns_last_error());
         return 1;
     }

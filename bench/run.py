@@ -6,7 +6,7 @@
 For each round, each scenario, each server: start the server fresh on core 1, run the load
 generator on core 0 (warm-up, then a measured window during which it reads the server's
 utime+stime from /proc/PID/stat), stop the server by its PID. Rounds are interleaved
-(A B C A B C ...); the table gives medians over rounds and every netsock figure as a ratio to
+(A B C, then B C A, C A B, ...: each round starts with another server); the table gives medians over rounds and every netsock figure as a ratio to
 libuv and to raw epoll measured in the same run.
 
 Environment:
@@ -18,6 +18,7 @@ Environment:
     BENCH_QUIET_WAIT=s  before each run, wait up to s seconds for the machine to be quiet
                         (default 5; quick 1; 0 disables)
     BENCH_ONLY=a,b      only these scenarios (tcp-pp-64, tcp-pp-4k, tcp-stream, udp-pp-64, idle)
+    BENCH_SERVERS=a,b   only these servers (netsock, netsock-thr, netsock-2t, libuv, epoll)
     BENCH_WAIT_BUDGET=s at most s seconds in all spent on such waits and on repeating runs
                         that other processes disturbed (over 0.15 cores of theirs during the
                         window; up to 2 repeats each) (default 240; quick 30)
@@ -54,8 +55,9 @@ BIN = {name: os.path.join(OUT, name) for name in ("loadgen", "ns_echo", "uv_echo
 
 # Servers: how to start each for a protocol.
 SERVERS = {
-    "netsock": lambda proto: [BIN["ns_echo"], proto, ADDR],
-    "netsock-2t": lambda proto: [BIN["ns_echo"], proto, ADDR, "2"],
+    "netsock": lambda proto: [BIN["ns_echo"], proto, ADDR, "1", "wait"],
+    "netsock-thr": lambda proto: [BIN["ns_echo"], proto, ADDR, "1", "thread"],
+    "netsock-2t": lambda proto: [BIN["ns_echo"], proto, ADDR, "2", "wait"],
     "libuv": lambda proto: [BIN["uv_echo"], proto, ADDR],
     "epoll": lambda proto: [BIN["epoll_echo"], proto, ADDR],
 }
@@ -63,7 +65,7 @@ REFS = ("libuv", "epoll")
 
 SCENARIOS = [
     dict(name="tcp-pp-64", title="TCP ping-pong, 50 conns x 64 B", proto="tcp", mode="tcp-pingpong",
-         conns=50, size=64, servers=["netsock", "netsock-2t", "libuv", "epoll"]),
+         conns=50, size=64, servers=["netsock", "netsock-thr", "netsock-2t", "libuv", "epoll"]),
     dict(name="tcp-pp-4k", title="TCP ping-pong, 50 conns x 4 KiB", proto="tcp", mode="tcp-pingpong",
          conns=50, size=4096, servers=["netsock", "libuv", "epoll"]),
     dict(name="tcp-stream", title="TCP streaming, 4 conns x 64 KiB writes", proto="tcp", mode="tcp-stream",
@@ -73,6 +75,14 @@ SCENARIOS = [
     dict(name="idle", title=f"{IDLE_CONNS} idle connections, then one echo each", proto="tcp", mode="idle",
          conns=IDLE_CONNS, size=16, servers=["netsock", "libuv", "epoll"]),
 ]
+
+SERVERS_ONLY = [x for x in os.environ.get("BENCH_SERVERS", "").split(",") if x]
+if SERVERS_ONLY:
+    unknown = set(SERVERS_ONLY) - set(SERVERS)
+    if unknown:
+        sys.exit(f"bench: unknown server(s) in BENCH_SERVERS: {', '.join(sorted(unknown))}")
+    for sc in SCENARIOS:
+        sc["servers"] = [s for s in sc["servers"] if s in SERVERS_ONLY]
 
 ONLY = [x for x in os.environ.get("BENCH_ONLY", "").split(",") if x]
 if ONLY:
@@ -415,7 +425,9 @@ def main():
                   f"warmup_s={WARMUP} quick={int(QUICK)}\n")
         for rnd in range(1, ROUNDS + 1):
             for sc in SCENARIOS:
-                for srv in sc["servers"]:
+                # Each round starts with another server: no server always runs first or last.
+                k = (rnd - 1) % len(sc["servers"])
+                for srv in sc["servers"][k:] + sc["servers"][:k]:
                     log(f"round {rnd}/{ROUNDS}  {sc['name']:<10}  {srv}")
                     try:
                         line, res = run_measured(sc, srv, raw, rnd)

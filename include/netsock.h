@@ -507,6 +507,17 @@ int ns_options_set_on_drain(struct ns_options *opts, ns_drain_cb cb);
 int ns_options_set_on_open(struct ns_options *opts, ns_open_cb cb);
 
 /**
+ * With `on` non-zero, a server started with these options runs its first loop inside
+ * `ns_server_wait()`, on the thread that calls it, instead of on a thread of its own (like
+ * `uv_run`): a one-loop server then adds no thread to the process, and its callbacks run on
+ * the thread that waits. Until that call, connections wait in the listen backlog and
+ * datagrams in the socket buffer. Other loops (`ns_options_set_threads`) still get threads.
+ * A second `ns_server_wait` from another thread waits as usual. Default off; clients and
+ * `ns_loop` ignore it.
+ */
+int ns_options_set_run_in_wait(struct ns_options *opts, int on);
+
+/**
  * Sets the number of loop threads of a server (or of an `ns_loop`): 0 means one per CPU the
  * process may run on (its affinity mask and CPU quota), at most 256. More loops than cores
  * only add switching: on a core of its own a loop serves more for less CPU. All callbacks of one connection run on one thread, in order; callbacks of
@@ -578,8 +589,11 @@ int ns_server_stop(struct ns_server *srv);
 
 /**
  * Blocks until the server has stopped (after `ns_server_stop()` from a signal handler or another
- * thread) and its last callback has returned. Any thread but the server's own loop threads:
- * from inside one of its callbacks it returns `NS_ERR_MISUSE` instead of deadlocking.
+ * thread) and its last callback has returned. With `ns_options_set_run_in_wait`, the first
+ * call serves loop 0 on its own thread meanwhile (its callbacks run there). Any thread but the
+ * server's own loop threads: from inside one of its callbacks it returns `NS_ERR_MISUSE`
+ * instead of deadlocking. A callback run by this wait may free the server
+ * (`ns_server_free()`): the wait then returns `NS_OK` once that loop has ended.
  */
 int ns_server_wait(struct ns_server *srv);
 

@@ -98,8 +98,25 @@ pub(crate) struct Group {
     pub(crate) active: AtomicUsize,
     next_loop: AtomicUsize,
     threads: Mutex<Vec<JoinHandle<()>>>,
-    finished: Mutex<usize>,
-    finished_cv: Condvar,
+    ends: Mutex<Ends>,
+    ends_cv: Condvar,
+}
+
+/// How many loops were started and how many have ended, and loop 0 when `wait` runs it.
+struct Ends {
+    started: usize,
+    finished: usize,
+    in_wait: InWait,
+}
+
+/// Loop 0 of a group that runs it on the thread calling `wait` (`Options::run_in_wait`).
+enum InWait {
+    /// The group's loops all have threads of their own.
+    No,
+    /// Not run yet: the first `wait` runs it.
+    Pending(Box<dyn FnOnce() + Send>),
+    Running,
+    Done,
 }
 
 impl Group {
@@ -128,30 +145,43 @@ impl Group {
             active: AtomicUsize::new(0),
             next_loop: AtomicUsize::new(0),
             threads: Mutex::new(Vec::new()),
-            finished: Mutex::new(0),
-            finished_cv: Condvar::new(),
+            ends: Mutex::new(Ends {
+                started: 0,
+                finished: 0,
+                in_wait: InWait::No,
+            }),
+            ends_cv: Condvar::new(),
         };
         Ok((Arc::new(group), polls))
     }
 
-    /// Starts one thread per loop, each running `body(loop index, its poll)`.
-    pub(crate) fn spawn<F>(self: &Arc<Group>, polls: Vec<Poll>, body: F) -> Result<()>
+    /// Starts one thread per loop, each running `body(loop index, its poll)`; with `in_wait`,
+    /// loop 0 gets no thread: the first call to `wait` runs it on its caller's thread.
+    pub(crate) fn spawn<F>(self: &Arc<Group>, polls: Vec<Poll>, in_wait: bool, body: F) -> Result<()>
     where
         F: Fn(usize, Poll) + Clone + Send + 'static,
     {
         let mut threads = lock(&self.threads);
         for (index, poll) in polls.into_iter().enumerate() {
             let (group, body) = (self.clone(), body.clone());
+            if index == 0 && in_wait {
+                let mut ends = lock(&self.ends);
+                ends.started += 1;
+                ends.in_wait = InWait::Pending(Box::new(move || body(0, poll)));
+                continue;
+            }
             let spawned = std::thread::Builder::new()
                 .name(format!("netsock-loop-{index}"))
                 .spawn(move || {
                     LOOP_GROUP.set(Arc::as_ptr(&group) as usize);
                     body(index, poll);
-                    *lock(&group.finished) += 1;
-                    group.finished_cv.notify_all();
+                    group.ended();
                 });
             match spawned {
-                Ok(handle) => threads.push(handle),
+                Ok(handle) => {
+                    lock(&self.ends).started += 1;
+                    threads.push(handle);
+                }
                 Err(e) => {
                     drop(threads);
                     self.stop();
@@ -160,6 +190,36 @@ impl Group {
             }
         }
         Ok(())
+    }
+
+    /// Counts a loop as ended and wakes whoever waits for the loops.
+    fn ended(&self) {
+        lock(&self.ends).finished += 1;
+        self.ends_cv.notify_all();
+    }
+
+    /// Runs loop 0 here if it waits for a caller of `wait` and nobody took it yet.
+    fn run_in_wait(&self) {
+        let body = {
+            let mut ends = lock(&self.ends);
+            match std::mem::replace(&mut ends.in_wait, InWait::Running) {
+                InWait::Pending(body) => body,
+                other => {
+                    ends.in_wait = other;
+                    return;
+                }
+            }
+        };
+        // A callback of another group's loop may be the caller: restore its marks after.
+        let outer = (
+            LOOP_GROUP.replace(self as *const Group as usize),
+            IN_WAIT_LOOP.replace(true),
+        );
+        body();
+        LOOP_GROUP.set(outer.0);
+        IN_WAIT_LOOP.set(outer.1);
+        lock(&self.ends).in_wait = InWait::Done;
+        self.ended();
     }
 
     /// Asks every loop to stop. Only atomic stores and eventfd writes: safe in a signal handler.
@@ -195,17 +255,18 @@ impl Group {
         Stats::sum(self.loops.iter().map(|l| &l.stats))
     }
 
-    /// Blocks until every started loop has finished.
+    /// Blocks until every started loop has finished; first runs loop 0 if it waits for a
+    /// caller of `wait` (see `spawn`).
     pub(crate) fn wait(&self) -> Result<()> {
         if self.on_loop_thread() {
             return Err(Error::Misuse(
                 "waiting for a server inside its own callback would deadlock".into(),
             ));
         }
-        let started = lock(&self.threads).len();
-        let mut finished = lock(&self.finished);
-        while *finished < started {
-            finished = self.finished_cv.wait(finished).unwrap_or_else(|p| p.into_inner());
+        self.run_in_wait();
+        let mut ends = lock(&self.ends);
+        while ends.finished < ends.started {
+            ends = self.ends_cv.wait(ends).unwrap_or_else(|p| p.into_inner());
         }
         Ok(())
     }
@@ -216,11 +277,28 @@ impl Group {
         // From one of the loops (a free inside a callback), that loop cannot be joined: it ends
         // by itself when the callback returns. The others are, so no callback of theirs runs
         // after this returns.
-        let me = self.on_loop_thread().then(|| std::thread::current().id());
+        let on_loop = self.on_loop_thread();
+        let me = (on_loop && !IN_WAIT_LOOP.get()).then(|| std::thread::current().id());
         for handle in std::mem::take(&mut *lock(&self.threads)) {
             if Some(handle.thread().id()) != me {
                 let _ = handle.join();
             }
+        }
+        // Loop 0 run by `wait`: never run, it never will (dropped here); running on another
+        // thread, it is waited for like a thread.
+        let mut ends = lock(&self.ends);
+        if let InWait::Pending(_) = ends.in_wait {
+            let body = std::mem::replace(&mut ends.in_wait, InWait::Done);
+            ends.finished += 1;
+            drop(ends);
+            drop(body);
+            return;
+        }
+        if on_loop && IN_WAIT_LOOP.get() {
+            return;
+        }
+        while matches!(ends.in_wait, InWait::Running) {
+            ends = self.ends_cv.wait(ends).unwrap_or_else(|p| p.into_inner());
         }
     }
 }
@@ -230,6 +308,8 @@ thread_local! {
     /// asking costs no allocation (`std::thread::current()` allocates a handle on threads it
     /// did not start, which memory checkers report as lost).
     static LOOP_GROUP: Cell<usize> = const { Cell::new(0) };
+    /// Set while this thread runs a loop inside `wait` (a thread that is not ours to join).
+    static IN_WAIT_LOOP: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Time left until `deadline`, or `Timeout` once it has passed; `None` waits without limit.

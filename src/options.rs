@@ -11,6 +11,10 @@ pub struct Options {
     /// Loop threads of a server (or a shared client loop); 0 means one per core the process
     /// may run on.
     pub threads: usize,
+    /// A server's loop 0 runs inside [`crate::Server::wait`], on the thread that calls it,
+    /// instead of on a thread of its own: a one-loop server then adds no thread to the
+    /// process, and its callbacks run on the caller's thread. Clients ignore it.
+    pub run_in_wait: bool,
     /// How the byte stream is cut into messages for `on_data`.
     pub framing: Framing,
     /// Largest message a framed connection accepts; a bigger one closes it with `Limit`.
@@ -37,6 +41,7 @@ impl Default for Options {
     fn default() -> Options {
         Options {
             threads: 1,
+            run_in_wait: false,
             framing: Framing::Raw,
             max_frame: 1 << 20,
             max_write_buffer: 8 << 20,

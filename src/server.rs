@@ -77,9 +77,10 @@ impl Server {
         let svc = Arc::new(Service::new(Arc::new(handler), self.opts.clone(), owner, inet));
         let _ = self.service.set(svc.clone());
         let (group, bound) = (self.group.clone(), self.bound.clone());
-        self.group.spawn(self.take_polls()?, move |index, poll| {
-            tcp::run(&group, index, poll, Some((bound.clone(), svc.clone())));
-        })
+        self.group
+            .spawn(self.take_polls()?, self.opts.run_in_wait, move |index, poll| {
+                tcp::run(&group, index, poll, Some((bound.clone(), svc.clone())));
+            })
     }
 
     /// Starts serving datagrams on the loop threads.
@@ -89,9 +90,10 @@ impl Server {
         }
         let handler: Arc<dyn UdpHandler> = Arc::new(handler);
         let (group, bound, replies) = (self.group.clone(), self.bound.clone(), self.replies.clone());
-        self.group.spawn(self.take_polls()?, move |index, poll| {
-            udp::run(&group, index, poll, &bound.sock, &replies, &*handler);
-        })
+        self.group
+            .spawn(self.take_polls()?, self.opts.run_in_wait, move |index, poll| {
+                udp::run(&group, index, poll, &bound.sock, &replies, &*handler);
+            })
     }
 
     /// The bound address (after port 0, the port the OS chose).
@@ -115,12 +117,19 @@ impl Server {
         self.group.stop();
     }
 
-    /// Blocks until the server's loops have ended (after [`Server::stop`]).
+    /// Blocks until the server's loops have ended (after [`Server::stop`]). With
+    /// [`Options::run_in_wait`], the first call runs loop 0 on its thread until then.
     pub fn wait(&self) -> Result<()> {
+        self.waiter()?.wait()
+    }
+
+    /// What [`Server::wait`] does, without borrowing the server: a callback that runs inside
+    /// the wait (`run_in_wait`) may free it.
+    pub(crate) fn waiter(&self) -> Result<Waiter> {
         if lock(&self.polls).is_some() {
             return Err(Error::Misuse("the server was never started".into()));
         }
-        self.group.wait()
+        Ok(Waiter(self.group.clone()))
     }
 
     /// Sends `data` (copied) to the TCP connection `id`, from any thread.
@@ -165,6 +174,15 @@ impl Server {
         let mut stats = self.group.stats();
         stats.datagrams_out += self.replies.get();
         stats
+    }
+}
+
+/// Waits for a server's loops (see [`Server::waiter`]).
+pub(crate) struct Waiter(Arc<Group>);
+
+impl Waiter {
+    pub(crate) fn wait(self) -> Result<()> {
+        self.0.wait()
     }
 }
 

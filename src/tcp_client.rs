@@ -31,7 +31,7 @@ impl ClientLoop {
     pub fn new(opts: &Options) -> Result<ClientLoop> {
         let (group, polls) = Group::new(opts.loop_count())?;
         let g = group.clone();
-        group.spawn(polls, move |index, poll| tcp::run(&g, index, poll, None))?;
+        group.spawn(polls, false, move |index, poll| tcp::run(&g, index, poll, None))?;
         Ok(ClientLoop(Arc::new(Owner(group))))
     }
 }

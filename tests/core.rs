@@ -281,3 +281,39 @@ fn panic_in_handler_closes_only_that_connection() {
     let n = tcp_send(&srv.addr_text(), b"fine", &mut reply, Some(T)).unwrap();
     assert_eq!(&reply[..n], b"fine");
 }
+
+/// With `run_in_wait`, loop 0 serves on the thread that calls `wait`, until the server stops;
+/// a server dropped without a wait never runs it.
+#[test]
+fn run_in_wait_serves_on_the_waiting_thread() {
+    struct Where(Sender<std::thread::ThreadId>);
+    impl TcpHandler for Where {
+        fn on_data(&self, conn: &mut Conn<'_>, data: &[u8]) {
+            self.0.send(std::thread::current().id()).unwrap();
+            conn.send(data).unwrap();
+        }
+    }
+    let opts = Options {
+        run_in_wait: true,
+        ..Options::default()
+    };
+    let (tx, rx) = channel();
+    let srv = Server::tcp("127.0.0.1:0", &opts).unwrap();
+    srv.start_tcp(Where(tx.clone())).unwrap();
+    let addr = srv.addr_text();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut reply = [0u8; 2];
+            assert_eq!(tcp_send(&addr, b"hi", &mut reply, Some(T)).unwrap(), 2);
+            srv.stop();
+        });
+        srv.wait().unwrap();
+    });
+    assert_eq!(rx.recv_timeout(T).unwrap(), std::thread::current().id());
+
+    let idle = Server::tcp("127.0.0.1:0", &opts).unwrap();
+    idle.start_tcp(Where(tx)).unwrap();
+    let _queued = TcpStream::connect(idle.addr_text()).unwrap();
+    drop(idle);
+    assert!(rx.try_recv().is_err());
+}

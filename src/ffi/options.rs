@@ -141,6 +141,21 @@ pub extern "C" fn ns_options_set_threads(opts: *mut ns_options, threads: usize) 
     }
 }
 
+/// With `on` non-zero, a server started with these options runs its first loop inside
+/// `ns_server_wait()`, on the thread that calls it, instead of on a thread of its own (like
+/// `uv_run`): a one-loop server then adds no thread to the process, and its callbacks run on
+/// the thread that waits. Until that call, connections wait in the listen backlog and
+/// datagrams in the socket buffer. Other loops (`ns_options_set_threads`) still get threads.
+/// A second `ns_server_wait` from another thread waits as usual. Default off; clients and
+/// `ns_loop` ignore it.
+#[unsafe(no_mangle)]
+pub extern "C" fn ns_options_set_run_in_wait(opts: *mut ns_options, on: c_int) -> c_int {
+    ffi_panic_boundary! { update(opts, |o| {
+        o.opts.run_in_wait = on != 0;
+        Ok(())
+    }) }
+}
+
 /// Sets how the byte stream is cut into messages for `on_data`: one of `ns_framing`.
 /// `NS_ERR_INVALID` for any other value.
 #[unsafe(no_mangle)]

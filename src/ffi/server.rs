@@ -206,12 +206,18 @@ pub extern "C" fn ns_server_stop(srv: *mut ns_server) -> c_int {
 }
 
 /// Blocks until the server has stopped (after `ns_server_stop()` from a signal handler or another
-/// thread) and its last callback has returned. Any thread but the server's own loop threads:
-/// from inside one of its callbacks it returns `NS_ERR_MISUSE` instead of deadlocking.
+/// thread) and its last callback has returned. With `ns_options_set_run_in_wait`, the first
+/// call serves loop 0 on its own thread meanwhile (its callbacks run there). Any thread but the
+/// server's own loop threads: from inside one of its callbacks it returns `NS_ERR_MISUSE`
+/// instead of deadlocking. A callback run by this wait may free the server
+/// (`ns_server_free()`): the wait then returns `NS_OK` once that loop has ended.
 #[unsafe(no_mangle)]
 pub extern "C" fn ns_server_wait(srv: *mut ns_server) -> c_int {
     ffi_panic_boundary! {
-        code(try_ref!(srv).inner.wait())
+        // No reference to the server is held while waiting: a callback run by this wait
+        // (`run_in_wait`) may free it.
+        let waiter = ns_try!(try_ref!(srv).inner.waiter());
+        code(waiter.wait())
     }
 }
 

@@ -1,6 +1,7 @@
 /* test_threads.c - threads and server lifetime: callbacks on one library
  * thread, ns_server_stop from another thread / a callback / a signal handler,
- * ns_server_send from other threads, sends after stop, concurrent clients. */
+ * ns_server_send from other threads, sends after stop, concurrent clients,
+ * and loop 0 run on the caller's thread inside ns_server_wait. */
 #include <stdio.h>
 #include <string.h>
 
@@ -548,6 +549,208 @@ static void test_udp_threads(void)
     ns_server_free(srv);
 }
 
+/* ---- loop 0 inside ns_server_wait (ns_options_set_run_in_wait) ------------- */
+
+struct in_wait_job {
+    ns_server *srv;
+    int port;
+    char addr[64];
+    int udp;
+    int conns; /* TCP connections held open at once (at least 1) */
+    int pinged;
+    int wait_rc;
+};
+
+/* One echo (TCP or UDP) against a server whose loop only runs inside ns_server_wait, then stop. */
+static void *in_wait_client(void *arg)
+{
+    struct in_wait_job *j = (struct in_wait_job *)arg;
+    if (j->udp) {
+        char reply[8];
+        size_t rlen = 0;
+        j->pinged = ns_udp_request(j->addr, "ping", 4, reply, sizeof reply, &rlen, 5000) == NS_OK && rlen == 4;
+    } else {
+        int fds[4], i, n = j->conns < 1 ? 1 : j->conns;
+        for (i = 0; i < n && i < 4; i++) {
+            fds[i] = connect_and_ping(j->port);
+            j->pinged += fds[i] >= 0;
+        }
+        while (i-- > 0)
+            if (fds[i] >= 0)
+                close(fds[i]);
+    }
+    ns_server_stop(j->srv);
+    return NULL;
+}
+
+/* A second waiter from another thread: returns once the loop run by main has ended. */
+static void *in_wait_waiter(void *arg)
+{
+    struct in_wait_job *j = (struct in_wait_job *)arg;
+    j->wait_rc = ns_server_wait(j->srv);
+    return NULL;
+}
+
+/* Echoes, then frees the server from inside the callback that ns_server_wait runs. */
+static void free_in_data(ns_conn *c, const uint8_t *d, size_t n, void *u)
+{
+    struct rec *r = (struct rec *)u;
+    CHECK_EQ_INT(ns_conn_send(c, d, n), NS_OK);
+    ns_server_free(r->srv);
+    pthread_mutex_lock(&r->lock);
+    r->datas++;
+    pthread_mutex_unlock(&r->lock);
+}
+
+static ns_options *in_wait_options(size_t threads)
+{
+    ns_options *o = ns_options_new();
+    CHECK_EQ_INT(ns_options_set_on_open(o, rec_open), NS_OK);
+    CHECK_EQ_INT(ns_options_set_on_close(o, rec_close), NS_OK);
+    CHECK_EQ_INT(ns_options_set_threads(o, threads), NS_OK);
+    CHECK_EQ_INT(ns_options_set_run_in_wait(o, 1), NS_OK);
+    return o;
+}
+
+static void test_run_in_wait(void)
+{
+    struct rec r;
+    struct urec u;
+    struct in_wait_job job, waiter;
+    pthread_t cl, wt;
+    ns_options *o;
+    ns_server *srv = NULL;
+    long threads_before;
+    int fd;
+
+    SECTION("run_in_wait: TCP callbacks on the thread in ns_server_wait, no loop thread");
+    CHECK_EQ_INT(ns_options_set_run_in_wait(NULL, 1), NS_ERR_INVALID);
+    rec_init(&r);
+    threads_before = proc_status_num("Threads");
+    o = in_wait_options(1);
+    CHECK_EQ_INT(ns_tcp_serve("127.0.0.1:0", rec_data, &r, o, &srv), NS_OK);
+    ns_options_free(o);
+    if (!srv)
+        return;
+    r.srv = srv;
+    CHECK_EQ_INT(proc_status_num("Threads"), threads_before);
+    memset(&job, 0, sizeof job);
+    job.srv = srv;
+    job.port = ns_server_port(srv);
+    waiter = job;
+    CHECK_EQ_INT(pthread_create(&cl, NULL, in_wait_client, &job), 0);
+    CHECK_EQ_INT(pthread_create(&wt, NULL, in_wait_waiter, &waiter), 0);
+    CHECK_EQ_INT(ns_server_wait(srv), NS_OK);
+    pthread_join(cl, NULL);
+    pthread_join(wt, NULL);
+    CHECK(job.pinged);
+    CHECK_EQ_INT(waiter.wait_rc, NS_OK);
+    pthread_mutex_lock(&r.lock);
+    CHECK_EQ_INT(r.opens, 1);
+    CHECK_EQ_INT(r.closes, 1);
+    CHECK_EQ_INT(r.other_threads, 0);
+    /* on whichever of the two waiting threads called first; the other waited for it */
+    CHECK(r.have_thread && (pthread_equal(r.cb_thread, pthread_self()) || pthread_equal(r.cb_thread, wt)));
+    pthread_mutex_unlock(&r.lock);
+    CHECK_EQ_INT(ns_server_wait(srv), NS_OK); /* again: the loop has ended, nothing to run */
+    ns_server_free(srv);
+    CHECK_EQ_INT(proc_status_num("Threads"), threads_before);
+
+    SECTION("run_in_wait with 2 loops: loop 0 on the waiting thread, loop 1 on its own");
+    rec_init(&r);
+    srv = NULL;
+    o = in_wait_options(2);
+    CHECK_EQ_INT(ns_tcp_serve("127.0.0.1:0", rec_data, &r, o, &srv), NS_OK);
+    ns_options_free(o);
+    if (!srv)
+        return;
+    r.srv = srv;
+    CHECK_EQ_INT(proc_status_num("Threads"), threads_before + 1);
+    memset(&job, 0, sizeof job);
+    job.srv = srv;
+    job.port = ns_server_port(srv);
+    job.conns = 2; /* handed round-robin: one to each loop */
+    CHECK_EQ_INT(pthread_create(&cl, NULL, in_wait_client, &job), 0);
+    CHECK_EQ_INT(ns_server_wait(srv), NS_OK);
+    pthread_join(cl, NULL);
+    CHECK_EQ_INT(job.pinged, 2);
+    pthread_mutex_lock(&r.lock);
+    /* the first connection's three callbacks on main (loop 0), the second's on loop 1 */
+    CHECK(r.have_thread && pthread_equal(r.cb_thread, pthread_self()));
+    CHECK_EQ_INT(r.other_threads, 3);
+    pthread_mutex_unlock(&r.lock);
+    CHECK_EQ_INT(rec_get(&r, &r.opens), 2);
+    CHECK_EQ_INT(rec_get(&r, &r.closes), 2);
+    ns_server_free(srv);
+
+    SECTION("run_in_wait: freed without a wait, the loop never runs and nothing hangs");
+    rec_init(&r);
+    srv = NULL;
+    o = in_wait_options(1);
+    CHECK_EQ_INT(ns_tcp_serve("127.0.0.1:0", rec_data, &r, o, &srv), NS_OK);
+    ns_options_free(o);
+    if (!srv)
+        return;
+    fd = tcp_connect4(ns_server_port(srv)); /* waits in the listen backlog */
+    CHECK(fd >= 0);
+    sleep_ms(50);
+    CHECK_EQ_INT(rec_get(&r, &r.opens), 0);
+    ns_server_free(srv);
+    CHECK_EQ_INT(rec_get(&r, &r.opens), 0);
+    CHECK_EQ_INT(rec_get(&r, &r.closes), 0);
+    if (fd >= 0) {
+        int end = wait_eof(fd, 5000); /* the closed listener resets what its backlog held */
+        CHECK(end == 1 || end == -ECONNRESET);
+        close(fd);
+    }
+
+    SECTION("run_in_wait: ns_server_free inside a callback that ns_server_wait runs");
+    rec_init(&r);
+    srv = NULL;
+    o = in_wait_options(1);
+    CHECK_EQ_INT(ns_tcp_serve("127.0.0.1:0", free_in_data, &r, o, &srv), NS_OK);
+    ns_options_free(o);
+    if (!srv)
+        return;
+    r.srv = srv;
+    memset(&job, 0, sizeof job);
+    job.port = ns_server_port(srv);
+    job.srv = NULL; /* the callback frees it: the client's ns_server_stop(NULL) is a no-op */
+    CHECK_EQ_INT(pthread_create(&cl, NULL, in_wait_client, &job), 0);
+    CHECK_EQ_INT(ns_server_wait(srv), NS_OK); /* returns once the loop it ran has ended */
+    pthread_join(cl, NULL);
+    CHECK(job.pinged);
+    CHECK_EQ_INT(rec_get(&r, &r.datas), 1);
+    CHECK_EQ_INT(rec_get(&r, &r.opens), 1);
+    CHECK_EQ_INT(rec_get(&r, &r.closes), 1);
+    CHECK_EQ_INT(proc_status_num("Threads"), threads_before);
+
+    SECTION("run_in_wait: UDP datagrams answered on the thread in ns_server_wait");
+    memset(&u, 0, sizeof u);
+    pthread_mutex_init(&u.lock, NULL);
+    srv = NULL;
+    o = ns_options_new();
+    CHECK_EQ_INT(ns_options_set_run_in_wait(o, 1), NS_OK);
+    CHECK_EQ_INT(ns_udp_serve("127.0.0.1:0", urec_dgram, &u, o, &srv), NS_OK);
+    ns_options_free(o);
+    if (!srv)
+        return;
+    CHECK_EQ_INT(proc_status_num("Threads"), threads_before);
+    memset(&job, 0, sizeof job);
+    job.srv = srv;
+    job.udp = 1;
+    CHECK_EQ_INT(ns_server_addr(srv, job.addr, sizeof job.addr), NS_OK);
+    CHECK_EQ_INT(pthread_create(&cl, NULL, in_wait_client, &job), 0);
+    CHECK_EQ_INT(ns_server_wait(srv), NS_OK);
+    pthread_join(cl, NULL);
+    CHECK(job.pinged);
+    pthread_mutex_lock(&u.lock);
+    CHECK_EQ_INT(u.count, 1);
+    CHECK(u.have_thread && pthread_equal(u.cb_thread, pthread_self()));
+    pthread_mutex_unlock(&u.lock);
+    ns_server_free(srv);
+}
+
 int main(void)
 {
     watchdog(100);
@@ -558,5 +761,6 @@ int main(void)
     test_server_send_threads();
     test_concurrent_clients();
     test_udp_threads();
+    test_run_in_wait();
     return CHECK_DONE();
 }
