@@ -1,12 +1,15 @@
 //! Receiving a batch of datagrams with one `recvmmsg` call, where a plain loop would make one
-//! `recvfrom` per datagram plus one more to learn the socket is empty. Neither socket2 nor mio
-//! offers `recvmmsg`, so this small module holds the `unsafe` it takes.
+//! `recvfrom` per datagram plus one more to learn the socket is empty, and sending the replies
+//! to a batch with one `sendmmsg`. Neither socket2 nor mio offers these calls, so this small
+//! module holds the `unsafe` they take.
 
 use std::io;
 use std::mem::MaybeUninit;
 use std::os::fd::RawFd;
 
 use socket2::{SockAddr, SockAddrStorage};
+
+use crate::error::Error;
 
 /// Datagrams received per call.
 pub(crate) const BATCH: usize = 16;
@@ -107,5 +110,123 @@ impl RecvBatch {
             data,
             truncated: hdr.msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
         }
+    }
+}
+
+/// Replies queued for one `sendmmsg`: at most this many...
+pub(crate) const SEND_BATCH: usize = 64;
+/// ...and at most this many bytes in all.
+const SEND_BYTES: usize = 256 * 1024;
+/// Larger replies are not queued: they are sent at once, where a size error can be reported.
+pub(crate) const QUEUE_MAX: usize = 8 * 1024;
+
+/// Datagrams waiting to be sent together. The vectors keep their capacity, so a loop in steady
+/// state allocates nothing per reply.
+#[derive(Default)]
+pub(crate) struct SendBatch {
+    /// The payloads, back to back.
+    data: Vec<u8>,
+    /// Each datagram's address, and where its payload starts in `data` and its length.
+    msgs: Vec<(SockAddr, usize, usize)>,
+    iovs: Vec<libc::iovec>,
+    hdrs: Vec<libc::mmsghdr>,
+}
+
+/// What a flush did.
+pub(crate) struct Flushed {
+    pub(crate) sent: usize,
+    pub(crate) dropped: usize,
+    /// Why the last dropped datagram was not sent.
+    pub(crate) error: Option<Error>,
+}
+
+impl SendBatch {
+    /// Queues a copy of `data` (at most [`QUEUE_MAX`] bytes) for `to`.
+    pub(crate) fn push(&mut self, to: &SockAddr, data: &[u8]) {
+        debug_assert!(data.len() <= QUEUE_MAX);
+        self.msgs.push((to.clone(), self.data.len(), data.len()));
+        self.data.extend_from_slice(data);
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.msgs.len()
+    }
+
+    /// Whether the next push should wait for a flush.
+    pub(crate) fn full(&self) -> bool {
+        self.msgs.len() >= SEND_BATCH || self.data.len() >= SEND_BYTES - QUEUE_MAX
+    }
+
+    /// Sends everything queued, in order, without blocking, and empties the batch. A datagram
+    /// the kernel refuses is dropped (as UDP may drop it) and the rest still go; a full send
+    /// buffer drops the remainder.
+    pub(crate) fn flush(&mut self, fd: RawFd) -> Flushed {
+        let n = self.msgs.len();
+        let mut done = Flushed {
+            sent: 0,
+            dropped: 0,
+            error: None,
+        };
+        if n == 0 {
+            return done;
+        }
+        self.iovs.clear();
+        self.hdrs.clear();
+        let base = self.data.as_mut_ptr();
+        for (_, start, len) in &self.msgs {
+            // SAFETY: `start..start + len` lies within `data`, which is not touched until the
+            // headers are gone.
+            self.iovs.push(libc::iovec {
+                iov_base: unsafe { base.add(*start) }.cast(),
+                iov_len: *len,
+            });
+        }
+        for (i, (to, _, _)) in self.msgs.iter().enumerate() {
+            let mut hdr: libc::mmsghdr = zeroed();
+            hdr.msg_hdr.msg_name = to.as_ptr() as *mut libc::c_void;
+            hdr.msg_hdr.msg_namelen = to.len();
+            hdr.msg_hdr.msg_iov = &mut self.iovs[i];
+            hdr.msg_hdr.msg_iovlen = 1;
+            self.hdrs.push(hdr);
+        }
+        let mut at = 0;
+        while at < n {
+            // SAFETY: headers `at..n` point at addresses in `msgs` and payloads in `data`,
+            // both alive and unmoved for the call; the kernel only reads them.
+            let r = unsafe {
+                libc::sendmmsg(
+                    fd,
+                    self.hdrs.as_mut_ptr().add(at),
+                    (n - at) as libc::c_uint,
+                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                )
+            };
+            if r > 0 {
+                at += r as usize;
+                done.sent += r as usize;
+                continue;
+            }
+            let e = match r {
+                0 => io::Error::from(io::ErrorKind::WouldBlock),
+                _ => io::Error::last_os_error(),
+            };
+            match e.kind() {
+                io::ErrorKind::Interrupted => continue,
+                io::ErrorKind::WouldBlock => {
+                    done.dropped += n - at;
+                    done.error = Some(Error::Limit("the socket's send buffer is full".into()));
+                    break;
+                }
+                _ => {
+                    // This datagram cannot go (its peer is gone, say): skip it.
+                    done.dropped += 1;
+                    done.error = Some(Error::io("sendmmsg", e));
+                    at += 1;
+                }
+            }
+        }
+        self.msgs.clear();
+        self.data.clear();
+        done
     }
 }

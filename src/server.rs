@@ -166,7 +166,8 @@ impl Server {
         if self.group.stopping() {
             return Err(Error::Closed("the server has stopped".into()));
         }
-        Responder::new(&self.bound.sock, &self.replies).reply(to, data)
+        // On one of the server's loops (in a callback), the reply may join the loop's batch.
+        Responder::new(&self.bound.sock, &self.replies, self.group.on_loop_thread()).reply(to, data)
     }
 
     /// The server's counters.

@@ -1,8 +1,10 @@
-//! The UDP (and Unix datagram) loop: one callback per datagram; replies go straight to the
-//! shared socket from any thread. Several loops may share one socket.
+//! The UDP (and Unix datagram) loop: one callback per datagram; replies made in a callback
+//! leave together with those to the rest of its batch, in one `sendmmsg`; replies from other
+//! threads go straight to the shared socket. Several loops may share one socket.
 
+use std::cell::RefCell;
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
 use mio::unix::SourceFd;
@@ -12,7 +14,7 @@ use socket2::{SockAddr, Socket};
 use crate::error::{Error, Result};
 use crate::event_loop::Group;
 use crate::log::log;
-use crate::mmsg::{BATCH, RecvBatch};
+use crate::mmsg::{BATCH, QUEUE_MAX, RecvBatch, SendBatch};
 use crate::panic::guard;
 use crate::stats::Counter;
 
@@ -20,19 +22,32 @@ use crate::stats::Counter;
 pub struct Responder<'a> {
     sock: &'a Socket,
     sent: &'a Counter,
+    /// On one of the server's loop threads: replies may join the loop's batch.
+    on_loop: bool,
 }
 
 impl<'a> Responder<'a> {
-    pub(crate) fn new(sock: &'a Socket, sent: &'a Counter) -> Responder<'a> {
-        Responder { sock, sent }
+    pub(crate) fn new(sock: &'a Socket, sent: &'a Counter, on_loop: bool) -> Responder<'a> {
+        Responder { sock, sent, on_loop }
     }
 
-    /// Sends one datagram to `to`.
+    /// Sends one datagram to `to`. Inside a callback, a datagram of up to 8 KiB is queued and
+    /// sent with the other replies to the callback's batch of datagrams, before the loop
+    /// waits again; one the kernel then refuses (a full send buffer) is lost, as UDP may lose
+    /// it, and logged. Elsewhere, and for larger datagrams, it is sent at once.
     pub fn reply(&self, to: &SockAddr, data: &[u8]) -> Result<()> {
         if to.is_unix() && to.as_pathname().is_none() && to.as_abstract_namespace().is_none() {
             return Err(Error::Addr(
                 "the peer's Unix socket is unnamed, so it cannot be answered".into(),
             ));
+        }
+        let fd = self.sock.as_raw_fd();
+        if self.on_loop {
+            if data.len() <= QUEUE_MAX && queue(fd, to, data, self.sent) {
+                return Ok(());
+            }
+            // Sent at once: what is queued goes first, so replies keep their order.
+            flush(fd, self.sent);
         }
         // Counted before it leaves, so a peer that has the reply never finds it uncounted.
         self.sent.add_shared(1);
@@ -50,6 +65,48 @@ impl<'a> Responder<'a> {
     }
 }
 
+thread_local! {
+    /// The replies queued by callbacks of the UDP loop running on this thread, with the
+    /// descriptor of its socket.
+    static QUEUED: RefCell<Option<(RawFd, SendBatch)>> = const { RefCell::new(None) };
+}
+
+/// Queues a reply on this thread's loop batch if that loop serves `fd`; false if it does not.
+fn queue(fd: RawFd, to: &SockAddr, data: &[u8], sent: &Counter) -> bool {
+    let queued = QUEUED.with_borrow_mut(|q| match q {
+        Some((qfd, batch)) if *qfd == fd => {
+            batch.push(to, data);
+            Some(batch.full())
+        }
+        _ => None,
+    });
+    if queued == Some(true) {
+        flush(fd, sent);
+    }
+    queued.is_some()
+}
+
+/// Sends the replies this thread's loop queued for `fd`.
+fn flush(fd: RawFd, sent: &Counter) {
+    let done = QUEUED.with_borrow_mut(|q| {
+        let (qfd, batch) = q.as_mut().filter(|(qfd, b)| *qfd == fd && b.len() > 0)?;
+        // Counted before they leave, as single replies are.
+        sent.add_shared(batch.len() as u64);
+        Some(batch.flush(*qfd))
+    });
+    // Logged after the queue is let go: a log callback may reply.
+    if let Some(done) = done.filter(|d| d.dropped > 0) {
+        sent.sub_shared(done.dropped as u64);
+        let why = done.error.map(|e| e.to_string()).unwrap_or_default();
+        log!(
+            Info,
+            "{} of {} replies dropped: {why}",
+            done.dropped,
+            done.dropped + done.sent
+        );
+    }
+}
+
 /// The callback of a UDP server. With several loop threads it runs on all of them at once.
 pub trait UdpHandler: Send + Sync + 'static {
     /// One datagram arrived from `from`.
@@ -61,21 +118,23 @@ const SOCKET: Token = Token(0);
 const BATCHES_PER_TURN: usize = 4;
 
 /// Runs loop `index` of `group` on `sock` until the group stops.
-pub(crate) fn run(
-    group: &Group,
-    index: usize,
-    mut poll: Poll,
-    sock: &Socket,
-    sent: &Counter,
-    handler: &dyn UdpHandler,
-) {
+pub(crate) fn run(group: &Group, index: usize, poll: Poll, sock: &Socket, sent: &Counter, handler: &dyn UdpHandler) {
+    let fd = sock.as_raw_fd();
+    // A loop run inside `wait` may be called from another loop's callback: restore its queue.
+    let outer = QUEUED.replace(Some((fd, SendBatch::default())));
+    serve(group, index, poll, sock, sent, handler);
+    flush(fd, sent);
+    QUEUED.set(outer);
+}
+
+fn serve(group: &Group, index: usize, mut poll: Poll, sock: &Socket, sent: &Counter, handler: &dyn UdpHandler) {
     let fd = sock.as_raw_fd();
     if let Err(e) = poll.registry().register(&mut SourceFd(&fd), SOCKET, Interest::READABLE) {
         log!(Error, "loop {index} cannot poll its socket: {e}");
         return;
     }
     let stats = &group.loops[index].stats;
-    let responder = Responder::new(sock, sent);
+    let responder = Responder::new(sock, sent, true);
     let mut batch = RecvBatch::new();
     let mut events = Events::with_capacity(64);
     let mut again = false;
@@ -123,6 +182,7 @@ pub(crate) fn run(
                     log!(Error, "datagram handler failed: {e}");
                 }
             }
+            flush(fd, sent);
             if n < BATCH {
                 again = false;
                 break;

@@ -317,3 +317,43 @@ fn run_in_wait_serves_on_the_waiting_thread() {
     drop(idle);
     assert!(rx.try_recv().is_err());
 }
+
+/// Replies made in a callback leave in the order made, whether they were batched (small),
+/// sent at once (over 8 KiB), or flushed early because the batch filled; the counter sees
+/// every one.
+#[test]
+fn udp_replies_in_a_callback_keep_their_order() {
+    struct Many;
+    impl UdpHandler for Many {
+        fn on_datagram(&self, responder: &Responder<'_>, from: &SockAddr, data: &[u8]) {
+            let count: usize = std::str::from_utf8(data).unwrap().parse().unwrap();
+            for i in 0..count {
+                let reply = if i == 2 {
+                    vec![b'L'; 10_000]
+                } else {
+                    i.to_string().into_bytes()
+                };
+                responder.reply(from, &reply).unwrap();
+            }
+        }
+    }
+    let srv = Server::udp("127.0.0.1:0", &Options::default()).unwrap();
+    srv.start_udp(Many).unwrap();
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    client.set_read_timeout(Some(T)).unwrap();
+    let mut buf = vec![0u8; 16_384];
+    let mut expected = 0;
+    for count in [5usize, 150] {
+        client.send_to(count.to_string().as_bytes(), srv.addr_text()).unwrap();
+        for i in 0..count {
+            let n = client.recv(&mut buf).unwrap();
+            if i == 2 {
+                assert_eq!(n, 10_000);
+            } else {
+                assert_eq!(&buf[..n], i.to_string().as_bytes(), "reply {i} of {count}");
+            }
+        }
+        expected += count as u64;
+    }
+    assert_eq!(srv.stats().datagrams_out, expected);
+}
