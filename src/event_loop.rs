@@ -21,6 +21,11 @@ pub(crate) const WAKER: Token = Token(1);
 /// How many reads or datagrams one socket gets per turn before the others are served.
 pub(crate) const READS_PER_TURN: usize = 16;
 
+/// How long a loop sharing its CPU with other loops runs before it lets them (`take_turns`):
+/// short enough to bound their wait well below a scheduler slice, long enough that switching
+/// costs little per message.
+const TURN: Duration = Duration::from_micros(200);
+
 /// Size of the one read buffer each loop owns (connections own none).
 pub(crate) const READ_BUF: usize = 64 * 1024;
 
@@ -97,6 +102,8 @@ pub(crate) struct Group {
     /// Connections open across all loops (for the connection limit).
     pub(crate) active: AtomicUsize,
     next_loop: AtomicUsize,
+    /// More loops than CPUs this process may use: loops take turns (see `take_turns`).
+    crowded: bool,
     threads: Mutex<Vec<JoinHandle<()>>>,
     ends: Mutex<Ends>,
     ends_cv: Condvar,
@@ -144,6 +151,7 @@ impl Group {
             loops,
             active: AtomicUsize::new(0),
             next_loop: AtomicUsize::new(0),
+            crowded: n > std::thread::available_parallelism().map_or(1, |c| c.get()),
             threads: Mutex::new(Vec::new()),
             ends: Mutex::new(Ends {
                 started: 0,
@@ -232,6 +240,19 @@ impl Group {
 
     pub(crate) fn stopping(&self) -> bool {
         self.stop.load(Ordering::Acquire)
+    }
+
+    /// Ends a loop's busy turn. Loops sharing a CPU would otherwise each run for a whole
+    /// scheduler time slice (milliseconds) while the other's connections wait: a loop that
+    /// has been busy for [`TURN`] since it last yielded lets the others run.
+    pub(crate) fn take_turns(&self, yielded: &mut Instant) {
+        if self.crowded {
+            let now = Instant::now();
+            if now.duration_since(*yielded) >= TURN {
+                std::thread::yield_now();
+                *yielded = now;
+            }
+        }
     }
 
     /// Whether the calling thread is one of this group's loops (a callback of ours is running).

@@ -160,6 +160,7 @@ impl TcpLoop<'_> {
                 .map_err(|e| Error::io("epoll_ctl", e))?;
         }
         let mut events = Events::with_capacity(1024);
+        let mut yielded = Instant::now();
         loop {
             if self.group.stopping() && self.stop_step() {
                 return Ok(());
@@ -198,6 +199,9 @@ impl TcpLoop<'_> {
                 }
             }
             self.expire_timers();
+            if !events.is_empty() {
+                self.group.take_turns(&mut yielded);
+            }
         }
     }
 

@@ -5,7 +5,7 @@
 use std::cell::RefCell;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
@@ -138,6 +138,7 @@ fn serve(group: &Group, index: usize, mut poll: Poll, sock: &Socket, sent: &Coun
     let mut batch = RecvBatch::new();
     let mut events = Events::with_capacity(64);
     let mut again = false;
+    let mut yielded = Instant::now();
     while !group.stopping() {
         let timeout = if again { Some(Duration::ZERO) } else { None };
         match poll.poll(&mut events, timeout) {
@@ -188,6 +189,7 @@ fn serve(group: &Group, index: usize, mut poll: Poll, sock: &Socket, sent: &Coun
                 break;
             }
         }
+        group.take_turns(&mut yielded);
     }
 }
 
