@@ -1,9 +1,10 @@
 # The benchmark of netsock against a libuv and a raw-epoll echo server (bench/README.md).
 # Included by the top-level Makefile; not part of `make test`.
 #
-#   make bench                      the scenarios, 3 interleaved rounds (BENCH_ROUNDS=n to change)
+#   make bench                      the scenarios, 5 interleaved rounds (BENCH_ROUNDS=n to change)
 #   BENCH_QUICK=1 make bench        a smoke run: 1 round, 1 s windows
 #   make bench-syscalls             syscalls per request of each server (strace -c)
+#   make bench-instructions         user-space instructions per request (callgrind)
 #
 # Results: build/bench/results.md (the table), build/bench/raw.txt (one line per run).
 
@@ -12,13 +13,16 @@ BENCH_PYTHON ?= python3
 BENCH_CFLAGS := -O2 -g -std=gnu11 -Wall -Wextra -Werror -Iinclude
 BENCH_BINS   := $(BENCH_OUT)/loadgen $(BENCH_OUT)/epoll_echo $(BENCH_OUT)/uv_echo $(BENCH_OUT)/ns_echo
 
-.PHONY: bench bench-build bench-deps bench-syscalls
+.PHONY: bench bench-build bench-deps bench-syscalls bench-instructions
 
 bench: bench-build
 	$(BENCH_PYTHON) bench/run.py $(BENCH_OUT)
 
 bench-syscalls: bench-build
 	sh bench/syscalls.sh $(BENCH_OUT)
+
+bench-instructions: bench-build
+	sh bench/instructions.sh $(BENCH_OUT)
 
 bench-build: $(BENCH_BINS)
 

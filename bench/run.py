@@ -10,7 +10,7 @@ utime+stime from /proc/PID/stat), stop the server by its PID. Rounds are interle
 libuv and to raw epoll measured in the same run.
 
 Environment:
-    BENCH_ROUNDS=n      rounds (default 3)
+    BENCH_ROUNDS=n      rounds (default 5)
     BENCH_QUICK=1       smoke run: 1 round, 1 s windows, short warm-up
     BENCH_WINDOW=s      measured window (default 3; quick 1)
     BENCH_WARMUP=s      warm-up before it (default 0.5; quick 0.3)
@@ -40,7 +40,7 @@ import time
 
 OUT = sys.argv[1] if len(sys.argv) > 1 else "build/bench"
 QUICK = os.environ.get("BENCH_QUICK", "") not in ("", "0")
-ROUNDS = int(os.environ.get("BENCH_ROUNDS", "1" if QUICK else "3"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "1" if QUICK else "5"))
 WINDOW = float(os.environ.get("BENCH_WINDOW", "1" if QUICK else "3"))
 WARMUP = float(os.environ.get("BENCH_WARMUP", "0.3" if QUICK else "0.5"))
 IDLE_CONNS = int(os.environ.get("BENCH_IDLE_CONNS", "5000"))
@@ -376,15 +376,18 @@ def build_table(results, info, started, elapsed):
             each = " ".join(fmt(mine[k], 0) for k in sorted(mine) if isinstance(mine[k], float))
             lines.append(f"| {scn} | {key} | {srv} | - | {shown} B | <= {limit} B | {'yes' if ok else 'NO'} | {each} |")
         else:
-            r = ratio(v, medians.get((scn, ref), {}).get(key))
-            ok = r is not None and r <= limit + 1e-9
             theirs = {x.get("round"): x.get(key) for x in results.get((scn, ref), [])}
-            each = " ".join(fmt_ratio(ratio(mine[k], theirs.get(k))) for k in sorted(mine) if k in theirs)
+            paired = [ratio(mine[k], theirs.get(k)) for k in sorted(mine) if k in theirs]
+            # The verdict pairs the runs of each round (seconds apart, so slow drifts of the
+            # machine cancel) and takes the median of those ratios.
+            r = med(paired) if any(x is not None for x in paired) else ratio(v, medians.get((scn, ref), {}).get(key))
+            ok = r is not None and r <= limit + 1e-9
+            each = " ".join(fmt_ratio(x) for x in paired)
             lines.append(f"| {scn} | {key} | {srv} | {ref} | {fmt_ratio(r)} | <= {limit:.2f}x | "
                          f"{'yes' if ok else 'NO'} | {each} |")
     lines.append("")
-    lines.append("`ratio` is the ratio of the medians; `per round` pairs the runs of the same round (they ran "
-                 "within seconds of each other). Noise between runs on this machine is about +-10-15%: a ratio "
+    lines.append("`ratio` is the median of the `per round` ratios, each pairing the runs of one round (they ran "
+                 "within seconds of each other; the tables above give the ratio of the medians). Noise between runs on this machine is about +-10-15%: a ratio "
                  "within that of its target is not a verdict by itself; raw.txt has every run.")
 
     # Health of the runs: errors, background load, a server that died.
