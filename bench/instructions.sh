@@ -7,6 +7,7 @@
 #
 #   sh bench/instructions.sh [BUILD_DIR]          (make bench-instructions; BUILD_DIR: build/bench)
 #
+# netsock also runs with 2 loops (TCP), whose own code should cost what one loop's does.
 # For each server: start it under `valgrind --tool=callgrind` pinned to core 1, run a ping-pong
 # from core 0 (TCP: 50 connections x 64 B; UDP: 8 sockets x 64 B) with no warm-up, stop it,
 # and divide every instruction it executed (start-up and shutdown included: under 1% here)
@@ -33,6 +34,7 @@ measure() {
     name=$1 proto=$2 out="$TMP/$1.$2"
     case $name in
         netsock) set -- "$B/ns_echo" "$proto" 127.0.0.1:0 ;;
+        netsock-2t) set -- "$B/ns_echo" "$proto" 127.0.0.1:0 2 ;;
         libuv) set -- "$B/uv_echo" "$proto" 127.0.0.1:0 ;;
         epoll) set -- "$B/epoll_echo" "$proto" 127.0.0.1:0 ;;
     esac
@@ -61,7 +63,8 @@ measure() {
 
 for proto in $PROTOS; do
     case $proto in tcp | udp) ;; *) echo "instructions: unknown proto $proto" >&2; exit 2 ;; esac
-    for name in netsock libuv epoll; do
+    if [ "$proto" = tcp ]; then servers="netsock netsock-2t libuv epoll"; else servers="netsock libuv epoll"; fi
+    for name in $servers; do
         echo "instructions: $proto, $name" >&2
         measure "$name" "$proto"
     done
@@ -71,7 +74,7 @@ python3 - "$TMP" $PROTOS <<'EOF' | tee "$B/instructions.md"
 import sys
 
 tmp, protos = sys.argv[1], sys.argv[2:]
-names = ["netsock", "libuv", "epoll"]
+names = ["netsock", "netsock-2t", "libuv", "epoll"]
 title = {"tcp": "TCP ping-pong 50 x 64 B", "udp": "UDP ping-pong 8 x 64 B"}
 
 
@@ -85,15 +88,15 @@ def num(path):
 
 print("## User-space instructions per request (callgrind)")
 print()
-print("| scenario | netsock | libuv | epoll | netsock / libuv | netsock / epoll |")
-print("|---|---|---|---|---|---|")
+print("| scenario | netsock | netsock, 2 loops | libuv | epoll | netsock / libuv | netsock / epoll | 2 loops / 1 |")
+print("|---|---|---|---|---|---|---|---|")
 for p in protos:
     per = {}
     for n in names:
         ir, req = num(f"{tmp}/{n}.{p}.ir"), num(f"{tmp}/{n}.{p}.req")
         per[n] = ir / req if ir and req else None
     cells = ["-" if per[n] is None else f"{per[n]:,.0f}" for n in names]
-    ratios = ["-" if not (per["netsock"] and per[r]) else f"{per['netsock'] / per[r]:.2f}x"
-              for r in ("libuv", "epoll")]
+    ratios = ["-" if not (per[a] and per[b]) else f"{per[a] / per[b]:.2f}x"
+              for a, b in (("netsock", "libuv"), ("netsock", "epoll"), ("netsock-2t", "netsock"))]
     print(f"| {title[p]} | " + " | ".join(cells + ratios) + " |")
 EOF

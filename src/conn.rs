@@ -5,12 +5,14 @@
 
 use std::io::{self, IoSlice};
 use std::net::Shutdown;
+use std::os::fd::AsRawFd;
 use std::time::Instant;
 
 use socket2::{SockAddr, Socket};
 
 use crate::error::{Error, Result};
 use crate::framing;
+use crate::sys;
 use crate::tcp::Service;
 
 /// Where a connection is in its life.
@@ -81,7 +83,7 @@ impl ConnState {
     /// Writes what the queue holds until it is empty or the socket would block.
     pub(crate) fn flush(&mut self) {
         while self.pending() > 0 && self.failed.is_none() {
-            match self.sock.send_with_flags(&self.out[self.out_pos..], libc::MSG_NOSIGNAL) {
+            match sys::send(self.sock.as_raw_fd(), &self.out[self.out_pos..]) {
                 Ok(n) => {
                     self.out_pos += n;
                     self.written += n;
@@ -125,8 +127,8 @@ impl ConnState {
             while sent < total {
                 let (slices, n) = tail_slices(parts, sent);
                 let written = match &slices[..n] {
-                    [one] => self.sock.send_with_flags(one, libc::MSG_NOSIGNAL),
-                    many => self.sock.send_vectored_with_flags(many, libc::MSG_NOSIGNAL),
+                    [one] => sys::send(self.sock.as_raw_fd(), one),
+                    many => sys::send_vectored(self.sock.as_raw_fd(), many),
                 };
                 match written {
                     Ok(n) => sent += n,

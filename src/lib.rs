@@ -16,6 +16,7 @@ pub mod panic;
 pub mod server;
 mod socket;
 pub mod stats;
+mod sys;
 pub mod tcp;
 pub mod tcp_client;
 pub mod udp;

@@ -71,13 +71,15 @@ impl RecvBatch {
             hdr.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
         }
         // SAFETY: every header points at live buffers of the stated sizes, owned by `self`.
+        // Made with syscall(2), not libc's cancellable wrapper (see `sys`).
         let n = unsafe {
-            libc::recvmmsg(
+            libc::syscall(
+                libc::SYS_recvmmsg,
                 fd,
                 self.hdrs.as_mut_ptr(),
                 BATCH as libc::c_uint,
                 libc::MSG_DONTWAIT,
-                std::ptr::null_mut(),
+                std::ptr::null_mut::<libc::timespec>(),
             )
         };
         if n < 0 {
@@ -193,8 +195,10 @@ impl SendBatch {
         while at < n {
             // SAFETY: headers `at..n` point at addresses in `msgs` and payloads in `data`,
             // both alive and unmoved for the call; the kernel only reads them.
+            // Made with syscall(2), not libc's cancellable wrapper (see `sys`).
             let r = unsafe {
-                libc::sendmmsg(
+                libc::syscall(
+                    libc::SYS_sendmmsg,
                     fd,
                     self.hdrs.as_mut_ptr().add(at),
                     (n - at) as libc::c_uint,

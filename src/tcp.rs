@@ -6,7 +6,7 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -25,6 +25,7 @@ use crate::log::log;
 use crate::options::Options;
 use crate::panic::guard;
 use crate::socket::Bound;
+use crate::sys;
 
 /// Callbacks of TCP connections. A connection's callbacks all run on one loop thread, in
 /// order; a server with several loop threads calls them concurrently for different connections.
@@ -382,7 +383,7 @@ impl TcpLoop<'_> {
             if st.phase != Phase::Open || st.failed.is_some() || st.peer_eof || backlogged || !live(self.group, svc) {
                 return;
             }
-            match (&st.sock).read(&mut self.buf) {
+            match sys::recv(st.sock.as_raw_fd(), &mut self.buf) {
                 Ok(0) => st.peer_eof = true,
                 Ok(n) => {
                     self.me.stats.bytes_in.add(n as u64);
@@ -407,7 +408,7 @@ impl TcpLoop<'_> {
     fn discard(&mut self, key: usize) {
         let st = &mut self.conns[key];
         loop {
-            match (&st.sock).read(&mut self.buf) {
+            match sys::recv(st.sock.as_raw_fd(), &mut self.buf) {
                 Ok(0) => break,
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
