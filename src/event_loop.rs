@@ -178,19 +178,19 @@ impl Group {
                 ends.in_wait = InWait::Pending(Box::new(move || body(0, poll)));
                 continue;
             }
+            // Counted before it starts, so that no waiter sees it end before it began.
+            lock(&self.ends).started += 1;
             let spawned = std::thread::Builder::new()
                 .name(format!("netsock-loop-{index}"))
                 .spawn(move || {
                     LOOP_GROUP.set(Arc::as_ptr(&group) as usize);
+                    let _end = Ended(&group, false);
                     body(index, poll);
-                    group.ended();
                 });
             match spawned {
-                Ok(handle) => {
-                    lock(&self.ends).started += 1;
-                    threads.push(handle);
-                }
+                Ok(handle) => threads.push(handle),
                 Err(e) => {
+                    lock(&self.ends).started -= 1;
                     drop(threads);
                     self.stop();
                     return Err(Error::io("spawning a loop thread", e));
@@ -198,12 +198,6 @@ impl Group {
             }
         }
         Ok(())
-    }
-
-    /// Counts a loop as ended and wakes whoever waits for the loops.
-    fn ended(&self) {
-        lock(&self.ends).finished += 1;
-        self.ends_cv.notify_all();
     }
 
     /// Runs loop 0 here if it waits for a caller of `wait` and nobody took it yet.
@@ -223,11 +217,12 @@ impl Group {
             LOOP_GROUP.replace(self as *const Group as usize),
             IN_WAIT_LOOP.replace(true),
         );
-        body();
+        {
+            let _end = Ended(self, true);
+            body();
+        }
         LOOP_GROUP.set(outer.0);
         IN_WAIT_LOOP.set(outer.1);
-        lock(&self.ends).in_wait = InWait::Done;
-        self.ended();
     }
 
     /// Asks every loop to stop. Only atomic stores and eventfd writes: safe in a signal handler.
@@ -321,6 +316,22 @@ impl Group {
         while matches!(ends.in_wait, InWait::Running) {
             ends = self.ends_cv.wait(ends).unwrap_or_else(|p| p.into_inner());
         }
+    }
+}
+
+/// Counts a loop as ended when dropped (also if the loop panicked, so no waiter hangs) and
+/// wakes whoever waits for the loops; `true` for the loop run by `wait`.
+struct Ended<'a>(&'a Group, bool);
+
+impl Drop for Ended<'_> {
+    fn drop(&mut self) {
+        let mut ends = lock(&self.0.ends);
+        if self.1 {
+            ends.in_wait = InWait::Done;
+        }
+        ends.finished += 1;
+        drop(ends);
+        self.0.ends_cv.notify_all();
     }
 }
 
