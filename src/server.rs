@@ -167,7 +167,7 @@ impl Server {
             return Err(Error::Closed("the server has stopped".into()));
         }
         // On one of the server's loops (in a callback), the reply may join the loop's batch.
-        Responder::new(&self.bound.sock, &self.replies, self.group.on_loop_thread()).reply(to, data)
+        Responder::new(&self.bound.sock, &self.replies).reply(to, data)
     }
 
     /// The server's counters.

@@ -22,13 +22,11 @@ use crate::stats::Counter;
 pub struct Responder<'a> {
     sock: &'a Socket,
     sent: &'a Counter,
-    /// On one of the server's loop threads: replies may join the loop's batch.
-    on_loop: bool,
 }
 
 impl<'a> Responder<'a> {
-    pub(crate) fn new(sock: &'a Socket, sent: &'a Counter, on_loop: bool) -> Responder<'a> {
-        Responder { sock, sent, on_loop }
+    pub(crate) fn new(sock: &'a Socket, sent: &'a Counter) -> Responder<'a> {
+        Responder { sock, sent }
     }
 
     /// Sends one datagram to `to`. Inside a callback, a datagram of up to 8 KiB is queued and
@@ -41,14 +39,13 @@ impl<'a> Responder<'a> {
                 "the peer's Unix socket is unnamed, so it cannot be answered".into(),
             ));
         }
+        // Only a thread running one of this socket's loops (in a callback) has a queue for it.
         let fd = self.sock.as_raw_fd();
-        if self.on_loop {
-            if data.len() <= QUEUE_MAX && queue(fd, to, data, self.sent) {
-                return Ok(());
-            }
-            // Sent at once: what is queued goes first, so replies keep their order.
-            flush(fd, self.sent);
+        if data.len() <= QUEUE_MAX && queue(fd, to, data, self.sent) {
+            return Ok(());
         }
+        // Sent at once: what this thread's loop queued goes first, so replies keep their order.
+        flush(fd, self.sent);
         // Counted before it leaves, so a peer that has the reply never finds it uncounted.
         self.sent.add_shared(1);
         let sent = self.sock.send_to(data, to);
@@ -134,7 +131,7 @@ fn serve(group: &Group, index: usize, mut poll: Poll, sock: &Socket, sent: &Coun
         return;
     }
     let stats = &group.loops[index].stats;
-    let responder = Responder::new(sock, sent, true);
+    let responder = Responder::new(sock, sent);
     let mut batch = RecvBatch::new();
     let mut events = Events::with_capacity(64);
     let mut again = false;
