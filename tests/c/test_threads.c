@@ -602,6 +602,28 @@ static void free_in_data(ns_conn *c, const uint8_t *d, size_t n, void *u)
     pthread_mutex_unlock(&r->lock);
 }
 
+struct ping_kill {
+    int port;
+    pthread_t target;
+    int pinged;
+    int end;
+};
+
+/* One echo on a connection it keeps, then SIGUSR1 to the thread running the loop; then the
+ * connection's end as the stop closes it. */
+static void *ping_then_kill(void *arg)
+{
+    struct ping_kill *pk = (struct ping_kill *)arg;
+    int fd = connect_and_ping(pk->port);
+    pk->pinged = fd >= 0;
+    pthread_kill(pk->target, SIGUSR1);
+    if (fd >= 0) {
+        pk->end = wait_eof(fd, 5000);
+        close(fd);
+    }
+    return NULL;
+}
+
 static ns_options *in_wait_options(size_t threads)
 {
     ns_options *o = ns_options_new();
@@ -724,6 +746,37 @@ static void test_run_in_wait(void)
     CHECK_EQ_INT(rec_get(&r, &r.opens), 1);
     CHECK_EQ_INT(rec_get(&r, &r.closes), 1);
     CHECK_EQ_INT(proc_status_num("Threads"), threads_before);
+
+    SECTION("run_in_wait: ns_server_stop from a signal handler that interrupts the loop");
+    {
+        struct sigaction sa;
+        struct ping_kill pk;
+        rec_init(&r);
+        srv = NULL;
+        o = in_wait_options(1);
+        CHECK_EQ_INT(ns_tcp_serve("127.0.0.1:0", rec_data, &r, o, &srv), NS_OK);
+        ns_options_free(o);
+        if (!srv)
+            return;
+        g_sig_srv = srv;
+        g_sig_rc = 99;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = on_sigusr1;
+        sigemptyset(&sa.sa_mask);
+        CHECK_EQ_INT(sigaction(SIGUSR1, &sa, NULL), 0);
+        memset(&pk, 0, sizeof pk);
+        pk.port = ns_server_port(srv);
+        pk.target = pthread_self();
+        CHECK_EQ_INT(pthread_create(&cl, NULL, ping_then_kill, &pk), 0);
+        CHECK_EQ_INT(ns_server_wait(srv), NS_OK); /* the handler runs on this thread */
+        pthread_join(cl, NULL);
+        CHECK_EQ_INT(g_sig_rc, NS_OK);
+        CHECK(pk.pinged);
+        CHECK_EQ_INT(pk.end, 1); /* the open connection was closed by the stop */
+        CHECK_EQ_INT(rec_get(&r, &r.last_reason), NS_ERR_STOPPED);
+        ns_server_free(srv);
+        signal(SIGUSR1, SIG_DFL);
+    }
 
     SECTION("run_in_wait: UDP datagrams answered on the thread in ns_server_wait");
     memset(&u, 0, sizeof u);
