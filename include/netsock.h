@@ -546,7 +546,9 @@ int ns_server_addr(const struct ns_server *srv, char *buf, size_t cap);
  * returns. NULL is a no-op. Called inside one of the server's own callbacks, it cannot wait for
  * the loop running that callback: the server stops, the other loops are waited for, the handle
  * is freed, and that loop ends by itself after the callback returns, running only `on_close`
- * callbacks (in which `ns_conn_server()` gives NULL). Do not use `srv` afterwards.
+ * callbacks (in which `ns_conn_server()` gives NULL). A thread blocked in `ns_server_wait()` on
+ * it meanwhile (running loop 0 with `ns_options_set_run_in_wait`, or not) returns `NS_OK` once
+ * the loops have ended: the wait holds no reference to the handle. Do not use `srv` afterwards.
  */
 void ns_server_free(struct ns_server *srv);
 

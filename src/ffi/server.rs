@@ -225,7 +225,9 @@ pub extern "C" fn ns_server_wait(srv: *mut ns_server) -> c_int {
 /// returns. NULL is a no-op. Called inside one of the server's own callbacks, it cannot wait for
 /// the loop running that callback: the server stops, the other loops are waited for, the handle
 /// is freed, and that loop ends by itself after the callback returns, running only `on_close`
-/// callbacks (in which `ns_conn_server()` gives NULL). Do not use `srv` afterwards.
+/// callbacks (in which `ns_conn_server()` gives NULL). A thread blocked in `ns_server_wait()` on
+/// it meanwhile (running loop 0 with `ns_options_set_run_in_wait`, or not) returns `NS_OK` once
+/// the loops have ended: the wait holds no reference to the handle. Do not use `srv` afterwards.
 #[unsafe(no_mangle)]
 pub extern "C" fn ns_server_free(srv: *mut ns_server) {
     ffi_panic_boundary! {

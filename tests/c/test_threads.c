@@ -624,6 +624,20 @@ static void *ping_then_kill(void *arg)
     return NULL;
 }
 
+/* One echo, then frees the server from this thread while main runs its loop in the wait. */
+static void *ping_then_free(void *arg)
+{
+    struct in_wait_job *j = (struct in_wait_job *)arg;
+    int fd = connect_and_ping(j->port);
+    j->pinged = fd >= 0;
+    ns_server_free(j->srv); /* returns once the loop in main's wait has ended */
+    if (fd >= 0) {
+        j->wait_rc = wait_eof(fd, 5000);
+        close(fd);
+    }
+    return NULL;
+}
+
 static ns_options *in_wait_options(size_t threads)
 {
     ns_options *o = ns_options_new();
@@ -746,6 +760,26 @@ static void test_run_in_wait(void)
     CHECK_EQ_INT(rec_get(&r, &r.opens), 1);
     CHECK_EQ_INT(rec_get(&r, &r.closes), 1);
     CHECK_EQ_INT(proc_status_num("Threads"), threads_before);
+
+    SECTION("run_in_wait: ns_server_free from another thread while the loop runs in the wait");
+    rec_init(&r);
+    srv = NULL;
+    o = in_wait_options(1);
+    CHECK_EQ_INT(ns_tcp_serve("127.0.0.1:0", rec_data, &r, o, &srv), NS_OK);
+    ns_options_free(o);
+    if (!srv)
+        return;
+    memset(&job, 0, sizeof job);
+    job.srv = srv;
+    job.port = ns_server_port(srv);
+    CHECK_EQ_INT(pthread_create(&cl, NULL, ping_then_free, &job), 0);
+    CHECK_EQ_INT(ns_server_wait(srv), NS_OK); /* srv is freed meanwhile: not touched after */
+    pthread_join(cl, NULL);
+    CHECK(job.pinged);
+    CHECK_EQ_INT(job.wait_rc, 1); /* the connection was closed by the free */
+    CHECK_EQ_INT(rec_get(&r, &r.opens), 1);
+    CHECK_EQ_INT(rec_get(&r, &r.closes), 1);
+    CHECK_EQ_INT(rec_get(&r, &r.last_reason), NS_ERR_STOPPED);
 
     SECTION("run_in_wait: ns_server_stop from a signal handler that interrupts the loop");
     {
