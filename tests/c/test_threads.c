@@ -638,14 +638,20 @@ static void *ping_then_free(void *arg)
     return NULL;
 }
 
-static ns_options *in_wait_options(size_t threads)
+/* A recording TCP server with `threads` loops whose loop 0 runs inside ns_server_wait. */
+static ns_server *in_wait_serve(struct rec *r, size_t threads, ns_data_cb on_data)
 {
     ns_options *o = ns_options_new();
+    ns_server *srv = NULL;
+    rec_init(r);
     CHECK_EQ_INT(ns_options_set_on_open(o, rec_open), NS_OK);
     CHECK_EQ_INT(ns_options_set_on_close(o, rec_close), NS_OK);
     CHECK_EQ_INT(ns_options_set_threads(o, threads), NS_OK);
     CHECK_EQ_INT(ns_options_set_run_in_wait(o, 1), NS_OK);
-    return o;
+    CHECK_EQ_INT(ns_tcp_serve("127.0.0.1:0", on_data, r, o, &srv), NS_OK);
+    ns_options_free(o);
+    r->srv = srv;
+    return srv;
 }
 
 static void test_run_in_wait(void)
@@ -661,14 +667,10 @@ static void test_run_in_wait(void)
 
     SECTION("run_in_wait: TCP callbacks on the thread in ns_server_wait, no loop thread");
     CHECK_EQ_INT(ns_options_set_run_in_wait(NULL, 1), NS_ERR_INVALID);
-    rec_init(&r);
     threads_before = proc_status_num("Threads");
-    o = in_wait_options(1);
-    CHECK_EQ_INT(ns_tcp_serve("127.0.0.1:0", rec_data, &r, o, &srv), NS_OK);
-    ns_options_free(o);
+    srv = in_wait_serve(&r, 1, rec_data);
     if (!srv)
         return;
-    r.srv = srv;
     CHECK_EQ_INT(proc_status_num("Threads"), threads_before);
     memset(&job, 0, sizeof job);
     job.srv = srv;
@@ -693,14 +695,9 @@ static void test_run_in_wait(void)
     CHECK_EQ_INT(proc_status_num("Threads"), threads_before);
 
     SECTION("run_in_wait with 2 loops: loop 0 on the waiting thread, loop 1 on its own");
-    rec_init(&r);
-    srv = NULL;
-    o = in_wait_options(2);
-    CHECK_EQ_INT(ns_tcp_serve("127.0.0.1:0", rec_data, &r, o, &srv), NS_OK);
-    ns_options_free(o);
+    srv = in_wait_serve(&r, 2, rec_data);
     if (!srv)
         return;
-    r.srv = srv;
     CHECK_EQ_INT(proc_status_num("Threads"), threads_before + 1);
     memset(&job, 0, sizeof job);
     job.srv = srv;
@@ -720,11 +717,7 @@ static void test_run_in_wait(void)
     ns_server_free(srv);
 
     SECTION("run_in_wait: freed without a wait, the loop never runs and nothing hangs");
-    rec_init(&r);
-    srv = NULL;
-    o = in_wait_options(1);
-    CHECK_EQ_INT(ns_tcp_serve("127.0.0.1:0", rec_data, &r, o, &srv), NS_OK);
-    ns_options_free(o);
+    srv = in_wait_serve(&r, 1, rec_data);
     if (!srv)
         return;
     fd = tcp_connect4(ns_server_port(srv)); /* waits in the listen backlog */
@@ -741,14 +734,9 @@ static void test_run_in_wait(void)
     }
 
     SECTION("run_in_wait: ns_server_free inside a callback that ns_server_wait runs");
-    rec_init(&r);
-    srv = NULL;
-    o = in_wait_options(1);
-    CHECK_EQ_INT(ns_tcp_serve("127.0.0.1:0", free_in_data, &r, o, &srv), NS_OK);
-    ns_options_free(o);
+    srv = in_wait_serve(&r, 1, free_in_data);
     if (!srv)
         return;
-    r.srv = srv;
     memset(&job, 0, sizeof job);
     job.port = ns_server_port(srv);
     job.srv = NULL; /* the callback frees it: the client's ns_server_stop(NULL) is a no-op */
@@ -762,11 +750,7 @@ static void test_run_in_wait(void)
     CHECK_EQ_INT(proc_status_num("Threads"), threads_before);
 
     SECTION("run_in_wait: ns_server_free from another thread while the loop runs in the wait");
-    rec_init(&r);
-    srv = NULL;
-    o = in_wait_options(1);
-    CHECK_EQ_INT(ns_tcp_serve("127.0.0.1:0", rec_data, &r, o, &srv), NS_OK);
-    ns_options_free(o);
+    srv = in_wait_serve(&r, 1, rec_data);
     if (!srv)
         return;
     memset(&job, 0, sizeof job);
@@ -785,11 +769,7 @@ static void test_run_in_wait(void)
     {
         struct sigaction sa;
         struct ping_kill pk;
-        rec_init(&r);
-        srv = NULL;
-        o = in_wait_options(1);
-        CHECK_EQ_INT(ns_tcp_serve("127.0.0.1:0", rec_data, &r, o, &srv), NS_OK);
-        ns_options_free(o);
+        srv = in_wait_serve(&r, 1, rec_data);
         if (!srv)
             return;
         g_sig_srv = srv;
