@@ -304,10 +304,11 @@ impl Group {
         // thread, it is waited for like a thread.
         let mut ends = lock(&self.ends);
         if let InWait::Pending(_) = ends.in_wait {
-            let body = std::mem::replace(&mut ends.in_wait, InWait::Done);
-            ends.finished += 1;
+            let body = std::mem::replace(&mut ends.in_wait, InWait::Running);
             drop(ends);
             drop(body);
+            // Counted as ended the way a loop that ran is.
+            drop(Ended(self, true));
             return;
         }
         if on_loop && IN_WAIT_LOOP.get() {
