@@ -434,8 +434,10 @@ impl TcpLoop<'_> {
             st.since = self.now;
         }
         let low_water = svc.opts.low_water();
-        if !live(self.group, svc) && self.drain_until.is_none() {
+        if svc.released.load(Ordering::Acquire) && self.drain_until.is_none() {
             // Released inside a callback: close right after it, with the reason a free gives.
+            // A stop alone (from another thread, say, while a callback ran) leaves the
+            // connection to the stop step, which drains it within the drain timeout.
             st.failed.get_or_insert(Error::Stopped);
         }
         if st.paused && st.pending() <= low_water && st.failed.is_none() {

@@ -163,6 +163,37 @@ fn stop_flushes_queued_output_within_the_drain_timeout() {
     srv.wait().unwrap();
 }
 
+/// A stop that lands while a callback is still queuing output (here: the callback itself
+/// stops the server) drains that output too, rather than closing the connection at once.
+#[test]
+fn stop_during_a_callback_still_drains_its_output() {
+    use std::sync::{Arc, OnceLock};
+    struct BigThenStop(Arc<OnceLock<Server>>);
+    impl TcpHandler for BigThenStop {
+        fn on_data(&self, conn: &mut Conn<'_>, _: &[u8]) {
+            // More than a socket buffer takes at once: most of it is queued when the stop comes.
+            conn.send(&vec![9u8; 32 << 20]).unwrap();
+            self.0.get().unwrap().stop();
+        }
+    }
+    let opts = Options {
+        drain_timeout: Some(T),
+        max_write_buffer: 64 << 20,
+        ..Options::default()
+    };
+    let cell = Arc::new(OnceLock::new());
+    let _ = cell.set(Server::tcp("127.0.0.1:0", &opts).unwrap());
+    let srv = cell.get().unwrap();
+    srv.start_tcp(BigThenStop(cell.clone())).unwrap();
+    let mut s = TcpStream::connect(srv.addr_text()).unwrap();
+    s.set_read_timeout(Some(T)).unwrap();
+    s.write_all(b"go").unwrap();
+    let mut all = Vec::new();
+    s.read_to_end(&mut all).unwrap();
+    assert_eq!(all.len(), 32 << 20);
+    srv.wait().unwrap();
+}
+
 #[test]
 fn each_connection_stays_on_one_of_several_threads() {
     struct Threads(Mutex<Vec<(u64, std::thread::ThreadId)>>);
