@@ -39,7 +39,7 @@ $(BENCH_OUT)/loadgen: bench/loadgen.c
 
 $(BENCH_OUT)/epoll_echo: bench/epoll_echo.c
 	@mkdir -p $(BENCH_OUT)
-	$(CC) $(BENCH_CFLAGS) $< -o $@
+	$(CC) $(BENCH_CFLAGS) -pthread $< -o $@
 
 $(BENCH_OUT)/uv_echo: bench/uv_echo.c | bench-deps
 	@mkdir -p $(BENCH_OUT)

@@ -1,7 +1,7 @@
 /*
  * epoll_echo.c - the practical floor: a minimal raw-epoll echo server.
  *
- *   epoll_echo tcp|udp HOST:PORT        (e.g. 127.0.0.1:0; prints "port=N" once bound)
+ *   epoll_echo tcp|udp HOST:PORT [THREADS]   (e.g. 127.0.0.1:0; prints "port=N" once bound)
  *
  * TCP: edge-triggered, non-blocking, one 64 KiB read buffer for the whole server, no allocation
  * per message. Each chunk read is written straight back; only a tail the socket does not take
@@ -10,6 +10,11 @@
  * to see EAGAIN, unless the peer's end-of-stream was reported. Reading pauses while more than
  * 4 MiB are queued. Per connection: one 40-byte slot in a table indexed by descriptor.
  *
+ * THREADS (TCP only, default 1): that many loops, each a thread with its own epoll and read
+ * buffer; the first also accepts, and hands connections to the loops in turn (epoll_ctl on the
+ * chosen loop's epoll). Nothing else is shared, so this is what a second thread costs at the
+ * least: the reference for netsock's several loops.
+ *
  * UDP: edge-triggered; recvfrom until EAGAIN, each datagram sent straight back with sendto.
  *
  * Runs until killed.
@@ -17,6 +22,7 @@
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
+#include <pthread.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
@@ -30,6 +36,7 @@
 #define BUF_SIZE (64 * 1024)
 #define MAX_QUEUE (4 << 20)
 #define MAX_EVENTS 256
+#define MAX_THREADS 16
 
 struct conn {
     char *q; /* unsent tail, NULL when empty */
@@ -39,9 +46,13 @@ struct conn {
 };
 
 static char g_buf[BUF_SIZE];
+static __thread char *t_buf = g_buf; /* the calling loop's read buffer */
 static struct conn *g_tab;
 static size_t g_tab_len;
-static int g_ep;
+static int g_ep;                  /* the first loop's epoll */
+static int g_eps[MAX_THREADS];    /* every loop's epoll (THREADS > 1) */
+static int g_threads = 1;
+static unsigned g_next;           /* the loop that gets the next connection */
 
 static void die(const char *what)
 {
@@ -177,11 +188,11 @@ static int echo(int fd, struct conn *c, const char *data, size_t len)
 static int read_conn(int fd, struct conn *c, int hup)
 {
     while (!c->paused) {
-        ssize_t r = read(fd, g_buf, sizeof g_buf);
+        ssize_t r = read(fd, t_buf, BUF_SIZE);
         if (r > 0) {
-            if (echo(fd, c, g_buf, (size_t)r) != 0)
+            if (echo(fd, c, t_buf, (size_t)r) != 0)
                 return -1;
-            if ((size_t)r < sizeof g_buf && !hup)
+            if ((size_t)r < BUF_SIZE && !hup)
                 return 0;
         } else if (r < 0 && errno == EINTR) {
             continue;
@@ -230,6 +241,11 @@ static void on_accept(int lfd)
                 fprintf(stderr, "epoll_echo: accept: %s\n", strerror(errno));
             return;
         }
+        if ((size_t)fd >= g_tab_len && g_threads > 1) { /* the other loops read the table */
+            fprintf(stderr, "epoll_echo: descriptor %d beyond the table\n", fd);
+            close(fd);
+            continue;
+        }
         if ((size_t)fd >= g_tab_len) {
             size_t n = g_tab_len ? g_tab_len : 1024;
             struct conn *t;
@@ -247,9 +263,26 @@ static void on_accept(int lfd)
         g_tab[fd].open = 1;
         ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
         ev.data.fd = fd;
-        if (epoll_ctl(g_ep, EPOLL_CTL_ADD, fd, &ev) != 0)
+        if (epoll_ctl(g_threads > 1 ? g_eps[g_next++ % (unsigned)g_threads] : g_ep, EPOLL_CTL_ADD, fd, &ev) != 0)
             close_conn(fd);
     }
+}
+
+/* The loop of every thread but the first: its own connections, its own read buffer. */
+static void *loop_thread(void *arg)
+{
+    struct epoll_event evs[MAX_EVENTS];
+    int ep = *(int *)arg;
+    if ((t_buf = malloc(BUF_SIZE)) == NULL)
+        die("malloc");
+    for (;;) {
+        int n = epoll_wait(ep, evs, MAX_EVENTS, -1);
+        if (n < 0 && errno != EINTR)
+            die("epoll_wait");
+        for (int i = 0; i < n; i++)
+            on_conn(evs[i].data.fd, evs[i].events);
+    }
+    return NULL;
 }
 
 static void serve_tcp(const struct sockaddr_storage *ss, socklen_t len)
@@ -265,6 +298,20 @@ static void serve_tcp(const struct sockaddr_storage *ss, socklen_t len)
     ev.data.fd = lfd;
     if (epoll_ctl(g_ep, EPOLL_CTL_ADD, lfd, &ev) != 0)
         die("epoll_ctl");
+    if (g_threads > 1) {
+        /* A fixed table, so that no loop reads it while the first one grows it. */
+        g_tab_len = 65536;
+        if ((g_tab = calloc(g_tab_len, sizeof *g_tab)) == NULL)
+            die("calloc");
+        g_eps[0] = g_ep;
+        for (int i = 1; i < g_threads; i++) {
+            pthread_t t;
+            if ((g_eps[i] = epoll_create1(EPOLL_CLOEXEC)) < 0)
+                die("epoll_create1");
+            if ((errno = pthread_create(&t, NULL, loop_thread, &g_eps[i])) != 0)
+                die("pthread_create");
+        }
+    }
     printf("port=%d\n", bound_port(lfd));
     fflush(stdout);
     for (;;) {
@@ -319,8 +366,13 @@ int main(int argc, char **argv)
 {
     struct sockaddr_storage ss;
     socklen_t len;
-    if (argc != 3 || (strcmp(argv[1], "tcp") != 0 && strcmp(argv[1], "udp") != 0)) {
-        fprintf(stderr, "usage: epoll_echo tcp|udp HOST:PORT\n");
+    if (argc < 3 || argc > 4 || (strcmp(argv[1], "tcp") != 0 && strcmp(argv[1], "udp") != 0)) {
+        fprintf(stderr, "usage: epoll_echo tcp|udp HOST:PORT [THREADS]\n");
+        return 2;
+    }
+    if (argc == 4 && ((g_threads = atoi(argv[3])) < 1 || g_threads > MAX_THREADS ||
+                      (g_threads > 1 && strcmp(argv[1], "tcp") != 0))) {
+        fprintf(stderr, "epoll_echo: THREADS must be 1 to %d, and more than 1 only for tcp\n", MAX_THREADS);
         return 2;
     }
     if ((len = parse_addr(argv[2], &ss)) == 0) {

@@ -9,6 +9,12 @@ utime+stime from /proc/PID/stat), stop the server by its PID. Rounds are interle
 (A B C, then B C A, C A B, ...: each round starts with another server); the table gives medians over rounds and every netsock figure as a ratio to
 libuv and to raw epoll measured in the same run.
 
+The loops scenario (one loop against two on the server's one core) looks for a difference of
+a few percent, below the noise of single runs, so it runs differently: its servers are started
+once (fresh for the scenario), idle in turn, and loaded one after the other in many short
+rounds (0.2 s warm-up, 0.5 s window); its verdicts are medians of per-round ratios with a
+bootstrap 95% interval.
+
 Environment:
     BENCH_ROUNDS=n      rounds (default 5)
     BENCH_QUICK=1       smoke run: 1 round, 1 s windows, short warm-up
@@ -17,8 +23,11 @@ Environment:
     BENCH_IDLE_CONNS=n  connections of the idle scenario (default 5000)
     BENCH_QUIET_WAIT=s  before each run, wait up to s seconds for the machine to be quiet
                         (default 5; quick 1; 0 disables)
-    BENCH_ONLY=a,b      only these scenarios (tcp-pp-64, tcp-pp-4k, tcp-stream, udp-pp-64, idle)
-    BENCH_SERVERS=a,b   only these servers (netsock, netsock-thr, netsock-2t, libuv, epoll)
+    BENCH_LOOP_ROUNDS=n rounds of the loops scenario (default 40; quick 3)
+    BENCH_ONLY=a,b      only these scenarios (tcp-pp-64, tcp-pp-64-loops, tcp-pp-4k, tcp-stream,
+                        udp-pp-64, idle)
+    BENCH_SERVERS=a,b   only these servers (netsock, netsock-thr, netsock-2t, libuv, epoll,
+                        epoll-2t)
     BENCH_WAIT_BUDGET=s at most s seconds in all spent on such waits and on repeating runs
                         that other processes disturbed (over 0.15 cores of theirs during the
                         window; up to 2 repeats each) (default 240; quick 30)
@@ -30,6 +39,7 @@ import datetime
 import hashlib
 import os
 import platform
+import random
 import resource
 import select
 import signal
@@ -44,6 +54,8 @@ ROUNDS = int(os.environ.get("BENCH_ROUNDS", "1" if QUICK else "5"))
 WINDOW = float(os.environ.get("BENCH_WINDOW", "1" if QUICK else "3"))
 WARMUP = float(os.environ.get("BENCH_WARMUP", "0.3" if QUICK else "0.5"))
 IDLE_CONNS = int(os.environ.get("BENCH_IDLE_CONNS", "5000"))
+LOOP_ROUNDS = int(os.environ.get("BENCH_LOOP_ROUNDS", "3" if QUICK else "40"))
+LOOP_WINDOW, LOOP_WARMUP = 0.5, 0.2
 QUIET_WAIT = float(os.environ.get("BENCH_QUIET_WAIT", "1" if QUICK else "5"))
 WAIT_BUDGET = float(os.environ.get("BENCH_WAIT_BUDGET", "30" if QUICK else "240"))
 BG_LIMIT = 0.15   # cores used by other processes during a window, above which a run is repeated
@@ -60,12 +72,16 @@ SERVERS = {
     "netsock-2t": lambda proto: [BIN["ns_echo"], proto, ADDR, "2", "wait"],
     "libuv": lambda proto: [BIN["uv_echo"], proto, ADDR],
     "epoll": lambda proto: [BIN["epoll_echo"], proto, ADDR],
+    "epoll-2t": lambda proto: [BIN["epoll_echo"], proto, ADDR, "2"],
 }
 REFS = ("libuv", "epoll")
 
 SCENARIOS = [
     dict(name="tcp-pp-64", title="TCP ping-pong, 50 conns x 64 B", proto="tcp", mode="tcp-pingpong",
-         conns=50, size=64, servers=["netsock", "netsock-thr", "netsock-2t", "libuv", "epoll"]),
+         conns=50, size=64, servers=["netsock", "libuv", "epoll"]),
+    dict(name="tcp-pp-64-loops", title="One loop or two on the server's one core: TCP ping-pong, 50 conns x 64 B "
+         f"({LOOP_ROUNDS} short rounds, servers kept up)", proto="tcp", mode="tcp-pingpong", conns=50, size=64,
+         servers=["netsock", "netsock-thr", "netsock-2t", "epoll", "epoll-2t"], kept_up=True),
     dict(name="tcp-pp-4k", title="TCP ping-pong, 50 conns x 4 KiB", proto="tcp", mode="tcp-pingpong",
          conns=50, size=4096, servers=["netsock", "libuv", "epoll"]),
     dict(name="tcp-stream", title="TCP streaming, 4 conns x 64 KiB writes", proto="tcp", mode="tcp-stream",
@@ -214,11 +230,12 @@ def disturbed(res):
     return isinstance(bg, float) and isinstance(win, float) and win > 0 and bg / win > BG_LIMIT
 
 
-def run_measured(sc, server, raw, rnd):
-    """One run, repeated (within the budget) while other processes disturbed it."""
+def run_measured(sc, server, raw, rnd, running=None):
+    """One run, repeated (within the budget) while other processes disturbed it. `running`:
+    (process, port) of a server kept up for the scenario, else one is started for the run."""
     for attempt in range(RETRIES + 1):
         t = time.monotonic()
-        line, res = run_one(sc, server)
+        line, res = run_one(sc, server, running)
         res["attempt"] = attempt + 1
         if not disturbed(res) or attempt == RETRIES or BUDGET.left <= 0:
             return line, res
@@ -228,13 +245,14 @@ def run_measured(sc, server, raw, rnd):
         raw.write(f"round={rnd} scenario={sc['name']} server={server} DISCARDED(disturbed) {line}\n")
 
 
-def run_one(sc, server):
-    if QUIET_WAIT > 0:
+def run_one(sc, server, running=None):
+    if QUIET_WAIT > 0 and running is None:
         waited, cores = wait_quiet(min(QUIET_WAIT, max(0.3, BUDGET.left)))
         BUDGET.spend(max(0.0, waited - 0.3))
     else:
         waited, cores = 0.0, -1.0
-    p, port = start_server(server, sc["proto"])
+    p, port = running or start_server(server, sc["proto"])
+    window, warmup = (LOOP_WINDOW, LOOP_WARMUP) if running else (WINDOW, WARMUP)
     try:
         cmd = ["taskset", "-c", LOADGEN_CPU, BIN["loadgen"], sc["mode"], "--host", "127.0.0.1",
                "--port", str(port), "--conns", str(sc["conns"]), "--size", str(sc["size"]), "--pid", str(p.pid)]
@@ -242,12 +260,13 @@ def run_one(sc, server):
             cmd += ["--duration", "60", "--settle", "0.5"]
             limit = 120
         else:
-            cmd += ["--duration", str(WINDOW), "--warmup", str(WARMUP)]
-            limit = WINDOW + WARMUP + 60
+            cmd += ["--duration", str(window), "--warmup", str(warmup)]
+            limit = window + warmup + 60
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=limit)
         alive = p.poll() is None
     finally:
-        stop_server(p)
+        if running is None:
+            stop_server(p)
     line, res = parse_result(r.stdout)
     if res is None:
         raise RuntimeError(f"loadgen gave no result for {sc['name']}/{server}: rc={r.returncode} {r.stderr.strip()}")
@@ -284,8 +303,20 @@ def ratio(a, b):
     return a / b
 
 
-def fmt_ratio(r):
-    return "-" if r is None else f"{r:.2f}x"
+def fmt_ratio(r, digits=2):
+    return "-" if r is None else f"{r:.{digits}f}x"
+
+
+def interval(xs, n=2000):
+    """Bootstrap 95% interval of the median of xs (fixed seed: the same data, the same text)."""
+    rng = random.Random(1)
+    meds = sorted(statistics.median(rng.choices(xs, k=len(xs))) for _ in range(n))
+    return meds[int(0.025 * n)], meds[int(0.975 * n) - 1]
+
+
+def base_of(srv):
+    """The one-loop server a several-loop variant is compared with ("netsock-2t" -> "netsock")."""
+    return srv.split("-")[0]
 
 
 # What each scenario reports: (key in the loadgen's line, column name, digits, higher is better)
@@ -307,7 +338,10 @@ TARGETS = [
     ("tcp-pp-64", "cpu_us_per_req", "netsock", "libuv", 1.00),
     ("tcp-pp-64", "cpu_us_per_req", "netsock", "epoll", 1.05),
     ("tcp-pp-64", "p99_us", "netsock", "libuv", 1.00),
-    ("tcp-pp-64", "cpu_us_per_req", "netsock-2t", "netsock", 1.00),
+    ("tcp-pp-64-loops", "cpu_us_per_req", "netsock-2t", "netsock", 1.00),
+    # The same, net of what a second thread on the core costs the raw-epoll floor in the same
+    # rounds: (netsock-2t / netsock) / (epoll-2t / epoll).
+    ("tcp-pp-64-loops", "cpu_us_per_req", ("netsock-2t", "netsock"), ("epoll-2t", "epoll"), 1.00),
     ("tcp-pp-4k", "cpu_us_per_req", "netsock", "libuv", 1.00),
     ("tcp-pp-4k", "p99_us", "netsock", "libuv", 1.00),
     ("tcp-stream", "cpu_ms_per_gb", "netsock", "libuv", 1.00),
@@ -330,7 +364,9 @@ def build_table(results, info, started, elapsed):
     lines.append(f"{started:%Y-%m-%d %H:%M} UTC; machine: {info['nproc']} cores ({info['cpu']}), Linux {info['kernel']}, "
                  f"libuv {info['libuv']}; netsock at git {info['rev']} (libnetsock.so sha256 {info['lib']}). Server pinned to core {SERVER_CPU}, load generator to core {LOADGEN_CPU}, "
                  f"loopback. {ROUNDS} interleaved round(s), {WINDOW:g} s windows after {WARMUP:g} s warm-up; "
-                 f"medians over rounds; run took {elapsed:.0f} s.")
+                 f"medians over rounds; run took {elapsed:.0f} s."
+                 + (f" The loops scenario: {LOOP_ROUNDS} rounds of {LOOP_WINDOW:g} s windows after {LOOP_WARMUP:g} s "
+                    "warm-up, against servers started once for it." if any(sc.get("kept_up") for sc in SCENARIOS) else ""))
     lines.append("")
     lines.append("Server CPU = the server's utime+stime (/proc/PID/stat) over the window, per request (per GB "
                  "echoed for streaming). Idle: the server's VmRSS growth per connection (user space only), "
@@ -352,12 +388,14 @@ def build_table(results, info, started, elapsed):
             for key, _, digits, _ in cols:
                 v = m.get(key)
                 cell = fmt(v, digits)
+                notes = []
                 if srv.startswith("netsock"):
-                    rs = [ratio(v, medians.get((sc["name"], ref), {}).get(key)) for ref in REFS]
-                    cell += f" ({fmt_ratio(rs[0])} uv, {fmt_ratio(rs[1])} ep"
-                    if srv != "netsock":
-                        cell += f", {fmt_ratio(ratio(v, medians.get((sc['name'], 'netsock'), {}).get(key)))} 1t"
-                    cell += ")"
+                    notes = [f"{fmt_ratio(ratio(v, medians.get((sc['name'], ref), {}).get(key)))} {short}"
+                             for ref, short in zip(REFS, ("uv", "ep")) if ref in sc["servers"]]
+                if base_of(srv) != srv:
+                    notes.append(f"{fmt_ratio(ratio(v, medians.get((sc['name'], base_of(srv)), {}).get(key)))} 1t")
+                if notes:
+                    cell += f" ({', '.join(notes)})"
                 cells.append(cell)
             lines.append(f"| {srv} | " + " | ".join(cells) + " |")
         lines.append("")
@@ -366,24 +404,44 @@ def build_table(results, info, started, elapsed):
     lines.append("")
     lines.append("| scenario | figure | netsock | against | ratio (or value) | target | met | per round |")
     lines.append("|---|---|---|---|---|---|---|---|")
+    def per_round(scn, srv):
+        """{round: value} of one server, or of a pair's ratio when srv is (a, b)."""
+        if isinstance(srv, tuple):
+            a, b = per_round(scn, srv[0]), per_round(scn, srv[1])
+            return {k: ratio(a[k], b.get(k)) for k in a if k in b}
+        return {r.get("round"): r.get(key) for r in results.get((scn, srv), [])}
+
+    def name(srv):
+        return f"{srv[0]} / {srv[1]}" if isinstance(srv, tuple) else srv
+
     for scn, key, srv, ref, limit in TARGETS:
-        if (scn, srv) not in results:
+        needed = [x for s in (srv, ref) if s is not None for x in (s if isinstance(s, tuple) else (s,))]
+        if any((scn, x) not in results for x in needed):
             continue
-        v = medians.get((scn, srv), {}).get(key)
-        mine = {r.get("round"): r.get(key) for r in results[(scn, srv)]}
+        v = medians.get((scn, srv), {}).get(key) if not isinstance(srv, tuple) else None
+        mine = per_round(scn, srv)
+        kept_up = any(sc.get("kept_up") for sc in SCENARIOS if sc["name"] == scn)
         if ref is None:
             shown, ok = fmt(v, 0), (v is not None and v <= limit)
             each = " ".join(fmt(mine[k], 0) for k in sorted(mine) if isinstance(mine[k], float))
             lines.append(f"| {scn} | {key} | {srv} | - | {shown} B | <= {limit} B | {'yes' if ok else 'NO'} | {each} |")
         else:
-            theirs = {x.get("round"): x.get(key) for x in results.get((scn, ref), [])}
+            theirs = per_round(scn, ref)
             paired = [ratio(mine[k], theirs.get(k)) for k in sorted(mine) if k in theirs]
             # The verdict pairs the runs of each round (seconds apart, so slow drifts of the
             # machine cancel) and takes the median of those ratios.
             r = med(paired) if any(x is not None for x in paired) else ratio(v, medians.get((scn, ref), {}).get(key))
             ok = r is not None and r <= limit + 1e-9
-            each = " ".join(fmt_ratio(x) for x in paired)
-            lines.append(f"| {scn} | {key} | {srv} | {ref} | {fmt_ratio(r)} | <= {limit:.2f}x | "
+            if kept_up:
+                # Many rounds: their spread, not each of them.
+                xs = [x for x in paired if x is not None]
+                lo, hi = interval(xs) if len(xs) >= 10 else (None, None)
+                shown = fmt_ratio(r, 3)
+                each = f"{len(xs)} rounds, 95% interval {fmt_ratio(lo, 3)} to {fmt_ratio(hi, 3)}"
+            else:
+                shown = fmt_ratio(r)
+                each = " ".join(fmt_ratio(x) for x in paired)
+            lines.append(f"| {scn} | {key} | {name(srv)} | {name(ref)} | {shown} | <= {limit:.2f}x | "
                          f"{'yes' if ok else 'NO'} | {each} |")
     lines.append("")
     lines.append("`ratio` is the median of the `per round` ratios, each pairing the runs of one round (they ran "
@@ -411,6 +469,45 @@ def build_table(results, info, started, elapsed):
     return "\n".join(lines) + "\n"
 
 
+def record(sc, srv, rnd, raw, results, running=None):
+    """Measures one run and files it under results and in raw.txt."""
+    try:
+        line, res = run_measured(sc, srv, raw, rnd, running)
+    except (RuntimeError, subprocess.TimeoutExpired, OSError) as e:
+        log(f"  FAILED: {e}")
+        raw.write(f"round={rnd} scenario={sc['name']} server={srv} FAILED {e}\n")
+        raw.flush()
+        return
+    res["round"] = rnd
+    results.setdefault((sc["name"], srv), []).append(res)
+    raw.write(f"round={rnd} scenario={sc['name']} server={srv} attempt={res['attempt']} "
+              f"quiet_wait_s={res['quiet_wait_s']:.1f} pre_busy_cores={res['pre_busy_cores']:.2f} {line}\n")
+    raw.flush()
+
+
+def run_kept_up(sc, raw, results):
+    """All of a scenario's rounds against servers started once for it: each waits, idle, while
+    another is loaded."""
+    running = {}
+    try:
+        for srv in sc["servers"]:
+            running[srv] = start_server(srv, sc["proto"])
+        if QUIET_WAIT > 0:
+            waited, _ = wait_quiet(min(QUIET_WAIT, max(0.3, BUDGET.left)))
+            BUDGET.spend(max(0.0, waited - 0.3))
+        for rnd in range(1, LOOP_ROUNDS + 1):
+            k = (rnd - 1) % len(sc["servers"])
+            log(f"{sc['name']} round {rnd}/{LOOP_ROUNDS}")
+            for srv in sc["servers"][k:] + sc["servers"][:k]:
+                record(sc, srv, rnd, raw, results, running[srv])
+    except (RuntimeError, OSError) as e:
+        log(f"  FAILED: {e}")
+        raw.write(f"scenario={sc['name']} FAILED {e}\n")
+    finally:
+        for p, _ in running.values():
+            stop_server(p)
+
+
 def main():
     for name, path in BIN.items():
         if not os.access(path, os.X_OK):
@@ -428,22 +525,15 @@ def main():
                   f"warmup_s={WARMUP} quick={int(QUICK)}\n")
         for rnd in range(1, ROUNDS + 1):
             for sc in SCENARIOS:
+                if sc.get("kept_up"):
+                    if rnd == 1:
+                        run_kept_up(sc, raw, results)
+                    continue
                 # Each round starts with another server: no server always runs first or last.
                 k = (rnd - 1) % len(sc["servers"])
                 for srv in sc["servers"][k:] + sc["servers"][:k]:
                     log(f"round {rnd}/{ROUNDS}  {sc['name']:<10}  {srv}")
-                    try:
-                        line, res = run_measured(sc, srv, raw, rnd)
-                    except (RuntimeError, subprocess.TimeoutExpired, OSError) as e:
-                        log(f"  FAILED: {e}")
-                        raw.write(f"round={rnd} scenario={sc['name']} server={srv} FAILED {e}\n")
-                        raw.flush()
-                        continue
-                    res["round"] = rnd
-                    results.setdefault((sc["name"], srv), []).append(res)
-                    raw.write(f"round={rnd} scenario={sc['name']} server={srv} attempt={res['attempt']} "
-                              f"quiet_wait_s={res['quiet_wait_s']:.1f} pre_busy_cores={res['pre_busy_cores']:.2f} {line}\n")
-                    raw.flush()
+                    record(sc, srv, rnd, raw, results)
     table = build_table(results, info, started, time.monotonic() - t0)
     with open(os.path.join(OUT, "results.md"), "w") as f:
         f.write(table)
