@@ -519,10 +519,12 @@ int ns_options_set_run_in_wait(struct ns_options *opts, int on);
 
 /**
  * Sets the number of loop threads of a server (or of an `ns_loop`): 0 means one per CPU the
- * process may run on (its affinity mask and CPU quota), at most 256. More loops than cores
- * only add switching: on a core of its own a loop serves more for less CPU. All callbacks of one connection run on one thread, in order; callbacks of
- * different connections (and datagrams of a UDP server) run on several threads at once, with
- * the same `user` pointer. Connections are spread over the threads as they are accepted.
+ * process may run on (its affinity mask and CPU quota), at most 256. Loops sharing a core take
+ * turns (each lets the others run after 200 us) and cost a few percent more CPU per message
+ * than one loop, as any second thread does: give each loop a core of its own. All callbacks of
+ * one connection run on one thread, in order; callbacks of different connections (and
+ * datagrams of a UDP server) run on several threads at once, with the same `user` pointer.
+ * Connections are spread over the threads as they are accepted.
  */
 int ns_options_set_threads(struct ns_options *opts, size_t threads);
 
