@@ -435,9 +435,12 @@ def build_table(results, info, started, elapsed):
             if kept_up:
                 # Many rounds: their spread, not each of them.
                 xs = [x for x in paired if x is not None]
-                lo, hi = interval(xs) if len(xs) >= 10 else (None, None)
                 shown = fmt_ratio(r, 3)
-                each = f"{len(xs)} rounds, 95% interval {fmt_ratio(lo, 3)} to {fmt_ratio(hi, 3)}"
+                if len(xs) >= 10:
+                    lo, hi = interval(xs)
+                    each = f"{len(xs)} rounds, 95% interval {fmt_ratio(lo, 3)} to {fmt_ratio(hi, 3)}"
+                else:
+                    each = f"{len(xs)} rounds (too few for an interval): " + " ".join(fmt_ratio(x) for x in xs)
             else:
                 shown = fmt_ratio(r)
                 each = " ".join(fmt_ratio(x) for x in paired)
