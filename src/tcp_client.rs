@@ -118,9 +118,14 @@ impl Drop for Client {
         // Inside one of its own callbacks, this stops every callback but on_close at once.
         self.svc.release();
         let (done, finished) = std::sync::mpsc::channel();
-        let pushed = self.push(Cmd::Drop { id: self.id, done });
+        // Queued even if the connection is no longer open: its on_close may be running now, and
+        // the loop takes the command only after that has returned.
+        let group = &self.owner.0;
+        let pushed = group
+            .loop_of(self.id)
+            .and_then(|l| l.push(group, None, Cmd::Drop { id: self.id, done }));
         // Inside a callback of this loop, waiting would deadlock: the close runs right after.
-        if pushed.is_ok() && !self.owner.0.on_loop_thread() {
+        if pushed.is_ok() && !group.on_loop_thread() {
             let _ = finished.recv();
         }
     }

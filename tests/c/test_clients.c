@@ -4,7 +4,8 @@
  * ns_client_free closes each with exactly one on_close; a client on a loop of
  * its own (ns_client_close, its thread goes away with it); refused and bad
  * connects; the server going away (on_close, then NS_ERR_CLOSED); reconnecting
- * by free + connect to a new server. */
+ * by free + connect to a new server; ns_client_free while the client's on_close
+ * still runs on a shared loop waits for it. */
 #include "netsock.h"
 #include "check.h"
 
@@ -534,6 +535,79 @@ static void test_client_limits(void)
     ns_server_free(srv);
 }
 
+/* ---- ns_client_free while the client's on_close runs, on a shared loop ----------- */
+
+struct slow_close {
+    int opened, in_close, freed, close_done;
+    int freed_before_done; /* ns_client_free had returned before on_close did */
+};
+
+static void sc_on_open(ns_conn *conn, void *user)
+{
+    (void)conn;
+    struct slow_close *sc = user;
+    pthread_mutex_lock(&lock);
+    sc->opened = 1;
+    pthread_mutex_unlock(&lock);
+}
+
+static void sc_on_close(ns_conn *conn, int reason, void *user)
+{
+    (void)conn;
+    (void)reason;
+    struct slow_close *sc = user;
+    pthread_mutex_lock(&lock);
+    sc->in_close = 1;
+    pthread_mutex_unlock(&lock);
+    sleep_ms(200); /* work in on_close that uses `user`, while the main thread frees */
+    pthread_mutex_lock(&lock);
+    sc->freed_before_done = sc->freed;
+    sc->close_done = 1;
+    pthread_mutex_unlock(&lock);
+}
+
+static void sc_on_data(ns_conn *conn, const uint8_t *data, size_t len, void *user)
+{
+    (void)conn;
+    (void)data;
+    (void)len;
+    (void)user;
+}
+
+/* The header: no callback of a client runs after ns_client_free returns, also when the
+ * connection had already closed and its on_close is still running on a shared loop. */
+static void test_free_during_close(void)
+{
+    SECTION("ns_client_free while its on_close runs (shared loop)");
+    ns_server *srv = serve(NS_FRAMING_RAW);
+    char addr[64];
+    CHECK_EQ_INT(ns_server_addr(srv, addr, sizeof addr), NS_OK);
+    ns_loop *lp = NULL;
+    CHECK_EQ_INT(ns_loop_new(NULL, &lp), NS_OK);
+    ns_options *o = ns_options_new();
+    CHECK_EQ_INT(ns_options_set_loop(o, lp), NS_OK);
+    CHECK_EQ_INT(ns_options_set_on_open(o, sc_on_open), NS_OK);
+    CHECK_EQ_INT(ns_options_set_on_close(o, sc_on_close), NS_OK);
+    struct slow_close sc = {0};
+    ns_client *cl = NULL;
+    CHECK_EQ_INT(ns_tcp_connect(addr, sc_on_data, &sc, o, &cl), NS_OK);
+    WAIT_FOR(get_int(&sc.opened), 5000);
+    CHECK_EQ_INT(ns_client_close(cl), NS_OK);
+    WAIT_FOR(get_int(&sc.in_close), 5000);
+    CHECK(get_int(&sc.in_close));
+    ns_client_free(cl);
+    pthread_mutex_lock(&lock);
+    sc.freed = 1;
+    int done = sc.close_done;
+    pthread_mutex_unlock(&lock);
+    CHECK(done);
+    sleep_ms(250);
+    CHECK_EQ_INT(get_int(&sc.freed_before_done), 0);
+    ns_options_free(o);
+    ns_loop_free(lp);
+    ns_server_free(srv);
+}
+
 int main(void)
 {
     watchdog(60);
@@ -543,5 +617,6 @@ int main(void)
     test_connect_errors();
     test_server_gone_and_reconnect();
     test_client_limits();
+    test_free_during_close();
     return CHECK_DONE();
 }
