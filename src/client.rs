@@ -71,14 +71,7 @@ pub fn tcp_request(
     let mut partial = Vec::new();
     let mut chunk = [0u8; 16 * 1024];
     loop {
-        sock.set_read_timeout(time_left(deadline, "waiting for the reply")?)
-            .map_err(|e| Error::io("SO_RCVTIMEO", e))?;
-        let n = match (&sock).read(&mut chunk) {
-            Ok(0) => return Err(Error::Closed("the peer closed before a whole reply arrived".into())),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(Error::io("waiting for the reply", e)),
-        };
+        let n = read_some(&sock, &mut chunk, deadline)?;
         let mut len = None;
         let fed = framing::feed(framing, reply.len(), &mut partial, &chunk[..n], |m| {
             len = Some(m.len());
@@ -86,10 +79,20 @@ pub fn tcp_request(
             false
         });
         if fed.is_err() {
-            // The message outgrew `reply`: what arrived of it is in `partial`, or, if it began
-            // in this read, in the chunk.
-            let seen = if partial.is_empty() { &chunk[..n] } else { &partial[..] };
-            fill_prefix(framing, seen, reply);
+            // The message outgrew `reply`: it begins what arrived of it, in `partial` or, if it
+            // began in this read, in the chunk. A length prefix can tell that before the body
+            // arrives: read on until the caller's first `reply.len()` bytes are there.
+            let mut got = if partial.is_empty() {
+                chunk[..n].to_vec()
+            } else {
+                partial
+            };
+            let skip = if framing == Framing::Len32 { 4 } else { 0 };
+            while got.len() < skip + reply.len() {
+                let n = read_some(&sock, &mut chunk, deadline)?;
+                got.extend_from_slice(&chunk[..n]);
+            }
+            reply.copy_from_slice(&got[skip..skip + reply.len()]);
             return Err(Error::Truncated(reply.len()));
         }
         if let Some(len) = len {
@@ -98,15 +101,18 @@ pub fn tcp_request(
     }
 }
 
-/// On truncation, gives the caller the first bytes of the oversized reply message.
-fn fill_prefix(framing: Framing, got: &[u8], reply: &mut [u8]) {
-    let body = if framing == Framing::Len32 {
-        got.get(4..).unwrap_or_default()
-    } else {
-        got
-    };
-    let n = body.len().min(reply.len());
-    reply[..n].copy_from_slice(&body[..n]);
+/// Reads some of a reply before `deadline`; a close before the whole reply is an error.
+fn read_some(sock: &Socket, buf: &mut [u8], deadline: Option<Instant>) -> Result<usize> {
+    loop {
+        sock.set_read_timeout(time_left(deadline, "waiting for the reply")?)
+            .map_err(|e| Error::io("SO_RCVTIMEO", e))?;
+        match (&*sock).read(buf) {
+            Ok(0) => return Err(Error::Closed("the peer closed before a whole reply arrived".into())),
+            Ok(n) => return Ok(n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::io("waiting for the reply", e)),
+        }
+    }
 }
 
 fn write_all(sock: &Socket, mut rest: &[u8], deadline: Option<Instant>) -> Result<()> {

@@ -3,7 +3,8 @@
  * framing ("\r\n" too); the frame limit (exactly at it passes, one byte over
  * closes only that connection with NS_ERR_LIMIT, a 4 GiB length prefix too,
  * counted in frames_too_large); ns_conn_send_frame rules; ns_server_send_frame
- * from another thread; ns_tcp_request round trips, truncation, closes, timeout
+ * from another thread; ns_tcp_request round trips, truncation (also of a reply whose
+ * body comes after its framing), closes, timeout
  * and NS_ERR_INVALID for raw framing. */
 #include <netinet/tcp.h>
 
@@ -112,6 +113,22 @@ static void fs_on_data(ns_conn *conn, const uint8_t *data, size_t len, void *use
     }
     if (len == 6 && memcmp(data, "silent", 6) == 0)
         return;
+    if ((len == 4 && memcmp(data, "slow", 4) == 0) || (len == 9 && memcmp(data, "slow-half", 9) == 0)) {
+        /* a 26-byte reply whose framing arrives before its body (or a little of it, then a close) */
+        static const uint8_t prefix[4] = {0, 0, 0, 26};
+        if (framing == NS_FRAMING_LEN32)
+            CHECK_EQ_INT(ns_conn_send(conn, prefix, 4), NS_OK);
+        CHECK_EQ_INT(ns_conn_send(conn, "abc", 3), NS_OK);
+        sleep_ms(100); /* holds this loop: the first part goes out alone */
+        if (len == 9)
+            CHECK_EQ_INT(ns_conn_close(conn), NS_OK);
+        else
+            CHECK_EQ_INT(ns_conn_send(conn, framing == NS_FRAMING_LEN32 ? "defghijklmnopqrstuvwxyz"
+                                                                         : "defghijklmnopqrstuvwxyz\n",
+                                      framing == NS_FRAMING_LEN32 ? 23 : 24),
+                         NS_OK);
+        return;
+    }
     if (len == 7 && memcmp(data, "nl-test", 7) == 0) {
         size_t before = ns_conn_pending(conn);
         if (framing == NS_FRAMING_LINE)
@@ -647,6 +664,16 @@ static void test_request(int framing, const char *name)
     CHECK(memcmp(reply, "trunc", 5) == 0);
     CHECK(reply[5] == 0);
 
+    /* truncated, the reply's first bytes coming after its framing: read on for them */
+    memset(reply, 0, sizeof reply);
+    rlen = 0;
+    CHECK_EQ_INT(ns_tcp_request(addr, "slow", 4, reply, 10, &rlen, 5000, framing), NS_ERR_TRUNCATED);
+    CHECK_EQ_INT(rlen, 10);
+    CHECK(memcmp(reply, "abcdefghij", 10) == 0);
+    CHECK(reply[10] == 0);
+    /* ... and the peer closing before they all came is a close */
+    CHECK_EQ_INT(ns_tcp_request(addr, "slow-half", 9, reply, 10, &rlen, 5000, framing), NS_ERR_CLOSED);
+
     if (framing == NS_FRAMING_LEN32) {
         /* binary with newlines round-trips */
         rlen = 0;
@@ -692,10 +719,10 @@ static void test_request(int framing, const char *name)
     }
 
     /* every request got its own connection, each closed once */
-    WAIT_FOR(fs_closes() >= fs_opens() && fs_opens() >= (framing == NS_FRAMING_LEN32 ? 8 : 7), 5000);
+    WAIT_FOR(fs_closes() >= fs_opens() && fs_opens() >= (framing == NS_FRAMING_LEN32 ? 10 : 9), 5000);
     pthread_mutex_lock(&fs.lock);
     CHECK_EQ_INT(fs.bad, 0);
-    CHECK_EQ_INT(fs.opens, framing == NS_FRAMING_LEN32 ? 8 : 7);
+    CHECK_EQ_INT(fs.opens, framing == NS_FRAMING_LEN32 ? 10 : 9);
     CHECK_EQ_INT(fs.closes, fs.opens);
     pthread_mutex_unlock(&fs.lock);
     ns_server_free(srv);
