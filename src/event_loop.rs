@@ -59,6 +59,8 @@ pub(crate) struct LoopShared {
     pub(crate) inbox: Mutex<Inbox>,
     pub(crate) stats: LoopStats,
     next_seq: AtomicU64,
+    /// The number (`thread_no`) of the thread running this loop; 0 while none does.
+    runner: AtomicU64,
 }
 
 impl LoopShared {
@@ -93,6 +95,25 @@ impl LoopShared {
     pub(crate) fn index(&self) -> usize {
         self.index as usize
     }
+
+    /// Runs the loop's `body` on this thread, marked as running it meanwhile.
+    fn run(&self, body: impl FnOnce()) {
+        /// Unmarks also when `body` panics.
+        struct Unmark<'a>(&'a AtomicU64);
+        impl Drop for Unmark<'_> {
+            fn drop(&mut self) {
+                self.0.store(0, Ordering::Relaxed);
+            }
+        }
+        self.runner.store(thread_no(), Ordering::Relaxed);
+        let _unmark = Unmark(&self.runner);
+        body();
+    }
+
+    /// Whether thread number `me` runs this loop now.
+    fn runs_on(&self, me: u64) -> bool {
+        self.runner.load(Ordering::Relaxed) == me
+    }
 }
 
 /// The loop threads of one server, or of client connections sharing them.
@@ -104,7 +125,8 @@ pub(crate) struct Group {
     next_loop: AtomicUsize,
     /// More loops than CPUs this process may use: loops take turns (see `take_turns`).
     crowded: bool,
-    threads: Mutex<Vec<JoinHandle<()>>>,
+    /// The loops' threads, with their loop's index.
+    threads: Mutex<Vec<(usize, JoinHandle<()>)>>,
     ends: Mutex<Ends>,
     ends_cv: Condvar,
 }
@@ -143,6 +165,7 @@ impl Group {
                 }),
                 stats: LoopStats::default(),
                 next_seq: AtomicU64::new(1),
+                runner: AtomicU64::new(0),
             });
             polls.push(poll);
         }
@@ -183,12 +206,11 @@ impl Group {
             let spawned = std::thread::Builder::new()
                 .name(format!("netsock-loop-{index}"))
                 .spawn(move || {
-                    LOOP_GROUP.set(Arc::as_ptr(&group) as usize);
                     let _end = Ended(&group, false);
-                    body(index, poll);
+                    group.loops[index].run(|| body(index, poll));
                 });
             match spawned {
-                Ok(handle) => threads.push(handle),
+                Ok(handle) => threads.push((index, handle)),
                 Err(e) => {
                     lock(&self.ends).started -= 1;
                     drop(threads);
@@ -212,17 +234,8 @@ impl Group {
                 }
             }
         };
-        // A callback of another group's loop may be the caller: restore its marks after.
-        let outer = (
-            LOOP_GROUP.replace(self as *const Group as usize),
-            IN_WAIT_LOOP.replace(true),
-        );
-        {
-            let _end = Ended(self, true);
-            body();
-        }
-        LOOP_GROUP.set(outer.0);
-        IN_WAIT_LOOP.set(outer.1);
+        let _end = Ended(self, true);
+        self.loops[0].run(body);
     }
 
     /// Asks every loop to stop. Only atomic stores and eventfd writes: safe in a signal handler.
@@ -250,9 +263,11 @@ impl Group {
         }
     }
 
-    /// Whether the calling thread is one of this group's loops (a callback of ours is running).
+    /// Whether the calling thread runs one of this group's loops (a callback of ours is
+    /// running), also with the loops of other groups that `wait` runs nested in its callbacks.
     pub(crate) fn on_loop_thread(&self) -> bool {
-        LOOP_GROUP.get() == self as *const Group as usize
+        let me = thread_no();
+        self.loops.iter().any(|l| l.runs_on(me))
     }
 
     /// The loop that owns connection `id`.
@@ -293,10 +308,9 @@ impl Group {
         // From one of the loops (a free inside a callback), that loop cannot be joined: it ends
         // by itself when the callback returns. The others are, so no callback of theirs runs
         // after this returns.
-        let on_loop = self.on_loop_thread();
-        let me = (on_loop && !IN_WAIT_LOOP.get()).then(|| std::thread::current().id());
-        for handle in std::mem::take(&mut *lock(&self.threads)) {
-            if Some(handle.thread().id()) != me {
+        let me = thread_no();
+        for (index, handle) in std::mem::take(&mut *lock(&self.threads)) {
+            if !self.loops[index].runs_on(me) {
                 let _ = handle.join();
             }
         }
@@ -311,7 +325,7 @@ impl Group {
             drop(Ended(self, true));
             return;
         }
-        if on_loop && IN_WAIT_LOOP.get() {
+        if self.loops[0].runs_on(me) {
             return;
         }
         while matches!(ends.in_wait, InWait::Running) {
@@ -337,12 +351,21 @@ impl Drop for Ended<'_> {
 }
 
 thread_local! {
-    /// The group whose loop runs on this thread (its address), 0 elsewhere. A plain word, so
-    /// asking costs no allocation (`std::thread::current()` allocates a handle on threads it
-    /// did not start, which memory checkers report as lost).
-    static LOOP_GROUP: Cell<usize> = const { Cell::new(0) };
-    /// Set while this thread runs a loop inside `wait` (a thread that is not ours to join).
-    static IN_WAIT_LOOP: Cell<bool> = const { Cell::new(false) };
+    /// This thread's number, 0 until `thread_no` gives it one. A plain word, so asking costs
+    /// no allocation (`std::thread::current()` allocates a handle on threads it did not
+    /// start, which memory checkers report as lost).
+    static THREAD_NO: Cell<u64> = const { Cell::new(0) };
+}
+
+/// A number for the calling thread, never 0 and never given to another thread.
+fn thread_no() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    THREAD_NO.with(|no| {
+        if no.get() == 0 {
+            no.set(NEXT.fetch_add(1, Ordering::Relaxed));
+        }
+        no.get()
+    })
 }
 
 /// Time left until `deadline`, or `Timeout` once it has passed; `None` waits without limit.

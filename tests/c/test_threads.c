@@ -1,7 +1,8 @@
 /* test_threads.c - threads and server lifetime: callbacks on one library
  * thread, ns_server_stop from another thread / a callback / a signal handler,
  * ns_server_send from other threads, sends after stop, concurrent clients,
- * and loop 0 run on the caller's thread inside ns_server_wait. */
+ * and loop 0 run on the caller's thread inside ns_server_wait, also inside another
+ * server's callback. */
 #include <stdio.h>
 #include <string.h>
 
@@ -818,6 +819,117 @@ static void test_run_in_wait(void)
     ns_server_free(srv);
 }
 
+/* ---- a loop run by ns_server_wait inside another server's callback ---------- */
+
+static ns_server *nest_a, *nest_b;
+static pthread_mutex_t nest_lock = PTHREAD_MUTEX_INITIALIZER;
+static int nest_opens, nest_wait_a_rc = 99, nest_wait_b_rc = 99, nest_freed, nest_late;
+
+static int nest_get(int *p)
+{
+    int v;
+    pthread_mutex_lock(&nest_lock);
+    v = *p;
+    pthread_mutex_unlock(&nest_lock);
+    return v;
+}
+
+static void nest_open(ns_conn *c, void *u)
+{
+    (void)c;
+    (void)u;
+    pthread_mutex_lock(&nest_lock);
+    nest_opens++;
+    pthread_mutex_unlock(&nest_lock);
+}
+
+/* A's connection on loop 1 closes slowly: the free of A must wait for it. */
+static void nest_close(ns_conn *c, int reason, void *u)
+{
+    (void)reason;
+    (void)u;
+    if ((ns_conn_id(c) & 0xff) == 1) {
+        sleep_ms(200);
+        pthread_mutex_lock(&nest_lock);
+        nest_late |= nest_freed;
+        pthread_mutex_unlock(&nest_lock);
+    }
+}
+
+/* B's datagram, on A's loop-0 thread inside A's callback: waiting for A would wait for this
+ * very thread; freeing A cannot join it, but must join A's other loop. */
+static void nest_dgram(ns_server *s, const ns_peer *from, const uint8_t *d, size_t n, void *u)
+{
+    (void)from;
+    (void)d;
+    (void)n;
+    (void)u;
+    int rc = ns_server_wait(nest_a);
+    ns_server_free(nest_a);
+    pthread_mutex_lock(&nest_lock);
+    nest_wait_a_rc = rc;
+    nest_freed = 1;
+    pthread_mutex_unlock(&nest_lock);
+    CHECK_EQ_INT(ns_server_stop(s), NS_OK);
+}
+
+static void nest_data(ns_conn *c, const uint8_t *d, size_t n, void *u)
+{
+    (void)c;
+    (void)d;
+    (void)n;
+    (void)u;
+    int rc = ns_server_wait(nest_b); /* runs B's loop here, until B stops */
+    pthread_mutex_lock(&nest_lock);
+    nest_wait_b_rc = rc;
+    pthread_mutex_unlock(&nest_lock);
+}
+
+static void test_nested_wait(void)
+{
+    char baddr[64];
+    int fd0, fd1;
+    ns_options *o;
+
+    SECTION("run_in_wait nested in another server's callback: wait is misuse, free joins the rest");
+    o = ns_options_new();
+    CHECK_EQ_INT(ns_options_set_threads(o, 2), NS_OK);
+    CHECK_EQ_INT(ns_options_set_on_open(o, nest_open), NS_OK);
+    CHECK_EQ_INT(ns_options_set_on_close(o, nest_close), NS_OK);
+    CHECK_EQ_INT(ns_tcp_serve("127.0.0.1:0", nest_data, NULL, o, &nest_a), NS_OK);
+    ns_options_free(o);
+    o = ns_options_new();
+    CHECK_EQ_INT(ns_options_set_run_in_wait(o, 1), NS_OK);
+    CHECK_EQ_INT(ns_udp_serve("127.0.0.1:0", nest_dgram, NULL, o, &nest_b), NS_OK);
+    ns_options_free(o);
+    if (!nest_a || !nest_b)
+        return;
+    CHECK_EQ_INT(ns_server_addr(nest_b, baddr, sizeof baddr), NS_OK);
+    CHECK_EQ_INT(ns_udp_send(baddr, "x", 1), NS_OK); /* waits until B's loop runs */
+    fd0 = tcp_connect4(ns_server_port(nest_a));       /* handed to A's loop 0 */
+    WAIT_FOR(nest_get(&nest_opens) == 1, 5000);
+    fd1 = tcp_connect4(ns_server_port(nest_a));       /* and this one to loop 1 */
+    WAIT_FOR(nest_get(&nest_opens) == 2, 5000);
+    CHECK_EQ_INT(nest_get(&nest_opens), 2);
+    CHECK(fd0 >= 0 && fd1 >= 0);
+    CHECK_EQ_INT(send(fd0, "go", 2, 0), 2);
+    WAIT_FOR(nest_get(&nest_wait_b_rc) != 99, 5000);
+    CHECK_EQ_INT(nest_get(&nest_wait_a_rc), NS_ERR_MISUSE);
+    CHECK_EQ_INT(nest_get(&nest_freed), 1);
+    CHECK_EQ_INT(nest_get(&nest_wait_b_rc), NS_OK);
+    sleep_ms(250); /* a late on_close of A's loop 1 would show now */
+    CHECK_EQ_INT(nest_get(&nest_late), 0);
+    if (fd0 >= 0) {
+        CHECK_EQ_INT(wait_eof(fd0, 5000), 1);
+        close(fd0);
+    }
+    if (fd1 >= 0) {
+        CHECK_EQ_INT(wait_eof(fd1, 5000), 1);
+        close(fd1);
+    }
+    ns_server_free(nest_b);
+}
+
 int main(void)
 {
     watchdog(100);
@@ -829,5 +941,6 @@ int main(void)
     test_concurrent_clients();
     test_udp_threads();
     test_run_in_wait();
+    test_nested_wait();
     return CHECK_DONE();
 }
