@@ -388,8 +388,9 @@ void *ns_conn_user(const struct ns_conn *conn);
 
 /**
  * Detail text of this thread's last failed call (e.g. "bad address: missing ':port' in
- * \"localhost\""); "" if none failed yet. Owned by netsock: valid until this thread's next
- * failing call. Never NULL. Any thread; each thread has its own.
+ * \"localhost\""); "" if none failed yet, and possibly "" in a destructor of thread-specific
+ * data while the thread exits. Owned by netsock: valid until this thread's next failing call.
+ * Never NULL. Any thread; each thread has its own.
  */
 const char *ns_last_error(void);
 

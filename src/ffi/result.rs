@@ -71,6 +71,8 @@ pub(crate) fn reason_code(reason: &crate::Result<()>) -> c_int {
     }
 }
 
+// Reached with `try_with`: a C thread may call us from its TSD destructors, after this one is
+// gone; a panic there would escape the boundary, which itself records errors here.
 thread_local! {
     static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
 }
@@ -78,7 +80,7 @@ thread_local! {
 /// Records `e` as this thread's last failure and returns the failure value for `T`.
 pub(crate) fn fail<T: ReturnValue>(e: Error) -> T {
     let text = e.to_string().replace('\0', " ");
-    LAST_ERROR.with(|last| *last.borrow_mut() = CString::new(text).unwrap_or_default());
+    let _ = LAST_ERROR.try_with(|last| *last.borrow_mut() = CString::new(text).unwrap_or_default());
     T::from_error(ns_result::from(&e))
 }
 
@@ -118,12 +120,13 @@ pub extern "C" fn ns_strerror(code: c_int) -> *const c_char {
 }
 
 /// Detail text of this thread's last failed call (e.g. "bad address: missing ':port' in
-/// \"localhost\""); "" if none failed yet. Owned by netsock: valid until this thread's next
-/// failing call. Never NULL. Any thread; each thread has its own.
+/// \"localhost\""); "" if none failed yet, and possibly "" in a destructor of thread-specific
+/// data while the thread exits. Owned by netsock: valid until this thread's next failing call.
+/// Never NULL. Any thread; each thread has its own.
 #[unsafe(no_mangle)]
 pub extern "C" fn ns_last_error() -> *const c_char {
     ffi_panic_boundary! {
-        LAST_ERROR.with(|last| last.borrow().as_ptr())
+        LAST_ERROR.try_with(|last| last.borrow().as_ptr()).unwrap_or(c"".as_ptr())
     }
 }
 

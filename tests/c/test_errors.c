@@ -1,6 +1,6 @@
 /* test_errors.c - every ns_result code from a real situation, argument
  * validation of every function that takes pointers, ns_strerror,
- * ns_last_error (per thread) and ns_version. */
+ * ns_last_error (per thread, and in a thread's exit) and ns_version. */
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
@@ -641,6 +641,41 @@ static void test_last_error_per_thread(void)
     CHECK_EQ_STR(ns_last_error(), mine);
 }
 
+/* ---- calls while a thread exits ------------------------------------------ */
+
+static pthread_key_t exit_key;
+static int exit_rc = 1;
+static const char *exit_last = NULL;
+
+/* Runs as the thread exits, after the library's own thread-local data may be gone. */
+static void exit_dtor(void *p)
+{
+    (void)p;
+    exit_rc = ns_server_port(NULL);
+    exit_last = ns_last_error();
+}
+
+static void *exiting_thread(void *arg)
+{
+    (void)arg;
+    CHECK_EQ_INT(pthread_setspecific(exit_key, (void *)1), 0);
+    CHECK_EQ_INT(ns_server_port(NULL), NS_ERR_INVALID); /* the thread's detail text exists */
+    return NULL;
+}
+
+/* Legal C: a failing call, and ns_last_error, from a thread-specific-data destructor. */
+static void test_calls_at_thread_exit(void)
+{
+    pthread_t th;
+    SECTION("failing calls and ns_last_error while a thread exits");
+    CHECK_EQ_INT(pthread_key_create(&exit_key, exit_dtor), 0);
+    CHECK_EQ_INT(pthread_create(&th, NULL, exiting_thread, NULL), 0);
+    pthread_join(th, NULL);
+    CHECK_EQ_INT(exit_rc, NS_ERR_INVALID);
+    CHECK(exit_last != NULL);
+    pthread_key_delete(exit_key);
+}
+
 int main(void)
 {
     watchdog(90);
@@ -656,5 +691,6 @@ int main(void)
     test_closed_and_misuse();
     test_truncated_limit_io();
     test_last_error_per_thread();
+    test_calls_at_thread_exit();
     return CHECK_DONE();
 }
