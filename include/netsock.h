@@ -369,7 +369,8 @@ int ns_conn_send_frame(struct ns_conn *conn, const void *data, size_t len);
 /**
  * The server the connection belongs to (the one `ns_tcp_serve()` returns), so callbacks can
  * call `ns_server_send()` or `ns_server_stats()` even before `ns_tcp_serve()` has returned;
- * NULL for a client connection or a NULL `conn`. Loop thread only (inside a callback).
+ * NULL for a client connection, a NULL `conn`, or once `ns_server_free()` of the server has
+ * been called (from any thread). Loop thread only (inside a callback).
  */
 struct ns_server *ns_conn_server(const struct ns_conn *conn);
 
@@ -546,10 +547,11 @@ int ns_server_addr(const struct ns_server *srv, char *buf, size_t cap);
 
 /**
  * Stops the server, waits for its loops to end, and frees it; no callback runs after it
- * returns. NULL is a no-op. Called inside one of the server's own callbacks, it cannot wait for
- * the loop running that callback: the server stops, the other loops are waited for, the handle
- * is freed, and that loop ends by itself after the callback returns, running only `on_close`
- * callbacks (in which `ns_conn_server()` gives NULL). A thread blocked in `ns_server_wait()` on
+ * returns. NULL is a no-op. Once it is called, no callback but `on_close` starts, and
+ * `ns_conn_server()` gives NULL (also in a callback already running). Called inside one of the
+ * server's own callbacks, it cannot wait for the loop running that callback: the server stops,
+ * the other loops are waited for, the handle is freed, and that loop ends by itself after the
+ * callback returns, running only `on_close` callbacks. A thread blocked in `ns_server_wait()` on
  * it meanwhile (running loop 0 with `ns_options_set_run_in_wait`, or not) returns `NS_OK` once
  * the loops have ended: the wait holds no reference to the handle. Do not use `srv` afterwards.
  */
@@ -699,7 +701,7 @@ int ns_udp_send(const char *addr, const void *data, size_t len);
  * socket) and returns once it is bound, with the server in `*out` (written only on success).
  * `on_datagram` (required) runs on a loop thread of the server for each datagram, with `user`
  * (with several threads, on several at once). Answer with `ns_udp_reply()`. `opts` may be NULL;
- * of its settings, only the thread count applies.
+ * of its settings, only the thread count and `ns_options_set_run_in_wait()` apply.
  */
 int ns_udp_serve(const char *addr, ns_datagram_cb on_datagram, void *user, const struct ns_options *opts, struct ns_server **out);
 

@@ -124,7 +124,8 @@ pub extern "C" fn ns_conn_user(conn: *const ns_conn) -> *mut c_void {
 
 /// The server the connection belongs to (the one `ns_tcp_serve()` returns), so callbacks can
 /// call `ns_server_send()` or `ns_server_stats()` even before `ns_tcp_serve()` has returned;
-/// NULL for a client connection or a NULL `conn`. Loop thread only (inside a callback).
+/// NULL for a client connection, a NULL `conn`, or once `ns_server_free()` of the server has
+/// been called (from any thread). Loop thread only (inside a callback).
 #[unsafe(no_mangle)]
 pub extern "C" fn ns_conn_server(conn: *const ns_conn) -> *mut ns_server {
     ffi_panic_boundary! {

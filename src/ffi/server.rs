@@ -142,7 +142,7 @@ pub extern "C" fn ns_tcp_serve(
 /// socket) and returns once it is bound, with the server in `*out` (written only on success).
 /// `on_datagram` (required) runs on a loop thread of the server for each datagram, with `user`
 /// (with several threads, on several at once). Answer with `ns_udp_reply()`. `opts` may be NULL;
-/// of its settings, only the thread count applies.
+/// of its settings, only the thread count and `ns_options_set_run_in_wait()` apply.
 #[unsafe(no_mangle)]
 pub extern "C" fn ns_udp_serve(
     addr: *const c_char,
@@ -222,10 +222,11 @@ pub extern "C" fn ns_server_wait(srv: *mut ns_server) -> c_int {
 }
 
 /// Stops the server, waits for its loops to end, and frees it; no callback runs after it
-/// returns. NULL is a no-op. Called inside one of the server's own callbacks, it cannot wait for
-/// the loop running that callback: the server stops, the other loops are waited for, the handle
-/// is freed, and that loop ends by itself after the callback returns, running only `on_close`
-/// callbacks (in which `ns_conn_server()` gives NULL). A thread blocked in `ns_server_wait()` on
+/// returns. NULL is a no-op. Once it is called, no callback but `on_close` starts, and
+/// `ns_conn_server()` gives NULL (also in a callback already running). Called inside one of the
+/// server's own callbacks, it cannot wait for the loop running that callback: the server stops,
+/// the other loops are waited for, the handle is freed, and that loop ends by itself after the
+/// callback returns, running only `on_close` callbacks. A thread blocked in `ns_server_wait()` on
 /// it meanwhile (running loop 0 with `ns_options_set_run_in_wait`, or not) returns `NS_OK` once
 /// the loops have ended: the wait holds no reference to the handle. Do not use `srv` afterwards.
 #[unsafe(no_mangle)]

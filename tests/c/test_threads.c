@@ -2,7 +2,7 @@
  * thread, ns_server_stop from another thread / a callback / a signal handler,
  * ns_server_send from other threads, sends after stop, concurrent clients,
  * and loop 0 run on the caller's thread inside ns_server_wait, also inside another
- * server's callback. */
+ * server's callback; ns_conn_server once a free has begun. */
 #include <stdio.h>
 #include <string.h>
 
@@ -930,6 +930,46 @@ static void test_nested_wait(void)
     ns_server_free(nest_b);
 }
 
+/* ---- ns_conn_server while another thread frees the server ------------------- */
+
+static int gone_in_data, gone_before_ok = -1, gone_after_null = -1;
+
+static void gone_data(ns_conn *c, const uint8_t *d, size_t n, void *u)
+{
+    (void)d;
+    (void)n;
+    (void)u;
+    int before = ns_conn_server(c) != NULL;
+    pthread_mutex_lock(&nest_lock);
+    gone_in_data = 1;
+    pthread_mutex_unlock(&nest_lock);
+    sleep_ms(200); /* the main thread calls ns_server_free meanwhile */
+    pthread_mutex_lock(&nest_lock);
+    gone_before_ok = before;
+    gone_after_null = ns_conn_server(c) == NULL;
+    pthread_mutex_unlock(&nest_lock);
+}
+
+static void test_conn_server_during_free(void)
+{
+    ns_server *srv = NULL;
+    int fd;
+
+    SECTION("ns_server_free from another thread: a running callback's ns_conn_server gives NULL");
+    CHECK_EQ_INT(ns_tcp_serve("127.0.0.1:0", gone_data, NULL, NULL, &srv), NS_OK);
+    if (!srv)
+        return;
+    fd = tcp_connect4(ns_server_port(srv));
+    CHECK(fd >= 0);
+    CHECK_EQ_INT(send(fd, "x", 1, 0), 1);
+    WAIT_FOR(nest_get(&gone_in_data), 5000);
+    ns_server_free(srv); /* returns after the callback */
+    CHECK_EQ_INT(nest_get(&gone_before_ok), 1);
+    CHECK_EQ_INT(nest_get(&gone_after_null), 1);
+    if (fd >= 0)
+        close(fd);
+}
+
 int main(void)
 {
     watchdog(100);
@@ -942,5 +982,6 @@ int main(void)
     test_udp_threads();
     test_run_in_wait();
     test_nested_wait();
+    test_conn_server_during_free();
     return CHECK_DONE();
 }
