@@ -74,6 +74,13 @@ pub fn feed(
     if partial.is_empty() {
         let used = split(framing, max, chunk, emit)?;
         partial.extend_from_slice(&chunk[used..]);
+    } else if framing == Framing::Line && !chunk.contains(&b'\n') {
+        // The line goes on: only its length needs checking, not its start scanning again (a
+        // peer sending a long line a byte at a time would cost time squared in its length).
+        partial.extend_from_slice(chunk);
+        if partial.len() > max.saturating_add(1) {
+            return Err(too_large(partial.len(), max));
+        }
     } else {
         partial.extend_from_slice(chunk);
         let used = split(framing, max, partial, emit)?;
