@@ -314,7 +314,8 @@ uint64_t ns_client_id(const struct ns_client *client);
 
 /**
  * Sends `len` bytes from `data` (copied) on the client connection, from any thread; the loop
- * writes them in order. `NS_ERR_CLOSED` once the connection has closed.
+ * writes them in order. `NS_ERR_CLOSED` once the connection has closed; `NS_ERR_LIMIT` as for
+ * `ns_server_send()`.
  */
 int ns_client_send(struct ns_client *client, const void *data, size_t len);
 
@@ -468,6 +469,8 @@ int ns_options_set_loop(struct ns_options *opts, const struct ns_loop *lp);
 /**
  * Sets the most connections a server holds at once (0, the default: no limit). Connections
  * over it are accepted and closed at once, and counted as `rejected` in `ns_server_stats()`.
+ * A connection the server closed in order counts until its socket is gone: up to 2 s more,
+ * while the socket waits for the peer's end so that the last output is not lost to a reset.
  */
 int ns_options_set_max_conns(struct ns_options *opts, size_t max);
 
@@ -482,8 +485,10 @@ int ns_options_set_max_frame(struct ns_options *opts, size_t bytes);
  * the queue past it returns `NS_ERR_LIMIT` and queues nothing of that message. While more than
  * a quarter of it is queued, netsock stops reading from that connection until it drains, so a
  * peer that never reads cannot make the server grow. For `ns_server_send()` and
- * `ns_client_send()` the bound applies when the loop delivers the message: one that does not
- * fit is dropped (and logged).
+ * `ns_client_send()` the bound applies twice: the sends waiting for the loop to take them may
+ * hold up to the bound or 64 KiB, whichever is more, counting about 100 bytes more for each
+ * send (beyond it they return `NS_ERR_LIMIT`); and when the loop delivers a message that
+ * does not fit the connection's queue, it is dropped (and logged).
  */
 int ns_options_set_max_write_buffer(struct ns_options *opts, size_t bytes);
 
@@ -567,7 +572,9 @@ int ns_server_port(const struct ns_server *srv);
  * Sends `len` bytes from `data` (copied) to the TCP connection `conn_id`, from any thread: the
  * loop is woken and writes them in order with the connection's other output. `NS_OK` means
  * queued; if the connection ends first they are dropped. `NS_ERR_CLOSED` for an id that is not
- * open (never was, or already closed) or a stopped server; `NS_ERR_INVALID` for a UDP server.
+ * open (never was, or already closed) or a stopped server; `NS_ERR_INVALID` for a UDP server;
+ * `NS_ERR_LIMIT` if the sends waiting for the loop to take them would pass the connection's
+ * write buffer limit with these bytes (`ns_options_set_max_write_buffer()`).
  */
 int ns_server_send(struct ns_server *srv, uint64_t conn_id, const void *data, size_t len);
 

@@ -50,6 +50,8 @@ pub(crate) struct ConnState {
     pub(crate) partial: Vec<u8>,
     /// Bytes written to the socket since the loop last counted them.
     pub(crate) written: usize,
+    /// Listed in the loop's connections to read again (input was left after a full turn).
+    pub(crate) read_again: bool,
     out: Vec<u8>,
     out_pos: usize,
 }
@@ -71,6 +73,7 @@ impl ConnState {
             user: 0,
             partial: Vec::new(),
             written: 0,
+            read_again: false,
             out: Vec::new(),
             out_pos: 0,
         }

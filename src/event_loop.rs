@@ -2,7 +2,7 @@
 //! and one inbox per loop, the counters, and the "all stopped" signal that `wait` blocks on.
 
 use std::cell::Cell;
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -46,10 +46,46 @@ pub(crate) enum Cmd {
     },
 }
 
+/// What a waiting send holds besides its bytes (its command in a queue that may be twice as
+/// long as it holds, and the allocator's block for the bytes): counted against the write buffer
+/// limit, so that a flood of tiny sends is bounded in memory too.
+const SEND_OVERHEAD: usize = 2 * std::mem::size_of::<Cmd>() + 32;
+
+/// The least the waiting sends of a connection may hold, whatever its write buffer limit: with
+/// a small limit, a burst of small messages may still wait for the loop (which then applies
+/// the limit to each as it delivers them).
+const MIN_WAITING: usize = 64 * 1024;
+
+impl Cmd {
+    /// The memory a send holds while it waits in an inbox; 0 for the other commands.
+    fn waiting_cost(&self) -> usize {
+        match self {
+            Cmd::Send { data, .. } => data.len() + SEND_OVERHEAD,
+            _ => 0,
+        }
+    }
+}
+
 pub(crate) struct Inbox {
-    /// Ids of this loop's open connections, so that senders learn of a stale id at once.
-    pub(crate) live: HashSet<u64>,
+    /// This loop's open connections, so that senders learn of a stale id at once, with the
+    /// memory held by the sends waiting for each in `cmds` (`Cmd::waiting_cost`).
+    pub(crate) live: HashMap<u64, usize>,
     pub(crate) cmds: Vec<Cmd>,
+}
+
+impl Inbox {
+    /// Takes the commands, as the loop does when woken.
+    pub(crate) fn take(&mut self) -> Vec<Cmd> {
+        let cmds = std::mem::take(&mut self.cmds);
+        for cmd in &cmds {
+            if let Cmd::Send { id, .. } = cmd
+                && let Some(waiting) = self.live.get_mut(id)
+            {
+                *waiting -= cmd.waiting_cost();
+            }
+        }
+        cmds
+    }
 }
 
 /// What one loop thread shares with the other threads.
@@ -73,15 +109,47 @@ impl LoopShared {
     /// Queues `cmd` (for an open connection `id`, if given) and wakes the loop unless it was
     /// already woken for earlier commands it has not yet taken.
     pub(crate) fn push(&self, group: &Group, id: Option<u64>, cmd: Cmd) -> Result<()> {
+        self.push_within(group, id, cmd, usize::MAX)
+    }
+
+    /// Queues a send to connection `id` like `push`, but refuses it with `Limit` if it and the
+    /// sends waiting for that connection here would hold more than `max` bytes (at least
+    /// [`MIN_WAITING`]): a thread sending faster than the loop takes them cannot grow the queue
+    /// without bound.
+    pub(crate) fn push_send(&self, group: &Group, id: u64, data: &[u8], frame: bool, max: usize) -> Result<()> {
+        let cmd = Cmd::Send {
+            id,
+            data: data.to_vec(),
+            frame,
+        };
+        self.push_within(group, Some(id), cmd, max.max(MIN_WAITING))
+    }
+
+    fn push_within(&self, group: &Group, id: Option<u64>, cmd: Cmd, max: usize) -> Result<()> {
         let mut inbox = lock(&self.inbox);
         if group.stopping() {
             return Err(Error::Closed("stopped".into()));
         }
-        if let Some(id) = id.filter(|id| !inbox.live.contains(id)) {
-            return Err(Error::Closed(format!("no open connection with id {id}").into()));
+        if let Some(id) = id {
+            let Some(waiting) = inbox.live.get_mut(&id) else {
+                return Err(Error::Closed(format!("no open connection with id {id}").into()));
+            };
+            let cost = cmd.waiting_cost();
+            if cost > 0 {
+                if waiting.saturating_add(cost) > max {
+                    return Err(Error::Limit(
+                        format!(
+                            "sends holding {waiting} bytes wait for the loop to take them; this \
+                             one ({cost}) would pass the {max}-byte limit"
+                        )
+                        .into(),
+                    ));
+                }
+                *waiting += cost;
+            }
         }
         if let Cmd::Adopt { id, .. } = &cmd {
-            inbox.live.insert(*id);
+            inbox.live.insert(*id, 0);
         }
         let first = inbox.cmds.is_empty();
         inbox.cmds.push(cmd);
@@ -160,7 +228,7 @@ impl Group {
                 index: index as u64,
                 waker,
                 inbox: Mutex::new(Inbox {
-                    live: HashSet::new(),
+                    live: HashMap::new(),
                     cmds: Vec::new(),
                 }),
                 stats: LoopStats::default(),

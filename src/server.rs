@@ -8,7 +8,7 @@ use socket2::{SockAddr, Type};
 
 use crate::addr::{self, Addr};
 use crate::error::{Error, Result};
-use crate::event_loop::{Cmd, Group, lock};
+use crate::event_loop::{Group, lock};
 use crate::framing;
 use crate::options::Options;
 use crate::socket::{self, Bound};
@@ -150,12 +150,9 @@ impl Server {
             // A message the framing cannot carry is refused here, not dropped by the loop.
             framing::envelope(self.opts.framing, data)?;
         }
-        let cmd = Cmd::Send {
-            id,
-            data: data.to_vec(),
-            frame,
-        };
-        self.group.loop_of(id)?.push(&self.group, Some(id), cmd)
+        self.group
+            .loop_of(id)?
+            .push_send(&self.group, id, data, frame, self.opts.max_write_buffer)
     }
 
     /// Sends one datagram from a UDP server's socket to `to`, from any thread.

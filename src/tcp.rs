@@ -100,26 +100,7 @@ struct TcpLoop<'g> {
 /// Runs loop `index` of `group` until the group stops. A server loop gets its listener and
 /// service; a client loop gets neither. Both adopt connected sockets from their inbox.
 pub(crate) fn run(group: &Group, index: usize, poll: Poll, listener: Option<(Arc<Bound>, Arc<Service>)>) {
-    let mut services = Slab::new();
-    let listener = listener.map(|(bound, svc)| {
-        services.insert(svc);
-        bound
-    });
-    let mut lp = TcpLoop {
-        group,
-        me: &group.loops[index],
-        poll,
-        listener,
-        services,
-        conns: Slab::new(),
-        ids: HashMap::new(),
-        buf: vec![0; READ_BUF],
-        again: Vec::new(),
-        timers: BinaryHeap::new(),
-        now: Instant::now(),
-        drain_until: None,
-        spare_fd: None,
-    };
+    let mut lp = TcpLoop::new(group, index, poll, listener);
     if let Err(e) = lp.serve() {
         log!(Error, "loop {index} failed: {e}");
     }
@@ -150,7 +131,30 @@ fn live(group: &Group, svc: &Service) -> bool {
     !group.stopping() && !svc.released.load(Ordering::Acquire)
 }
 
-impl TcpLoop<'_> {
+impl<'g> TcpLoop<'g> {
+    fn new(group: &'g Group, index: usize, poll: Poll, listener: Option<(Arc<Bound>, Arc<Service>)>) -> Self {
+        let mut services = Slab::new();
+        let listener = listener.map(|(bound, svc)| {
+            services.insert(svc);
+            bound
+        });
+        TcpLoop {
+            group,
+            me: &group.loops[index],
+            poll,
+            listener,
+            services,
+            conns: Slab::new(),
+            ids: HashMap::new(),
+            buf: vec![0; READ_BUF],
+            again: Vec::new(),
+            timers: BinaryHeap::new(),
+            now: Instant::now(),
+            drain_until: None,
+            spare_fd: None,
+        }
+    }
+
     fn serve(&mut self) -> Result<()> {
         if let Some(l) = self.listener.as_ref().filter(|_| self.me.index() == 0) {
             self.spare_fd = File::open("/dev/null").ok();
@@ -251,7 +255,7 @@ impl TcpLoop<'_> {
                     let target = self.group.pick_loop();
                     let id = target.new_id();
                     if target.index() == self.me.index() {
-                        lock(&self.me.inbox).live.insert(id);
+                        lock(&self.me.inbox).live.insert(id, 0);
                         self.open(sock, id, 0);
                     } else if let Err(e) = target.push(self.group, None, Cmd::Adopt { id, sock, svc: None }) {
                         self.group.active.fetch_sub(1, Ordering::Relaxed);
@@ -340,7 +344,7 @@ impl TcpLoop<'_> {
         self.ids.insert(id, key);
         self.me.stats.opened.add(1);
         if let Some(idle) = opts.idle_timeout {
-            self.timers.push(Reverse((self.now + idle, key, id)));
+            self.add_timer(self.now + idle, key, id);
         }
         let (st, svc) = (&mut self.conns[key], &self.services[svc]);
         if let Err(e) = guard(|| svc.handler.on_open(&mut Conn::new(st, svc))) {
@@ -365,11 +369,11 @@ impl TcpLoop<'_> {
     }
 
     fn read_again(&mut self, (key, id): (usize, u64)) {
-        if self
-            .conns
-            .get(key)
-            .is_some_and(|st| st.id == id && st.phase == Phase::Open)
-        {
+        let Some(st) = self.conns.get_mut(key).filter(|st| st.id == id) else {
+            return;
+        };
+        st.read_again = false;
+        if st.phase == Phase::Open {
             self.ready(key, Some(ReadTo::End), false);
         }
     }
@@ -401,7 +405,12 @@ impl TcpLoop<'_> {
                 Err(e) => st.failed = Some(Error::io("read", e)),
             }
         }
-        self.again.push((key, st.id));
+        // Once: a connection listed again at each turn and each new event would get a turn
+        // per listing, starving the others for as long as its peer keeps sending.
+        if !st.read_again {
+            st.read_again = true;
+            self.again.push((key, st.id));
+        }
     }
 
     /// Reads and drops a lingering connection's input; removes it at the peer's end.
@@ -466,7 +475,6 @@ impl TcpLoop<'_> {
         let svc = &self.services[st.svc];
         self.ids.remove(&st.id);
         lock(&self.me.inbox).live.remove(&st.id);
-        self.group.active.fetch_sub(1, Ordering::Relaxed);
         self.me.stats.closed.add(1);
         st.phase = Phase::Closed;
         if let Err(e) = &reason {
@@ -481,14 +489,18 @@ impl TcpLoop<'_> {
         let orderly = reason.is_ok() && !self.group.stopping();
         if (orderly || drained) && !st.peer_eof {
             st.start_linger(self.now);
-            self.timers.push(Reverse((self.now + LINGER, key, st.id)));
+            let id = st.id;
+            self.add_timer(self.now + LINGER, key, id);
         } else {
             self.remove(key);
         }
     }
 
+    /// Drops a closed connection's socket. It counts toward `max_conns` until here: a
+    /// lingering socket holds a descriptor as an open one does.
     fn remove(&mut self, key: usize) {
         let st = self.conns.remove(key);
+        self.group.active.fetch_sub(1, Ordering::Relaxed);
         self.release_service(st.svc);
     }
 
@@ -500,7 +512,7 @@ impl TcpLoop<'_> {
     }
 
     fn drain_inbox(&mut self) {
-        let cmds = std::mem::take(&mut lock(&self.me.inbox).cmds);
+        let cmds = lock(&self.me.inbox).take();
         for cmd in cmds {
             match cmd {
                 Cmd::Send { id, data, frame } => {
@@ -561,6 +573,18 @@ impl TcpLoop<'_> {
             (a, b) => a.or(b),
         };
         next.map(|at| at.saturating_duration_since(Instant::now()))
+    }
+
+    /// Adds a deadline for connection `key` (`id`). The entries of connections closed since
+    /// stay until due; once they outnumber the open ones' (at most two each), they are dropped,
+    /// so the timers take memory by the connections open, not by how fast they come and go.
+    fn add_timer(&mut self, at: Instant, key: usize, id: u64) {
+        self.timers.push(Reverse((at, key, id)));
+        if self.timers.len() > 4 * self.conns.len() + 64 {
+            let conns = &self.conns;
+            self.timers
+                .retain(|Reverse((_, key, id))| conns.get(*key).is_some_and(|st| st.id == *id));
+        }
     }
 
     fn expire_timers(&mut self) {
@@ -626,5 +650,28 @@ fn deliver(group: &Group, st: &mut ConnState, svc: &Service, data: &[u8]) {
             log!(Info, "connection {}: {e}", st.id);
             st.failed = Some(e);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use socket2::{Domain, Type};
+
+    use super::*;
+
+    #[test]
+    fn timers_of_closed_connections_do_not_pile_up() {
+        let (group, mut polls) = Group::new(1).unwrap();
+        let mut lp = TcpLoop::new(&group, 0, polls.pop().unwrap(), None);
+        let sock = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        let key = lp.conns.insert(ConnState::new(sock, 7, 0, lp.now));
+        let later = lp.now + Duration::from_secs(600);
+        lp.add_timer(later, key, 7);
+        // Deadlines of connections long gone (as a connect-and-reset flood leaves them).
+        for id in 100..100_000 {
+            lp.add_timer(later, key + 1, id);
+        }
+        assert!(lp.timers.len() <= 4 + 64, "{} timers for 1 connection", lp.timers.len());
+        assert!(lp.timers.iter().any(|Reverse((_, k, id))| (*k, *id) == (key, 7)));
     }
 }

@@ -85,21 +85,13 @@ impl Client {
 
     /// Sends `data` (copied), from any thread.
     pub fn send(&self, data: &[u8]) -> Result<()> {
-        self.push(Cmd::Send {
-            id: self.id,
-            data: data.to_vec(),
-            frame: false,
-        })
+        self.push_send(data, false)
     }
 
     /// Sends `msg` (copied) as one message in the connection's framing, from any thread.
     pub fn send_frame(&self, msg: &[u8]) -> Result<()> {
         framing::envelope(self.svc.opts.framing, msg)?;
-        self.push(Cmd::Send {
-            id: self.id,
-            data: msg.to_vec(),
-            frame: true,
-        })
+        self.push_send(msg, true)
     }
 
     /// Closes the connection after its queued output is written.
@@ -110,6 +102,12 @@ impl Client {
     fn push(&self, cmd: Cmd) -> Result<()> {
         let group = &self.owner.0;
         group.loop_of(self.id)?.push(group, Some(self.id), cmd)
+    }
+
+    fn push_send(&self, data: &[u8], frame: bool) -> Result<()> {
+        let group = &self.owner.0;
+        let max = self.svc.opts.max_write_buffer;
+        group.loop_of(self.id)?.push_send(group, self.id, data, frame, max)
     }
 }
 

@@ -280,3 +280,160 @@ fn clients_share_a_loop() {
     drop(clients);
     assert_ne!(id, 0);
 }
+
+#[test]
+fn a_peer_that_keeps_sending_does_not_starve_the_others() {
+    use std::os::unix::net::UnixStream;
+    /// Answers "ping" lines; takes a moment over each other line, so the flood outpaces it.
+    struct Pong;
+    impl TcpHandler for Pong {
+        fn on_data(&self, conn: &mut Conn<'_>, msg: &[u8]) {
+            if msg == b"ping" {
+                let _ = conn.send_frame(b"pong");
+            } else {
+                std::thread::sleep(Duration::from_micros(20));
+            }
+        }
+    }
+    // A Unix socket: its buffer, unlike a slow TCP reader's window, keeps every read full.
+    let dir = std::env::temp_dir().join(format!("netsock-production-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("flood.sock");
+    let opts = Options {
+        framing: Framing::Line,
+        ..Options::default()
+    };
+    let srv = Server::tcp(&format!("unix:{}", path.display()), &opts).unwrap();
+    srv.start_tcp(Pong).unwrap();
+    let flooding = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let flooder = {
+        let (path, flooding) = (path.clone(), flooding.clone());
+        std::thread::spawn(move || {
+            let mut s = UnixStream::connect(path).unwrap();
+            s.set_write_timeout(Some(T)).unwrap();
+            let mut lines = [b'a'; 64 << 10];
+            for line in lines.chunks_mut(4096) {
+                line[4095] = b'\n';
+            }
+            while flooding.load(std::sync::atomic::Ordering::Relaxed) && s.write_all(&lines).is_ok() {}
+        })
+    };
+    // The flooding peer's connection used to be listed for one more turn of reads at each
+    // new input, so the others waited longer at every pass of the loop: about a second
+    // within 3 s. Listed once, it costs the others a turn or two (under 0.2 s here).
+    let mut worst = Duration::ZERO;
+    let end = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < end {
+        let t0 = Instant::now();
+        let mut probe = UnixStream::connect(&path).unwrap();
+        probe.set_read_timeout(Some(T)).unwrap();
+        probe.write_all(b"ping\n").unwrap();
+        let mut reply = [0u8; 5];
+        probe.read_exact(&mut reply).unwrap();
+        assert_eq!(&reply, b"pong\n");
+        worst = worst.max(t0.elapsed());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    flooding.store(false, std::sync::atomic::Ordering::Relaxed);
+    drop(srv);
+    flooder.join().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(worst < Duration::from_millis(500), "a ping waited {worst:?}");
+}
+
+#[test]
+fn a_connection_closed_in_order_keeps_its_slot_until_its_socket_goes() {
+    struct ReplyAndClose;
+    impl TcpHandler for ReplyAndClose {
+        fn on_data(&self, conn: &mut Conn<'_>, msg: &[u8]) {
+            let _ = conn.send(msg);
+            conn.close();
+        }
+    }
+    let srv = Server::tcp(
+        "127.0.0.1:0",
+        &Options {
+            max_conns: 1,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    srv.start_tcp(ReplyAndClose).unwrap();
+    let served = |s: &mut TcpStream| {
+        s.set_read_timeout(Some(T)).unwrap();
+        let mut b = [0u8; 2];
+        s.write_all(b"x").is_ok() && s.read(&mut b).is_ok_and(|n| n == 1)
+    };
+    // Answered and closed by the server, but not by us: its socket lingers, holding the slot
+    // (and a descriptor) so that our late input cannot reset away the reply.
+    let mut first = TcpStream::connect(srv.addr_text()).unwrap();
+    assert!(served(&mut first));
+    let mut second = TcpStream::connect(srv.addr_text()).unwrap();
+    assert!(
+        !served(&mut second),
+        "served while the first connection's socket lingered"
+    );
+    assert_eq!(srv.stats().rejected, 1);
+    // Our end lets the lingering socket go, and the slot with it.
+    drop(first);
+    let deadline = Instant::now() + T;
+    let mut third = TcpStream::connect(srv.addr_text()).unwrap();
+    while !served(&mut third) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        third = TcpStream::connect(srv.addr_text()).unwrap();
+    }
+    assert!(
+        Instant::now() < deadline,
+        "no connection served after the first one ended"
+    );
+}
+
+#[test]
+fn sends_from_other_threads_wait_within_the_write_buffer_limit() {
+    use std::sync::mpsc::Receiver;
+    /// Reports the connection, then holds its loop until told to go on.
+    struct Hold(Mutex<Sender<u64>>, Mutex<Receiver<()>>);
+    impl TcpHandler for Hold {
+        fn on_data(&self, conn: &mut Conn<'_>, _: &[u8]) {
+            let _ = self.0.lock().unwrap().send(conn.id());
+            let _ = self.1.lock().unwrap().recv_timeout(T);
+        }
+    }
+    let srv = Server::tcp(
+        "127.0.0.1:0",
+        &Options {
+            max_write_buffer: 100_000,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    let (id_tx, id_rx) = channel();
+    let (go_tx, go_rx) = channel();
+    srv.start_tcp(Hold(Mutex::new(id_tx), Mutex::new(go_rx))).unwrap();
+    let mut s = TcpStream::connect(srv.addr_text()).unwrap();
+    s.set_read_timeout(Some(T)).unwrap();
+    s.write_all(b"x").unwrap();
+    let id = id_rx.recv_timeout(T).unwrap();
+    // The loop is held: the sends wait for it, up to the limit (with what each costs to
+    // queue, ~100 bytes) and no further.
+    let mut waiting = 0;
+    let refused = loop {
+        match srv.send(id, &[5u8; 10_000]) {
+            Ok(()) if waiting < 10 => waiting += 1,
+            other => break other,
+        }
+    };
+    assert!(matches!(refused, Err(Error::Limit(_))), "{refused:?}");
+    assert!((5..10).contains(&waiting), "{waiting} sends of 10000 bytes waited");
+    go_tx.send(()).unwrap();
+    let mut got = vec![0u8; waiting * 10_000];
+    s.read_exact(&mut got).unwrap();
+    assert!(got.iter().all(|&b| b == 5));
+    // Taken by the loop, they no longer count: there is room again.
+    let deadline = Instant::now() + T;
+    while srv.send(id, &[6u8; 10_000]).is_err() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    s.read_exact(&mut got[..10_000]).unwrap();
+    assert!(got[..10_000].iter().all(|&b| b == 6));
+}

@@ -189,7 +189,8 @@ pub extern "C" fn ns_tcp_connect(
 }
 
 /// Sends `len` bytes from `data` (copied) on the client connection, from any thread; the loop
-/// writes them in order. `NS_ERR_CLOSED` once the connection has closed.
+/// writes them in order. `NS_ERR_CLOSED` once the connection has closed; `NS_ERR_LIMIT` as for
+/// `ns_server_send()`.
 #[unsafe(no_mangle)]
 pub extern "C" fn ns_client_send(client: *mut ns_client, data: *const c_void, len: usize) -> c_int {
     ffi_panic_boundary! {

@@ -187,8 +187,10 @@ pub extern "C" fn ns_options_set_max_frame(opts: *mut ns_options, bytes: usize) 
 /// the queue past it returns `NS_ERR_LIMIT` and queues nothing of that message. While more than
 /// a quarter of it is queued, netsock stops reading from that connection until it drains, so a
 /// peer that never reads cannot make the server grow. For `ns_server_send()` and
-/// `ns_client_send()` the bound applies when the loop delivers the message: one that does not
-/// fit is dropped (and logged).
+/// `ns_client_send()` the bound applies twice: the sends waiting for the loop to take them may
+/// hold up to the bound or 64 KiB, whichever is more, counting about 100 bytes more for each
+/// send (beyond it they return `NS_ERR_LIMIT`); and when the loop delivers a message that
+/// does not fit the connection's queue, it is dropped (and logged).
 #[unsafe(no_mangle)]
 pub extern "C" fn ns_options_set_max_write_buffer(opts: *mut ns_options, bytes: usize) -> c_int {
     ffi_panic_boundary! {
@@ -204,6 +206,8 @@ pub extern "C" fn ns_options_set_max_write_buffer(opts: *mut ns_options, bytes: 
 
 /// Sets the most connections a server holds at once (0, the default: no limit). Connections
 /// over it are accepted and closed at once, and counted as `rejected` in `ns_server_stats()`.
+/// A connection the server closed in order counts until its socket is gone: up to 2 s more,
+/// while the socket waits for the peer's end so that the last output is not lost to a reset.
 #[unsafe(no_mangle)]
 pub extern "C" fn ns_options_set_max_conns(opts: *mut ns_options, max: usize) -> c_int {
     ffi_panic_boundary! { update(opts, |o| {

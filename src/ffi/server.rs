@@ -239,7 +239,9 @@ pub extern "C" fn ns_server_free(srv: *mut ns_server) {
 /// Sends `len` bytes from `data` (copied) to the TCP connection `conn_id`, from any thread: the
 /// loop is woken and writes them in order with the connection's other output. `NS_OK` means
 /// queued; if the connection ends first they are dropped. `NS_ERR_CLOSED` for an id that is not
-/// open (never was, or already closed) or a stopped server; `NS_ERR_INVALID` for a UDP server.
+/// open (never was, or already closed) or a stopped server; `NS_ERR_INVALID` for a UDP server;
+/// `NS_ERR_LIMIT` if the sends waiting for the loop to take them would pass the connection's
+/// write buffer limit with these bytes (`ns_options_set_max_write_buffer()`).
 #[unsafe(no_mangle)]
 pub extern "C" fn ns_server_send(srv: *mut ns_server, conn_id: u64, data: *const c_void, len: usize) -> c_int {
     ffi_panic_boundary! {

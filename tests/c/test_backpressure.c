@@ -4,7 +4,8 @@
  * the connection while more than a quarter of the bound is queued, and the
  * process does not grow while the peer tries to push 64 MiB; once the peer
  * reads, on_drain fires, reading resumes, and every reply the server accepted
- * arrives, in order. */
+ * arrives, in order. Sends from another thread that wait for a held loop stop at
+ * the bound too (NS_ERR_LIMIT). */
 #include <netinet/tcp.h>
 
 #include "netsock.h"
@@ -170,6 +171,83 @@ static void verify(struct verifier *v, const unsigned char *p, size_t n)
     v->total += n;
 }
 
+/* ---- ns_server_send from another thread while the loop cannot take the sends ---------- */
+
+static pthread_mutex_t hold_lock = PTHREAD_MUTEX_INITIALIZER;
+static uint64_t hold_id;
+static int hold_released;
+
+/* Reports the connection, then holds its loop until released. */
+static void hold_data(ns_conn *conn, const uint8_t *data, size_t len, void *user)
+{
+    (void)data;
+    (void)len;
+    (void)user;
+    pthread_mutex_lock(&hold_lock);
+    hold_id = ns_conn_id(conn);
+    int64_t end = now_ms() + 10000;
+    while (!hold_released && now_ms() < end) {
+        pthread_mutex_unlock(&hold_lock);
+        sleep_ms(2);
+        pthread_mutex_lock(&hold_lock);
+    }
+    pthread_mutex_unlock(&hold_lock);
+}
+
+static uint64_t held_id(void)
+{
+    pthread_mutex_lock(&hold_lock);
+    uint64_t id = hold_id;
+    pthread_mutex_unlock(&hold_lock);
+    return id;
+}
+
+/* The sends waiting for a held loop are bounded by max_write_buffer too: NS_ERR_LIMIT past it. */
+static void test_waiting_sends_are_bounded(void)
+{
+    static unsigned char msg[10000], got[100000];
+    ns_options *o = ns_options_new();
+    ns_server *srv = NULL;
+    size_t n = 0;
+    int fd, i, rc = NS_OK;
+    uint64_t id;
+
+    SECTION("ns_server_send while the loop is held: waiting sends stop at the write buffer limit");
+    CHECK_EQ_INT(ns_options_set_max_write_buffer(o, sizeof got), NS_OK);
+    CHECK_EQ_INT(ns_tcp_serve("127.0.0.1:0", hold_data, NULL, o, &srv), NS_OK);
+    ns_options_free(o);
+    if (!srv)
+        return;
+    fd = tcp_connect4(ns_server_port(srv));
+    CHECK(fd >= 0);
+    CHECK_EQ_INT(send(fd, "x", 1, 0), 1);
+    WAIT_FOR(held_id() != 0, 5000);
+    id = held_id();
+    memset(msg, 5, sizeof msg);
+    /* each counts its bytes and what it takes to queue (about 100 bytes) */
+    for (i = 0; i < 10 && (rc = ns_server_send(srv, id, msg, sizeof msg)) == NS_OK; i++) {
+    }
+    CHECK_EQ_INT(rc, NS_ERR_LIMIT);
+    CHECK(i >= 5 && i < 10);
+    pthread_mutex_lock(&hold_lock);
+    hold_released = 1;
+    pthread_mutex_unlock(&hold_lock);
+    /* the ones that waited all arrive */
+    while (n < (size_t)i * sizeof msg) {
+        struct pollfd p = {fd, POLLIN, 0};
+        if (poll(&p, 1, 5000) != 1)
+            break;
+        ssize_t r = recv(fd, got + n, sizeof got - n, 0);
+        if (r <= 0)
+            break;
+        n += (size_t)r;
+    }
+    CHECK_EQ_INT(n, (size_t)i * sizeof msg);
+    CHECK(memchr(got, 0, n) == NULL);
+    close(fd);
+    ns_server_free(srv);
+}
+
 int main(void)
 {
     static unsigned char req[64 * 1024], rbuf[256 * 1024];
@@ -326,5 +404,6 @@ int main(void)
     CHECK_EQ_INT(s.active, 0);
     close(fd);
     ns_server_free(srv);
+    test_waiting_sends_are_bounded();
     return CHECK_DONE();
 }
