@@ -9,11 +9,12 @@ utime+stime from /proc/PID/stat), stop the server by its PID. Rounds are interle
 (A B C, then B C A, C A B, ...: each round starts with another server); the table gives medians over rounds and every netsock figure as a ratio to
 libuv and to raw epoll measured in the same run.
 
-The loops scenario (one loop against two on the server's one core) looks for a difference of
-a few percent, below the noise of single runs, so it runs differently: its servers are started
-once (fresh for the scenario), idle in turn, and loaded one after the other in many short
-rounds (0.2 s warm-up, 0.5 s window); its verdicts are medians of per-round ratios with a
-bootstrap 95% interval.
+The 64 B ping-pongs (TCP and UDP) and the loops scenario (one loop against two on the server's
+one core) judge differences of a few percent, below the noise of single runs (this VM moves
+between a fast and a slow state within seconds), so they run differently: their servers are
+started once (fresh for the scenario), idle in turn, and loaded one after the other in many
+short rounds (0.2 s warm-up, 0.5 s window); their verdicts are medians of per-round ratios with
+a bootstrap 95% interval.
 
 Environment:
     BENCH_ROUNDS=n      rounds (default 5)
@@ -23,7 +24,8 @@ Environment:
     BENCH_IDLE_CONNS=n  connections of the idle scenario (default 5000)
     BENCH_QUIET_WAIT=s  before each run, wait up to s seconds for the machine to be quiet
                         (default 5; quick 1; 0 disables)
-    BENCH_LOOP_ROUNDS=n rounds of the loops scenario (default 40; quick 3)
+    BENCH_KEPT_ROUNDS=n rounds of the scenarios whose servers are kept up (tcp-pp-64,
+                        tcp-pp-64-loops, udp-pp-64) (default 40; quick 3)
     BENCH_ONLY=a,b      only these scenarios (tcp-pp-64, tcp-pp-64-loops, tcp-pp-4k, tcp-stream,
                         udp-pp-64, idle)
     BENCH_SERVERS=a,b   only these servers (netsock, netsock-thr, netsock-2t, libuv, epoll,
@@ -54,8 +56,8 @@ ROUNDS = int(os.environ.get("BENCH_ROUNDS", "1" if QUICK else "5"))
 WINDOW = float(os.environ.get("BENCH_WINDOW", "1" if QUICK else "3"))
 WARMUP = float(os.environ.get("BENCH_WARMUP", "0.3" if QUICK else "0.5"))
 IDLE_CONNS = int(os.environ.get("BENCH_IDLE_CONNS", "5000"))
-LOOP_ROUNDS = int(os.environ.get("BENCH_LOOP_ROUNDS", "3" if QUICK else "40"))
-LOOP_WINDOW, LOOP_WARMUP = 0.5, 0.2
+KEPT_ROUNDS = int(os.environ.get("BENCH_KEPT_ROUNDS", "3" if QUICK else "40"))
+KEPT_WINDOW, KEPT_WARMUP = 0.5, 0.2
 QUIET_WAIT = float(os.environ.get("BENCH_QUIET_WAIT", "1" if QUICK else "5"))
 WAIT_BUDGET = float(os.environ.get("BENCH_WAIT_BUDGET", "30" if QUICK else "240"))
 BG_LIMIT = 0.15   # cores used by other processes during a window, above which a run is repeated
@@ -77,17 +79,17 @@ SERVERS = {
 REFS = ("libuv", "epoll")
 
 SCENARIOS = [
-    dict(name="tcp-pp-64", title="TCP ping-pong, 50 conns x 64 B", proto="tcp", mode="tcp-pingpong",
-         conns=50, size=64, servers=["netsock", "libuv", "epoll"]),
+    dict(name="tcp-pp-64", title=f"TCP ping-pong, 50 conns x 64 B ({KEPT_ROUNDS} short rounds, servers kept up)",
+         proto="tcp", mode="tcp-pingpong", conns=50, size=64, servers=["netsock", "libuv", "epoll"], kept_up=True),
     dict(name="tcp-pp-64-loops", title="One loop or two on the server's one core: TCP ping-pong, 50 conns x 64 B "
-         f"({LOOP_ROUNDS} short rounds, servers kept up)", proto="tcp", mode="tcp-pingpong", conns=50, size=64,
+         f"({KEPT_ROUNDS} short rounds, servers kept up)", proto="tcp", mode="tcp-pingpong", conns=50, size=64,
          servers=["netsock", "netsock-thr", "netsock-2t", "epoll", "epoll-2t"], kept_up=True),
     dict(name="tcp-pp-4k", title="TCP ping-pong, 50 conns x 4 KiB", proto="tcp", mode="tcp-pingpong",
          conns=50, size=4096, servers=["netsock", "libuv", "epoll"]),
     dict(name="tcp-stream", title="TCP streaming, 4 conns x 64 KiB writes", proto="tcp", mode="tcp-stream",
          conns=4, size=65536, servers=["netsock", "libuv", "epoll"]),
-    dict(name="udp-pp-64", title="UDP ping-pong, 8 sockets x 64 B", proto="udp", mode="udp-pingpong",
-         conns=8, size=64, servers=["netsock", "libuv", "epoll"]),
+    dict(name="udp-pp-64", title=f"UDP ping-pong, 8 sockets x 64 B ({KEPT_ROUNDS} short rounds, servers kept up)",
+         proto="udp", mode="udp-pingpong", conns=8, size=64, servers=["netsock", "libuv", "epoll"], kept_up=True),
     dict(name="idle", title=f"{IDLE_CONNS} idle connections, then one echo each", proto="tcp", mode="idle",
          conns=IDLE_CONNS, size=16, servers=["netsock", "libuv", "epoll"]),
 ]
@@ -252,7 +254,7 @@ def run_one(sc, server, running=None):
     else:
         waited, cores = 0.0, -1.0
     p, port = running or start_server(server, sc["proto"])
-    window, warmup = (LOOP_WINDOW, LOOP_WARMUP) if running else (WINDOW, WARMUP)
+    window, warmup = (KEPT_WINDOW, KEPT_WARMUP) if running else (WINDOW, WARMUP)
     try:
         cmd = ["taskset", "-c", LOADGEN_CPU, BIN["loadgen"], sc["mode"], "--host", "127.0.0.1",
                "--port", str(port), "--conns", str(sc["conns"]), "--size", str(sc["size"]), "--pid", str(p.pid)]
@@ -365,8 +367,8 @@ def build_table(results, info, started, elapsed):
                  f"libuv {info['libuv']}; netsock at git {info['rev']} (libnetsock.so sha256 {info['lib']}). Server pinned to core {SERVER_CPU}, load generator to core {LOADGEN_CPU}, "
                  f"loopback. {ROUNDS} interleaved round(s), {WINDOW:g} s windows after {WARMUP:g} s warm-up; "
                  f"medians over rounds; run took {elapsed:.0f} s."
-                 + (f" The loops scenario: {LOOP_ROUNDS} rounds of {LOOP_WINDOW:g} s windows after {LOOP_WARMUP:g} s "
-                    "warm-up, against servers started once for it." if any(sc.get("kept_up") for sc in SCENARIOS) else ""))
+                 + (f" Scenarios with servers kept up: {KEPT_ROUNDS} rounds of {KEPT_WINDOW:g} s windows after "
+                    f"{KEPT_WARMUP:g} s warm-up, against servers started once for the scenario." if any(sc.get("kept_up") for sc in SCENARIOS) else ""))
     lines.append("")
     lines.append("Server CPU = the server's utime+stime (/proc/PID/stat) over the window, per request (per GB "
                  "echoed for streaming). Idle: the server's VmRSS growth per connection (user space only), "
@@ -498,9 +500,9 @@ def run_kept_up(sc, raw, results):
         if QUIET_WAIT > 0:
             waited, _ = wait_quiet(min(QUIET_WAIT, max(0.3, BUDGET.left)))
             BUDGET.spend(max(0.0, waited - 0.3))
-        for rnd in range(1, LOOP_ROUNDS + 1):
+        for rnd in range(1, KEPT_ROUNDS + 1):
             k = (rnd - 1) % len(sc["servers"])
-            log(f"{sc['name']} round {rnd}/{LOOP_ROUNDS}")
+            log(f"{sc['name']} round {rnd}/{KEPT_ROUNDS}")
             for srv in sc["servers"][k:] + sc["servers"][:k]:
                 record(sc, srv, rnd, raw, results, running[srv])
     except (RuntimeError, OSError) as e:
