@@ -167,16 +167,16 @@ fn serve(group: &Group, index: usize, mut poll: Poll, sock: &Socket, sent: &Coun
                 if group.stopping() {
                     return;
                 }
-                let dgram = batch.get(i);
+                let mut dgram = batch.get(i);
                 if dgram.truncated {
                     log!(Info, "dropped a datagram larger than 64 KiB");
                     continue;
                 }
                 stats.datagrams_in.add(1);
                 stats.bytes_in.add(dgram.data.len() as u64);
-                let from = unnamed_if_empty(dgram.from);
+                unnamed_if_empty(&mut dgram.from);
                 // A panicking handler loses only this datagram.
-                if let Err(e) = guard(|| handler.on_datagram(&responder, &from, dgram.data)) {
+                if let Err(e) = guard(|| handler.on_datagram(&responder, &dgram.from, dgram.data)) {
                     log!(Error, "datagram handler failed: {e}");
                 }
             }
@@ -192,9 +192,10 @@ fn serve(group: &Group, index: usize, mut poll: Poll, sock: &Socket, sent: &Coun
 
 /// Some kernels (gVisor) report an unnamed Unix sender with an empty address rather than a
 /// bare family; both mean "unnamed", so give callbacks the same thing either way.
-fn unnamed_if_empty(from: SockAddr) -> SockAddr {
-    if (from.len() as usize) < size_of::<libc::sa_family_t>() {
-        return SockAddr::unix("").unwrap_or(from);
+fn unnamed_if_empty(from: &mut SockAddr) {
+    if (from.len() as usize) < size_of::<libc::sa_family_t>()
+        && let Ok(unnamed) = SockAddr::unix("")
+    {
+        *from = unnamed;
     }
-    from
 }

@@ -3,10 +3,11 @@
 use std::ffi::c_int;
 use std::os::raw::c_char;
 
-use socket2::{SockAddr, SockAddrStorage};
+use socket2::SockAddr;
 
 use super::boundary::write_text;
 use crate::Error;
+use crate::mmsg::{addr_from_storage, storage_of};
 
 /// The address of a datagram peer. A plain value: copy it (`ns_peer keep = *from;`) to answer
 /// later with `ns_udp_reply()` from any thread. The fields are private to netsock.
@@ -18,18 +19,14 @@ pub struct ns_peer {
 }
 
 impl From<&SockAddr> for ns_peer {
+    /// Made for each datagram: the storage is copied whole, a fixed-size copy made inline.
     fn from(addr: &SockAddr) -> ns_peer {
-        let mut peer = ns_peer {
-            _storage: [0; 16],
-            _len: 0,
-        };
-        let len = (addr.len() as usize).min(size_of_val(&peer._storage));
-        // SAFETY: both are plain bytes; `len` fits in both.
-        unsafe {
-            std::ptr::copy_nonoverlapping(addr.as_ptr().cast::<u8>(), peer._storage.as_mut_ptr().cast::<u8>(), len)
-        };
-        peer._len = len as u32;
-        peer
+        // SAFETY: sockaddr_storage and [u64; 16] are plain bytes of the same size and alignment.
+        let storage = unsafe { std::mem::transmute::<libc::sockaddr_storage, [u64; 16]>(storage_of(addr)) };
+        ns_peer {
+            _storage: storage,
+            _len: addr.len(),
+        }
     }
 }
 
@@ -39,20 +36,17 @@ impl TryFrom<&ns_peer> for SockAddr {
     /// Checks what a caller hands back, since it may be garbage.
     fn try_from(peer: &ns_peer) -> crate::Result<SockAddr> {
         let len = peer._len as usize;
-        let mut storage = SockAddrStorage::zeroed();
-        if len < size_of::<libc::sa_family_t>() || len > storage.size_of() as usize {
+        if len < size_of::<libc::sa_family_t>() || len > size_of::<libc::sockaddr_storage>() {
             return Err(Error::Invalid("not a peer address filled in by netsock".into()));
         }
-        // SAFETY: `len` bytes fit in the storage; the family is checked below before use.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                peer._storage.as_ptr().cast::<u8>(),
-                (&mut storage as *mut SockAddrStorage).cast::<u8>(),
-                len,
+        // SAFETY: the same bytes as a sockaddr_storage; `len` fits, and the family is
+        // validated just after.
+        let addr = unsafe {
+            addr_from_storage(
+                &std::mem::transmute::<[u64; 16], libc::sockaddr_storage>(peer._storage),
+                len as libc::socklen_t,
             )
         };
-        // SAFETY: the length matches the bytes copied; the family is validated just after.
-        let addr = unsafe { SockAddr::new(storage, len as libc::socklen_t) };
         let ok = match c_int::from(addr.family()) {
             libc::AF_INET => len >= size_of::<libc::sockaddr_in>(),
             libc::AF_INET6 => len >= size_of::<libc::sockaddr_in6>(),
