@@ -33,9 +33,14 @@ impl TcpHandler for FrameEcho {
 
 fn serve(opts: &Options) -> (Server, std::sync::mpsc::Receiver<String>) {
     let (tx, rx) = channel();
+    (start(opts, FrameEcho(Mutex::new(tx))), rx)
+}
+
+/// A TCP server on a loopback port the OS chose, with `opts`, running `handler`.
+fn start<H: TcpHandler>(opts: &Options, handler: H) -> Server {
     let srv = Server::tcp("127.0.0.1:0", opts).unwrap();
-    srv.start_tcp(FrameEcho(Mutex::new(tx))).unwrap();
-    (srv, rx)
+    srv.start_tcp(handler).unwrap();
+    srv
 }
 
 #[test]
@@ -350,15 +355,11 @@ fn a_connection_closed_in_order_keeps_its_slot_until_its_socket_goes() {
             conn.close();
         }
     }
-    let srv = Server::tcp(
-        "127.0.0.1:0",
-        &Options {
-            max_conns: 1,
-            ..Options::default()
-        },
-    )
-    .unwrap();
-    srv.start_tcp(ReplyAndClose).unwrap();
+    let opts = Options {
+        max_conns: 1,
+        ..Options::default()
+    };
+    let srv = start(&opts, ReplyAndClose);
     let served = |s: &mut TcpStream| {
         s.set_read_timeout(Some(T)).unwrap();
         let mut b = [0u8; 2];
@@ -399,17 +400,13 @@ fn sends_from_other_threads_wait_within_the_write_buffer_limit() {
             let _ = self.1.lock().unwrap().recv_timeout(T);
         }
     }
-    let srv = Server::tcp(
-        "127.0.0.1:0",
-        &Options {
-            max_write_buffer: 100_000,
-            ..Options::default()
-        },
-    )
-    .unwrap();
     let (id_tx, id_rx) = channel();
     let (go_tx, go_rx) = channel();
-    srv.start_tcp(Hold(Mutex::new(id_tx), Mutex::new(go_rx))).unwrap();
+    let opts = Options {
+        max_write_buffer: 100_000,
+        ..Options::default()
+    };
+    let srv = start(&opts, Hold(Mutex::new(id_tx), Mutex::new(go_rx)));
     let mut s = TcpStream::connect(srv.addr_text()).unwrap();
     s.set_read_timeout(Some(T)).unwrap();
     s.write_all(b"x").unwrap();

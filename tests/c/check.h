@@ -11,9 +11,9 @@
  * The counters are protected by a mutex, so checks may run in library
  * callbacks (on the server's I/O thread) and in helper threads.
  * Also a few small helpers shared by the test programs (monotonic clock,
- * sleeping, a watchdog, plain sockets, /proc/self/status numbers such as
- * VmRSS and Threads, ns_server_stats into a checked struct) - all static so
- * each test is a single .c file.
+ * sleeping, a watchdog, an int read under a lock, plain sockets,
+ * /proc/self/status numbers such as VmRSS and Threads, ns_server_stats into
+ * a checked struct) - all static so each test is a single .c file.
  */
 #ifndef NETSOCK_TEST_CHECK_H
 #define NETSOCK_TEST_CHECK_H
@@ -181,6 +181,16 @@ static inline void watchdog(unsigned seconds)
         while (!(cond) && now_ms() < wait_end_)                                  \
             sleep_ms(2);                                                         \
     } while (0)
+
+/* An int that callbacks update under `m`, read under it. */
+static inline int locked_int(pthread_mutex_t *m, const int *p)
+{
+    int v;
+    pthread_mutex_lock(m);
+    v = *p;
+    pthread_mutex_unlock(m);
+    return v;
+}
 
 /* ---- plain socket helpers (the "any plain socket peer") ------------------ */
 

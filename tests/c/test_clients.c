@@ -48,11 +48,7 @@ static void s_on_close(ns_conn *conn, int reason, void *user)
 
 static int get_int(int *p)
 {
-    int v;
-    pthread_mutex_lock(&lock);
-    v = *p;
-    pthread_mutex_unlock(&lock);
-    return v;
+    return locked_int(&lock, p);
 }
 
 static ns_server *serve(int framing)

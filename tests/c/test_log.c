@@ -87,11 +87,7 @@ static void on_close(ns_conn *conn, int reason, void *user)
 
 static int get_int(int *p)
 {
-    int v;
-    pthread_mutex_lock(&lock);
-    v = *p;
-    pthread_mutex_unlock(&lock);
-    return v;
+    return locked_int(&lock, p);
 }
 
 static ns_server *serve(int framing, size_t max_frame, size_t max_conns, size_t max_wbuf, void *user)

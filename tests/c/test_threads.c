@@ -827,11 +827,7 @@ static int nest_opens, nest_wait_a_rc = 99, nest_wait_b_rc = 99, nest_freed, nes
 
 static int nest_get(int *p)
 {
-    int v;
-    pthread_mutex_lock(&nest_lock);
-    v = *p;
-    pthread_mutex_unlock(&nest_lock);
-    return v;
+    return locked_int(&nest_lock, p);
 }
 
 static void nest_open(ns_conn *c, void *u)
