@@ -205,11 +205,16 @@ typedef void (*ns_open_cb)(struct ns_conn *conn, void *user);
 
 /**
  * The address of a datagram peer. A plain value: copy it (`ns_peer keep = *from;`) to answer
- * later with `ns_udp_reply()` from any thread. The fields are private to netsock.
+ * later with `ns_udp_reply()` from any thread. The fields are private to netsock; two copies
+ * of the same address compare equal with `memcmp`.
  */
 typedef struct ns_peer {
   uint64_t _storage[16];
   uint32_t _len;
+  /**
+   * Always 0: padding made a field, so that `memcmp` never reads undefined bytes.
+   */
+  uint32_t _pad;
 } ns_peer;
 
 /**

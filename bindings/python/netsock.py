@@ -119,7 +119,7 @@ class _ns_options(ctypes.Structure):
 
 
 class _ns_peer(ctypes.Structure):
-    _fields_ = [("_storage", c_uint64 * 16), ("_len", c_uint32)]
+    _fields_ = [("_storage", c_uint64 * 16), ("_len", c_uint32), ("_pad", c_uint32)]
 
 
 _STATS_FIELDS = ("accepted", "active", "closed", "rejected", "bytes_in", "bytes_out",
@@ -637,7 +637,8 @@ class Server:
 
     def send(self, conn_id, data):
         """Queues ``data`` for the TCP connection ``conn_id`` (from any thread). ClosedError
-        if that connection is not open or the server stopped."""
+        if that connection is not open or the server stopped; LimitError if the sends waiting
+        for its loop would pass its write buffer limit (at least 64 KiB)."""
         conn_id = _uint(conn_id, "conn_id", 2 ** 64 - 1)
         data = _bytes(data)
         _check(self._call(_lib.ns_server_send, conn_id, data, len(data)))

@@ -10,22 +10,34 @@ use crate::Error;
 use crate::mmsg::{addr_from_storage, storage_of};
 
 /// The address of a datagram peer. A plain value: copy it (`ns_peer keep = *from;`) to answer
-/// later with `ns_udp_reply()` from any thread. The fields are private to netsock.
+/// later with `ns_udp_reply()` from any thread. The fields are private to netsock; two copies
+/// of the same address compare equal with `memcmp`.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct ns_peer {
     _storage: [u64; 16],
     _len: u32,
+    /// Always 0: padding made a field, so that `memcmp` never reads undefined bytes.
+    _pad: u32,
 }
 
 impl From<&SockAddr> for ns_peer {
     /// Made for each datagram: the storage is copied whole, a fixed-size copy made inline.
+    /// What follows the address (left over from earlier senders) is zeroed, so that copies of
+    /// one address compare equal whole.
     fn from(addr: &SockAddr) -> ns_peer {
+        let len = (addr.len() as usize).min(size_of::<libc::sockaddr_storage>());
         // SAFETY: sockaddr_storage and [u64; 16] are plain bytes of the same size and alignment.
-        let storage = unsafe { std::mem::transmute::<libc::sockaddr_storage, [u64; 16]>(storage_of(addr)) };
+        let mut storage = unsafe { std::mem::transmute::<libc::sockaddr_storage, [u64; 16]>(storage_of(addr)) };
+        // SAFETY: the 128 bytes of `storage`, of which `len..` are written.
+        unsafe {
+            let bytes = storage.as_mut_ptr().cast::<u8>();
+            std::ptr::write_bytes(bytes.add(len), 0, size_of::<libc::sockaddr_storage>() - len);
+        }
         ns_peer {
             _storage: storage,
-            _len: addr.len(),
+            _len: len as u32,
+            _pad: 0,
         }
     }
 }

@@ -295,6 +295,43 @@ static void test_unix_stale_file(const char *dir)
     unlink(path);
 }
 
+/* Keeps a copy of each datagram's sender (at most 4). */
+static pthread_mutex_t kept_lock = PTHREAD_MUTEX_INITIALIZER;
+static ns_peer kept[4];
+static int kept_n;
+
+static void keep_datagram(ns_server *srv, const ns_peer *from, const uint8_t *data, size_t len, void *user)
+{
+    (void)srv;
+    (void)data;
+    (void)len;
+    (void)user;
+    pthread_mutex_lock(&kept_lock);
+    if (kept_n < 4)
+        kept[kept_n++] = *from;
+    pthread_mutex_unlock(&kept_lock);
+}
+
+static int kept_count(void)
+{
+    return locked_int(&kept_lock, &kept_n);
+}
+
+/* Sends one datagram from a socket bound to `from` to `to`. */
+static int send_from(const char *from, const char *to)
+{
+    struct sockaddr_un me, dst;
+    int ok, fd = socket(AF_UNIX, SOCK_DGRAM, 0);
+    if (fd < 0)
+        return 0;
+    ok = set_sun_path(&me, from) && set_sun_path(&dst, to) &&
+         bind(fd, (struct sockaddr *)&me, sizeof me) == 0 &&
+         sendto(fd, "x", 1, 0, (struct sockaddr *)&dst, sizeof dst) == 1;
+    close(fd);
+    unlink(from);
+    return ok;
+}
+
 static void test_unix_dgram(const char *dir)
 {
     char path[200], addr[256], got[256], reply[64];
@@ -370,6 +407,27 @@ static void test_unix_dgram(const char *dir)
     pthread_mutex_unlock(&g_seen.lock);
 
     ns_server_free(srv);
+
+    /* copies of one sender's ns_peer compare equal whole, even after a longer name came in
+       between (the server reuses its receive slots) */
+    CHECK_EQ_INT(ns_udp_serve(addr, keep_datagram, NULL, NULL, &srv), NS_OK);
+    if (srv) {
+        char shortp[200], longp[200];
+        snprintf(shortp, sizeof shortp, "%s/s", dir);
+        snprintf(longp, sizeof longp, "%s/a-much-longer-name-for-the-second-sender", dir);
+        CHECK(send_from(shortp, path));
+        WAIT_FOR(kept_count() >= 1, 5000);
+        CHECK(send_from(longp, path));
+        WAIT_FOR(kept_count() >= 2, 5000);
+        CHECK(send_from(shortp, path));
+        WAIT_FOR(kept_count() >= 3, 5000);
+        pthread_mutex_lock(&kept_lock);
+        CHECK_EQ_INT(kept_n, 3);
+        CHECK(memcmp(&kept[0], &kept[2], sizeof(ns_peer)) == 0);
+        CHECK(memcmp(&kept[0], &kept[1], sizeof(ns_peer)) != 0);
+        pthread_mutex_unlock(&kept_lock);
+        ns_server_free(srv);
+    }
     CHECK(!file_exists(path));
     /* a unix datagram path with no socket: refused */
     CHECK_EQ_INT(ns_udp_send(addr, "x", 1), NS_ERR_REFUSED);
