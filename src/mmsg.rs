@@ -19,7 +19,10 @@ const SLOT: usize = 64 * 1024;
 
 pub(crate) struct RecvBatch {
     bufs: Vec<MaybeUninit<u8>>,
+    /// The senders' addresses, zero past each (so that copies of one compare equal whole).
     names: Vec<libc::sockaddr_storage>,
+    /// How many of `names` the last call wrote.
+    used: usize,
     iovs: Vec<libc::iovec>,
     hdrs: Vec<libc::mmsghdr>,
 }
@@ -46,6 +49,7 @@ impl RecvBatch {
         let mut b = RecvBatch {
             bufs: Vec::with_capacity(BATCH * SLOT),
             names: (0..BATCH).map(|_| zeroed()).collect(),
+            used: 0,
             iovs: (0..BATCH).map(|_| zeroed()).collect(),
             hdrs: (0..BATCH).map(|_| zeroed()).collect(),
         };
@@ -70,6 +74,9 @@ impl RecvBatch {
         for hdr in &mut self.hdrs {
             hdr.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
         }
+        // A shorter name would leave the end of a longer one behind it.
+        self.names[..self.used].fill(zeroed());
+        self.used = 0;
         // SAFETY: every header points at live buffers of the stated sizes, owned by `self`.
         // Made with syscall(2), not libc's cancellable wrapper (see `sys`).
         let n = unsafe {
@@ -85,6 +92,7 @@ impl RecvBatch {
         if n < 0 {
             Err(io::Error::last_os_error())
         } else {
+            self.used = n as usize;
             Ok(n as usize)
         }
     }

@@ -23,20 +23,14 @@ pub struct ns_peer {
 
 impl From<&SockAddr> for ns_peer {
     /// Made for each datagram: the storage is copied whole, a fixed-size copy made inline.
-    /// What follows the address (left over from earlier senders) is zeroed, so that copies of
-    /// one address compare equal whole.
+    /// Senders' addresses come zeroed past their length (see `RecvBatch`), so copies of one
+    /// address compare equal whole.
     fn from(addr: &SockAddr) -> ns_peer {
-        let len = (addr.len() as usize).min(size_of::<libc::sockaddr_storage>());
         // SAFETY: sockaddr_storage and [u64; 16] are plain bytes of the same size and alignment.
-        let mut storage = unsafe { std::mem::transmute::<libc::sockaddr_storage, [u64; 16]>(storage_of(addr)) };
-        // SAFETY: the 128 bytes of `storage`, of which `len..` are written.
-        unsafe {
-            let bytes = storage.as_mut_ptr().cast::<u8>();
-            std::ptr::write_bytes(bytes.add(len), 0, size_of::<libc::sockaddr_storage>() - len);
-        }
+        let storage = unsafe { std::mem::transmute::<libc::sockaddr_storage, [u64; 16]>(storage_of(addr)) };
         ns_peer {
             _storage: storage,
-            _len: len as u32,
+            _len: addr.len(),
             _pad: 0,
         }
     }
