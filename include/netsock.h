@@ -6,7 +6,10 @@
  *    ns_strerror(code) names a code; ns_last_error() gives the detail of this thread's last
  *    failure. Out-parameters are written only on success (the blocking clients, ns_tcp_send,
  *    ns_tcp_request and ns_udp_request, also report the length on NS_ERR_TRUNCATED).
- *  - Pointers: every pointer argument is checked; NULL gives NS_ERR_INVALID, never a crash.
+ *  - Pointers: every pointer argument is checked; NULL gives NS_ERR_INVALID, never a crash,
+ *    and is recorded in ns_last_error() like any failure, also by the functions whose result
+ *    cannot carry a code (ids and counts give 0, pointers NULL) and by ns_server_stop. The only
+ *    exceptions are the free functions: NULL is a no-op that leaves ns_last_error() as it was.
  *    A data pointer may be NULL when its length is 0. Data passed to a send is copied; the
  *    caller keeps ownership of every buffer it passes in. Buffers netsock passes to a callback
  *    (data, ns_conn, ns_peer) are owned by netsock and valid until the callback returns.
@@ -21,6 +24,15 @@
  *    ns_server_*, ns_udp_reply, ns_client_* and the blocking clients may be called from any
  *    thread (ns_server_wait and ns_server_free not from the server's own callbacks without the
  *    consequences their comments state). ns_server_stop is also async-signal-safe.
+ *  - Delivery: a send that returned NS_OK (ns_conn_send*, ns_server_send*, ns_client_send*)
+ *    reaches the peer, in order, after everything accepted before it from the same thread,
+ *    unless the connection ends first (on_close says why; the peer sees the end after whole
+ *    messages). It is never dropped while the connection stays open: what would not fit the
+ *    write buffer is refused at call time with NS_ERR_LIMIT, counting what is queued on the
+ *    loop and what waits for it, and what was accepted is written whatever else came since.
+ *  - Timeouts: a call given a timeout returns within it plus a few milliseconds, always (waits
+ *    are poll(2) in whole milliseconds, rounded up; never a socket timeout that could round to
+ *    "forever"). A timeout of 0 means no limit.
  *  - User pointers (of serve/connect calls, ns_conn_set_user) are passed back as they are;
  *    netsock never reads or frees them.
  *  - Panics never cross into C: a caught panic becomes NS_ERR_PANIC.
@@ -114,11 +126,14 @@ typedef enum ns_framing {
    */
   NS_FRAMING_RAW = 0,
   /**
-   * Lines: each message ends with "\n" (a "\r" before it is dropped too).
+   * Lines: each message ends with "\n" (a "\r" before it is dropped too). When the peer
+   * closes, a final line without its "\n" is a line too (as Python's readline and Go's
+   * bufio.Scanner read it); over `max_frame` it closes with `NS_ERR_LIMIT`.
    */
   NS_FRAMING_LINE = 1,
   /**
-   * A 4-byte big-endian length, then that many bytes.
+   * A 4-byte big-endian length, then that many bytes. A message cut short by the peer's
+   * close ends the connection with `NS_ERR_CLOSED` (not `NS_OK`).
    */
   NS_FRAMING_LEN32 = 2,
 } ns_framing;
@@ -313,7 +328,8 @@ int ns_client_close(struct ns_client *client);
 void ns_client_free(struct ns_client *client);
 
 /**
- * The client connection's id (as `ns_conn_id()` gives it in its callbacks); 0 for NULL.
+ * The client connection's id (as `ns_conn_id()` gives it in its callbacks); 0 for NULL (with
+ * `NS_ERR_INVALID` in `ns_last_error()`).
  */
 uint64_t ns_client_id(const struct ns_client *client);
 
@@ -337,7 +353,8 @@ int ns_client_send_frame(struct ns_client *client, const void *data, size_t len)
 int ns_conn_close(struct ns_conn *conn);
 
 /**
- * The connection's id: unique for the server's lifetime and never 0 (0 means `conn` was NULL).
+ * The connection's id: unique for the server's lifetime and never 0 (0 means `conn` was NULL,
+ * with `NS_ERR_INVALID` in `ns_last_error()`).
  * Loop thread only (inside a callback); the id itself may be used from any thread.
  */
 uint64_t ns_conn_id(const struct ns_conn *conn);
@@ -351,7 +368,8 @@ uint64_t ns_conn_id(const struct ns_conn *conn);
 int ns_conn_peer(const struct ns_conn *conn, char *buf, size_t cap);
 
 /**
- * Bytes queued on the connection and not yet written (0 for NULL). Loop thread only.
+ * Bytes queued on the connection and not yet written (0 for NULL, with `NS_ERR_INVALID` in
+ * `ns_last_error()`). Loop thread only.
  */
 size_t ns_conn_pending(const struct ns_conn *conn);
 
@@ -375,7 +393,7 @@ int ns_conn_send_frame(struct ns_conn *conn, const void *data, size_t len);
 /**
  * The server the connection belongs to (the one `ns_tcp_serve()` returns), so callbacks can
  * call `ns_server_send()` or `ns_server_stats()` even before `ns_tcp_serve()` has returned;
- * NULL for a client connection, a NULL `conn`, or once `ns_server_free()` of the server has
+ * NULL for a client connection, a NULL `conn` (recording `NS_ERR_INVALID`), or once `ns_server_free()` of the server has
  * been called (from any thread). Loop thread only (inside a callback).
  */
 struct ns_server *ns_conn_server(const struct ns_conn *conn);
@@ -388,8 +406,8 @@ struct ns_server *ns_conn_server(const struct ns_conn *conn);
 int ns_conn_set_user(struct ns_conn *conn, void *user);
 
 /**
- * The pointer stored with `ns_conn_set_user()` (NULL until set, and for a NULL `conn`). Loop
- * thread only (inside a callback).
+ * The pointer stored with `ns_conn_set_user()` (NULL until set, and for a NULL `conn`, which
+ * records `NS_ERR_INVALID` in `ns_last_error()`). Loop thread only (inside a callback).
  */
 void *ns_conn_user(const struct ns_conn *conn);
 
@@ -489,11 +507,11 @@ int ns_options_set_max_frame(struct ns_options *opts, size_t bytes);
  * Bounds each connection's queued output (default 8 MiB; at least 1). A send that would take
  * the queue past it returns `NS_ERR_LIMIT` and queues nothing of that message. While more than
  * a quarter of it is queued, netsock stops reading from that connection until it drains, so a
- * peer that never reads cannot make the server grow. For `ns_server_send()` and
- * `ns_client_send()` the bound applies twice: the sends waiting for the loop to take them may
- * hold up to the bound or 64 KiB, whichever is more, counting about 100 bytes more for each
- * send (beyond it they return `NS_ERR_LIMIT`); and when the loop delivers a message that
- * does not fit the connection's queue, it is dropped (and logged).
+ * peer that never reads cannot make the server grow. `ns_server_send()` and
+ * `ns_client_send()` count the sends still waiting for the loop as queued, so they refuse
+ * (`NS_ERR_LIMIT`) what would not fit instead of dropping it later; and the memory those
+ * waiting sends hold (about 100 bytes more for each) is bounded by the limit or 64 KiB,
+ * whichever is more.
  */
 int ns_options_set_max_write_buffer(struct ns_options *opts, size_t bytes);
 
@@ -576,10 +594,11 @@ int ns_server_port(const struct ns_server *srv);
 /**
  * Sends `len` bytes from `data` (copied) to the TCP connection `conn_id`, from any thread: the
  * loop is woken and writes them in order with the connection's other output. `NS_OK` means
- * queued; if the connection ends first they are dropped. `NS_ERR_CLOSED` for an id that is not
- * open (never was, or already closed) or a stopped server; `NS_ERR_INVALID` for a UDP server;
- * `NS_ERR_LIMIT` if the sends waiting for the loop to take them would pass the connection's
- * write buffer limit with these bytes (`ns_options_set_max_write_buffer()`).
+ * accepted: they reach the peer unless the connection ends first (the delivery rule of the
+ * preamble). `NS_ERR_CLOSED` for an id that is not open (never was, or already closed) or a
+ * stopped server; `NS_ERR_INVALID` for a UDP server; `NS_ERR_LIMIT` (nothing queued) if the
+ * connection's output queued on the loop and waiting for it would pass its write buffer limit
+ * with these bytes (`ns_options_set_max_write_buffer()`).
  */
 int ns_server_send(struct ns_server *srv, uint64_t conn_id, const void *data, size_t len);
 
@@ -601,8 +620,9 @@ int ns_server_stats(const struct ns_server *srv, struct ns_stats *out);
 /**
  * Asks the server to stop and returns at once: it stops accepting, and every open connection
  * gets `on_close` with `NS_ERR_STOPPED` (after flushing its output, within the drain timeout
- * if one is set). Any thread, repeatable, and async-signal-safe (call it
- * from a SIGINT handler); for that reason it does not set `ns_last_error()`, not even for NULL.
+ * if one is set). Any thread, repeatable, and async-signal-safe (call it from a SIGINT
+ * handler). `NS_ERR_INVALID` for NULL, recorded in `ns_last_error()` like every other
+ * function's failure (without allocating, so still async-signal-safe).
  */
 int ns_server_stop(struct ns_server *srv);
 

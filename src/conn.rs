@@ -6,12 +6,14 @@
 use std::io::{self, IoSlice};
 use std::net::Shutdown;
 use std::os::fd::AsRawFd;
+use std::sync::Arc;
 use std::time::Instant;
 
 use socket2::{SockAddr, Socket};
 
 use crate::error::{Error, Result};
-use crate::framing;
+use crate::event_loop::SendBudget;
+use crate::framing::{self, Framing};
 use crate::sys;
 use crate::tcp::Service;
 
@@ -52,6 +54,8 @@ pub(crate) struct ConnState {
     pub(crate) written: usize,
     /// Listed in the loop's connections to read again (input was left after a full turn).
     pub(crate) read_again: bool,
+    /// The output accepted for this connection, as other threads' senders see it.
+    pub(crate) budget: Arc<SendBudget>,
     out: Vec<u8>,
     out_pos: usize,
 }
@@ -60,7 +64,7 @@ pub(crate) struct ConnState {
 const KEEP_QUEUE_CAPACITY: usize = 64 * 1024;
 
 impl ConnState {
-    pub(crate) fn new(sock: Socket, id: u64, svc: usize, now: Instant) -> ConnState {
+    pub(crate) fn new(sock: Socket, id: u64, svc: usize, budget: Arc<SendBudget>, now: Instant) -> ConnState {
         ConnState {
             sock,
             id,
@@ -74,6 +78,7 @@ impl ConnState {
             partial: Vec::new(),
             written: 0,
             read_again: false,
+            budget,
             out: Vec::new(),
             out_pos: 0,
         }
@@ -85,17 +90,19 @@ impl ConnState {
 
     /// Writes what the queue holds until it is empty or the socket would block.
     pub(crate) fn flush(&mut self) {
+        let before = self.pending();
         while self.pending() > 0 && self.failed.is_none() {
             match sys::send(self.sock.as_raw_fd(), &self.out[self.out_pos..]) {
                 Ok(n) => {
                     self.out_pos += n;
                     self.written += n;
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => self.failed = Some(Error::io("write", e)),
             }
         }
+        self.budget.written(before - self.pending());
         if self.pending() == 0 {
             self.out_pos = 0;
             if self.out.capacity() > KEEP_QUEUE_CAPACITY {
@@ -106,25 +113,51 @@ impl ConnState {
         }
     }
 
-    /// Sends `parts` as one message: written at once as far as the socket takes it, the rest
-    /// queued. Refused whole (`Limit`) if the queue would outgrow `max`.
+    /// Sends `parts` as one message from the loop: written at once as far as the socket takes
+    /// it, the rest queued. Refused whole (`Limit`) if the output accepted for the connection
+    /// (queued here, and sends from other threads waiting for the loop) would outgrow `max`.
     pub(crate) fn send(&mut self, parts: &[&[u8]], max: usize) -> Result<()> {
+        self.check_open()?;
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        let ahead = self.budget.accepted();
+        if ahead.saturating_add(total) > max {
+            return Err(Error::Limit(
+                format!("{ahead} bytes queued; {total} more would pass the {max}-byte write buffer limit").into(),
+            ));
+        }
+        let sent = self.write_now(parts, total)?;
+        // Only what waits takes room. (A sender on another thread may take room between the
+        // check and here: the limit can then be passed by the rest of one message, never a
+        // message lost.)
+        self.budget.accept(total - sent);
+        self.queue_rest(parts, sent);
+        Ok(())
+    }
+
+    /// Delivers a send that another thread made, whose room was taken when it was accepted:
+    /// no limit applies here, so the loop never drops what a caller was told was sent.
+    pub(crate) fn send_accepted(&mut self, parts: &[&[u8]]) -> Result<()> {
+        self.check_open()?;
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        let sent = self.write_now(parts, total)?;
+        self.budget.written(sent);
+        self.queue_rest(parts, sent);
+        Ok(())
+    }
+
+    fn check_open(&self) -> Result<()> {
         if self.phase != Phase::Open {
             return Err(Error::Closed("the connection is closed".into()));
         }
         if let Some(e) = &self.failed {
             return Err(Error::Closed(format!("the connection failed: {e}").into()));
         }
-        let total: usize = parts.iter().map(|p| p.len()).sum();
-        if self.pending().saturating_add(total) > max {
-            return Err(Error::Limit(
-                format!(
-                    "{} bytes queued; {total} more would pass the {max}-byte write buffer limit",
-                    self.pending()
-                )
-                .into(),
-            ));
-        }
+        Ok(())
+    }
+
+    /// Writes what the socket takes of `parts` (`total` bytes) if nothing is queued before
+    /// them; returns how much.
+    fn write_now(&mut self, parts: &[&[u8]], total: usize) -> Result<usize> {
         let mut sent = 0;
         if self.pending() == 0 {
             while sent < total {
@@ -147,11 +180,14 @@ impl ConnState {
             }
             self.written += sent;
         }
+        Ok(sent)
+    }
+
+    fn queue_rest(&mut self, parts: &[&[u8]], sent: usize) {
         let (rest, n) = tail_slices(parts, sent);
         for slice in &rest[..n] {
             self.out.extend_from_slice(slice);
         }
-        Ok(())
     }
 
     /// Ends our side after an orderly close and starts lingering.
@@ -213,6 +249,14 @@ impl<'a> Conn<'a> {
         let (head, head_len, tail) = framing::envelope(self.svc.opts.framing, msg)?;
         self.st
             .send(&[&head[..head_len], msg, tail], self.svc.opts.max_write_buffer)
+    }
+
+    /// Delivers a send another thread made (`frame`: as one framed message), whose room was
+    /// taken when it was accepted.
+    pub(crate) fn send_accepted(&mut self, data: &[u8], frame: bool) -> Result<()> {
+        let framing = if frame { self.svc.opts.framing } else { Framing::Raw };
+        let (head, head_len, tail) = framing::envelope(framing, data)?;
+        self.st.send_accepted(&[&head[..head_len], data, tail])
     }
 
     /// Closes the connection once everything queued so far has been written.

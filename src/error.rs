@@ -19,11 +19,11 @@ pub enum Error {
     /// The address is already bound by a live socket.
     #[error("address in use: {0}")]
     AddrInUse(Detail),
-    /// Nobody listens at the address.
-    #[error("connection refused: {0}")]
+    /// Nobody listens at the address. The detail is a whole sentence naming the address.
+    #[error("{0}")]
     Refused(Detail),
-    /// The operation outlasted its time limit.
-    #[error("timed out: {0}")]
+    /// The operation outlasted its time limit. The detail is a whole sentence naming the step.
+    #[error("{0}")]
     Timeout(Detail),
     /// The connection is closed, the id is unknown, or the server has stopped.
     #[error("closed: {0}")]
@@ -34,8 +34,8 @@ pub enum Error {
     /// A size limit was reached.
     #[error("limit reached: {0}")]
     Limit(Detail),
-    /// The peer reset the connection.
-    #[error("connection reset by peer: {0}")]
+    /// The peer reset the connection. The detail is a whole sentence.
+    #[error("{0}")]
     Reset(Detail),
     /// The server stopped while the connection was open.
     #[error("server stopped")]
@@ -60,14 +60,17 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     /// Classifies an OS error, so callers get `Refused` or `AddrInUse` rather than a bare `Io`.
+    /// The kinds a user acts on get a sentence naming the step, without errno text.
     pub fn io(context: &'static str, e: io::Error) -> Error {
         use io::ErrorKind as K;
         let detail = || Cow::Owned(format!("{context}: {e}"));
         match e.kind() {
             K::AddrInUse => Error::AddrInUse(detail()),
-            K::ConnectionRefused => Error::Refused(detail()),
-            K::TimedOut | K::WouldBlock => Error::Timeout(detail()),
-            K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe => Error::Reset(detail()),
+            K::ConnectionRefused => Error::Refused(format!("connection refused ({context})").into()),
+            K::TimedOut | K::WouldBlock => Error::Timeout(format!("timed out ({context})").into()),
+            K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe => {
+                Error::Reset(format!("connection reset by the peer ({context})").into())
+            }
             K::AddrNotAvailable => Error::Addr(detail()),
             _ if e.raw_os_error() == Some(libc::EMSGSIZE) => Error::Limit(detail()),
             _ => Error::Io { context, source: e },

@@ -31,8 +31,14 @@ pub(crate) const READ_BUF: usize = 64 * 1024;
 
 /// Work handed to a loop by other threads.
 pub(crate) enum Cmd {
-    /// Write bytes (`frame`: as one framed message) to a connection.
-    Send { id: u64, data: Vec<u8>, frame: bool },
+    /// Write bytes (`frame`: as one framed message, `bytes` long with its framing) to a
+    /// connection.
+    Send {
+        id: u64,
+        data: Vec<u8>,
+        frame: bool,
+        bytes: usize,
+    },
     /// Close a connection after its queue is flushed.
     Close { id: u64 },
     /// Close a connection at once (reason `Stopped`), then report on `done`.
@@ -43,49 +49,61 @@ pub(crate) enum Cmd {
         id: u64,
         sock: Socket,
         svc: Option<Arc<Service>>,
+        budget: Arc<SendBudget>,
     },
 }
 
 /// What a waiting send holds besides its bytes (its command in a queue that may be twice as
-/// long as it holds, and the allocator's block for the bytes): counted against the write buffer
-/// limit, so that a flood of tiny sends is bounded in memory too.
+/// long as it holds, and the allocator's block for the bytes): counted in the memory bound of
+/// waiting sends, so that a flood of tiny sends is bounded in memory too.
 const SEND_OVERHEAD: usize = 2 * std::mem::size_of::<Cmd>() + 32;
 
-/// The least the waiting sends of a connection may hold, whatever its write buffer limit: with
-/// a small limit, a burst of small messages may still wait for the loop (which then applies
-/// the limit to each as it delivers them).
+/// The least memory the waiting sends of a connection may hold, whatever its write buffer
+/// limit: with a small limit, a burst of small messages may still wait for the loop.
 const MIN_WAITING: usize = 64 * 1024;
 
-impl Cmd {
-    /// The memory a send holds while it waits in an inbox; 0 for the other commands.
-    fn waiting_cost(&self) -> usize {
-        match self {
-            Cmd::Send { data, .. } => data.len() + SEND_OVERHEAD,
-            _ => 0,
+/// The output accepted for a connection and not yet written, shared by the loop and the
+/// senders on other threads, so that a send is refused (`Limit`) when it is made, never
+/// dropped later: a send that returned `Ok` has its room.
+#[derive(Debug, Default)]
+pub(crate) struct SendBudget {
+    /// Bytes (framing included) accepted and not yet written: the sends waiting in the inbox
+    /// and the connection's queue.
+    accepted: AtomicUsize,
+    /// The memory the sends waiting in the inbox hold (their bytes and [`SEND_OVERHEAD`]).
+    held: AtomicUsize,
+}
+
+impl SendBudget {
+    pub(crate) fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::Acquire)
+    }
+
+    /// `n` more bytes wait to be written.
+    pub(crate) fn accept(&self, n: usize) {
+        if n > 0 {
+            self.accepted.fetch_add(n, Ordering::AcqRel);
         }
+    }
+
+    /// `n` accepted bytes were written.
+    pub(crate) fn written(&self, n: usize) {
+        if n > 0 {
+            self.accepted.fetch_sub(n, Ordering::AcqRel);
+        }
+    }
+
+    /// The loop took a waiting send of `bytes` bytes from the inbox.
+    pub(crate) fn taken(&self, bytes: usize) {
+        self.held.fetch_sub(bytes + SEND_OVERHEAD, Ordering::AcqRel);
     }
 }
 
 pub(crate) struct Inbox {
-    /// This loop's open connections, so that senders learn of a stale id at once, with the
-    /// memory held by the sends waiting for each in `cmds` (`Cmd::waiting_cost`).
-    pub(crate) live: HashMap<u64, usize>,
+    /// This loop's open connections, so that senders learn of a stale id at once, with what
+    /// each holds of accepted output.
+    pub(crate) live: HashMap<u64, Arc<SendBudget>>,
     pub(crate) cmds: Vec<Cmd>,
-}
-
-impl Inbox {
-    /// Takes the commands, as the loop does when woken.
-    pub(crate) fn take(&mut self) -> Vec<Cmd> {
-        let cmds = std::mem::take(&mut self.cmds);
-        for cmd in &cmds {
-            if let Cmd::Send { id, .. } = cmd
-                && let Some(waiting) = self.live.get_mut(id)
-            {
-                *waiting -= cmd.waiting_cost();
-            }
-        }
-        cmds
-    }
 }
 
 /// What one loop thread shares with the other threads.
@@ -109,55 +127,89 @@ impl LoopShared {
     /// Queues `cmd` (for an open connection `id`, if given) and wakes the loop unless it was
     /// already woken for earlier commands it has not yet taken.
     pub(crate) fn push(&self, group: &Group, id: Option<u64>, cmd: Cmd) -> Result<()> {
-        self.push_within(group, id, cmd, usize::MAX)
+        self.push_within(group, id, cmd)
     }
 
-    /// Queues a send to connection `id` like `push`, but refuses it with `Limit` if it and the
-    /// sends waiting for that connection here would hold more than `max` bytes (at least
-    /// [`MIN_WAITING`]): a thread sending faster than the loop takes them cannot grow the queue
-    /// without bound.
-    pub(crate) fn push_send(&self, group: &Group, id: u64, data: &[u8], frame: bool, max: usize) -> Result<()> {
+    /// Queues a send to connection `id` like `push`, but refuses it with `Limit` if the
+    /// connection's output accepted so far (queued on the loop and waiting for it), with this
+    /// send's bytes and its `envelope` (the framing's), would pass `max`, or if the sends
+    /// waiting here would hold more memory than `max` (at least [`MIN_WAITING`]). What is
+    /// accepted here has its room: the loop will not have to drop it.
+    pub(crate) fn push_send(
+        &self,
+        group: &Group,
+        id: u64,
+        data: &[u8],
+        envelope: Option<usize>,
+        max: usize,
+    ) -> Result<()> {
+        let bytes = data.len() + envelope.unwrap_or(0);
         let cmd = Cmd::Send {
             id,
             data: data.to_vec(),
-            frame,
+            frame: envelope.is_some(),
+            bytes,
         };
-        self.push_within(group, Some(id), cmd, max.max(MIN_WAITING))
+        let inbox = lock(&self.inbox);
+        if group.stopping() {
+            return Err(Error::Closed("stopped".into()));
+        }
+        let Some(budget) = inbox.live.get(&id) else {
+            return Err(Error::Closed(format!("no open connection with id {id}").into()));
+        };
+        let ahead = budget.accepted();
+        if ahead.saturating_add(bytes) > max {
+            return Err(Error::Limit(
+                format!(
+                    "{ahead} bytes of output are queued or waiting for connection {id}; {bytes} \
+                     more would pass its {max}-byte write buffer limit"
+                )
+                .into(),
+            ));
+        }
+        let held = budget.held.load(Ordering::Acquire);
+        // (The overhead never refuses a send with none waiting before it.)
+        if held > 0 && held.saturating_add(bytes + SEND_OVERHEAD) > max.max(MIN_WAITING) {
+            return Err(Error::Limit(
+                format!(
+                    "the sends waiting for the loop to take them hold {held} bytes of memory for \
+                     connection {id}; this one would pass {}",
+                    max.max(MIN_WAITING)
+                )
+                .into(),
+            ));
+        }
+        budget.accept(bytes);
+        budget.held.fetch_add(bytes + SEND_OVERHEAD, Ordering::AcqRel);
+        Self::enqueue(&self.waker, inbox, cmd);
+        Ok(())
     }
 
-    fn push_within(&self, group: &Group, id: Option<u64>, cmd: Cmd, max: usize) -> Result<()> {
+    fn push_within(&self, group: &Group, id: Option<u64>, cmd: Cmd) -> Result<()> {
         let mut inbox = lock(&self.inbox);
         if group.stopping() {
             return Err(Error::Closed("stopped".into()));
         }
-        if let Some(id) = id {
-            let Some(waiting) = inbox.live.get_mut(&id) else {
-                return Err(Error::Closed(format!("no open connection with id {id}").into()));
-            };
-            let cost = cmd.waiting_cost();
-            if cost > 0 {
-                if waiting.saturating_add(cost) > max {
-                    return Err(Error::Limit(
-                        format!(
-                            "sends holding {waiting} bytes wait for the loop to take them; this \
-                             one ({cost}) would pass the {max}-byte limit"
-                        )
-                        .into(),
-                    ));
-                }
-                *waiting += cost;
-            }
+        if let Some(id) = id
+            && !inbox.live.contains_key(&id)
+        {
+            return Err(Error::Closed(format!("no open connection with id {id}").into()));
         }
-        if let Cmd::Adopt { id, .. } = &cmd {
-            inbox.live.insert(*id, 0);
+        if let Cmd::Adopt { id, budget, .. } = &cmd {
+            inbox.live.insert(*id, budget.clone());
         }
+        Self::enqueue(&self.waker, inbox, cmd);
+        Ok(())
+    }
+
+    /// Adds `cmd` and wakes the loop unless it was woken already for commands not yet taken.
+    fn enqueue(waker: &Waker, mut inbox: MutexGuard<'_, Inbox>, cmd: Cmd) {
         let first = inbox.cmds.is_empty();
         inbox.cmds.push(cmd);
         drop(inbox);
         if first {
-            let _ = self.waker.wake();
+            let _ = waker.wake();
         }
-        Ok(())
     }
 
     pub(crate) fn index(&self) -> usize {
@@ -434,17 +486,6 @@ fn thread_no() -> u64 {
         }
         no.get()
     })
-}
-
-/// Time left until `deadline`, or `Timeout` once it has passed; `None` waits without limit.
-pub(crate) fn time_left(deadline: Option<Instant>, what: &'static str) -> Result<Option<Duration>> {
-    match deadline {
-        None => Ok(None),
-        Some(d) => match d.checked_duration_since(Instant::now()) {
-            Some(left) if !left.is_zero() => Ok(Some(left)),
-            _ => Err(Error::Timeout(what.into())),
-        },
-    }
 }
 
 /// Locks `m`, also after a panic elsewhere poisoned it: the data behind our locks stays

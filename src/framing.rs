@@ -92,6 +92,28 @@ pub fn feed(
     Ok(())
 }
 
+/// What is left of the stream when the peer closes: a final line without its newline is a
+/// line (as Go's `bufio.Scanner` reads it, less a trailing "\r"); a length-prefixed message
+/// cut short is an error (`Closed`); raw bytes were all delivered already.
+pub fn at_eof(framing: Framing, max: usize, partial: &[u8]) -> Result<Option<&[u8]>> {
+    if partial.is_empty() {
+        return Ok(None);
+    }
+    match framing {
+        Framing::Raw => Ok(None),
+        Framing::Line => {
+            let line = partial.strip_suffix(b"\r").unwrap_or(partial);
+            if line.len() > max {
+                return Err(too_large(line.len(), max));
+            }
+            Ok(Some(line))
+        }
+        Framing::Len32 => Err(Error::Closed(
+            format!("the peer closed {} bytes into a length-prefixed message", partial.len()).into(),
+        )),
+    }
+}
+
 /// What goes before and after a message's bytes on the wire.
 pub(crate) fn envelope(framing: Framing, msg: &[u8]) -> Result<([u8; 4], usize, &'static [u8])> {
     match framing {
@@ -103,6 +125,12 @@ pub(crate) fn envelope(framing: Framing, msg: &[u8]) -> Result<([u8; 4], usize, 
             Ok((len.to_be_bytes(), 4, b""))
         }
     }
+}
+
+/// The bytes the framing adds to `msg`, or why it cannot carry it.
+pub(crate) fn envelope_len(framing: Framing, msg: &[u8]) -> Result<usize> {
+    let (_, head_len, tail) = envelope(framing, msg)?;
+    Ok(head_len + tail.len())
 }
 
 #[cfg(test)]
@@ -210,6 +238,20 @@ mod tests {
         );
         assert!(matches!(r, Err(Error::Limit(_))));
         assert!(partial.capacity() < 64);
+    }
+
+    #[test]
+    fn what_is_left_at_eof() {
+        assert_eq!(at_eof(Framing::Line, 8, b"world").unwrap(), Some(&b"world"[..]));
+        assert_eq!(at_eof(Framing::Line, 8, b"world\r").unwrap(), Some(&b"world"[..]));
+        assert_eq!(at_eof(Framing::Line, 8, b"").unwrap(), None);
+        assert!(matches!(at_eof(Framing::Line, 4, b"world"), Err(Error::Limit(_))));
+        assert!(matches!(
+            at_eof(Framing::Len32, 8, &[0, 0, 0, 9, 1]),
+            Err(Error::Closed(_))
+        ));
+        assert_eq!(at_eof(Framing::Len32, 8, b"").unwrap(), None);
+        assert_eq!(at_eof(Framing::Raw, 8, b"x").unwrap(), None);
     }
 
     #[test]

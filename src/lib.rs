@@ -5,6 +5,7 @@
 pub mod addr;
 pub mod client;
 pub mod conn;
+mod deadline;
 pub mod error;
 mod event_loop;
 pub mod ffi;

@@ -146,13 +146,15 @@ impl Server {
         if self.kind != Type::STREAM {
             return Err(Error::Invalid("connection sends need a TCP server".into()));
         }
-        if frame {
-            // A message the framing cannot carry is refused here, not dropped by the loop.
-            framing::envelope(self.opts.framing, data)?;
-        }
+        // A message the framing cannot carry is refused here, not dropped by the loop.
+        let envelope = if frame {
+            Some(framing::envelope_len(self.opts.framing, data)?)
+        } else {
+            None
+        };
         self.group
             .loop_of(id)?
-            .push_send(&self.group, id, data, frame, self.opts.max_write_buffer)
+            .push_send(&self.group, id, data, envelope, self.opts.max_write_buffer)
     }
 
     /// Sends one datagram from a UDP server's socket to `to`, from any thread.

@@ -2,15 +2,15 @@
 //! server wants (SO_REUSEADDR on stream listeners, close-on-exec, non-blocking) set in one place.
 
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use socket2::{Domain, SockAddr, Socket, Type};
 
-use crate::addr::Addr;
+use crate::addr::{self, Addr};
+use crate::deadline::Deadline;
 use crate::error::{Error, Result};
-use crate::event_loop::time_left;
 
 /// A bound server socket. A Unix socket file it created is removed when it is dropped.
 #[derive(Debug)]
@@ -89,27 +89,54 @@ fn is_stale_socket(path: &Path, ty: Type) -> bool {
         })
 }
 
-/// Connects a blocking stream socket, trying each resolved address until one answers.
-pub fn connect(addr: &Addr, deadline: Option<Instant>) -> Result<Socket> {
+/// Connects a non-blocking stream socket, trying each resolved address in turn until one
+/// answers, all within `deadline`. Returns the socket and the address it reached, as text.
+pub(crate) fn connect(addr: &Addr, deadline: Deadline) -> Result<(Socket, String)> {
     let mut last = Error::Addr("no address".into());
     for target in addr.sock_addrs()? {
-        let sock = Socket::new(target.domain(), Type::STREAM, None).map_err(|e| Error::io("socket", e))?;
-        let res = match time_left(deadline, "connecting")? {
-            Some(left) => sock.connect_timeout(&target, left),
-            None => sock.connect(&target),
-        };
-        match res {
-            Ok(()) => return Ok(sock),
-            Err(e) => last = connect_error("connect", e),
+        let text = addr::format(&target);
+        match connect_one(&target, &text, deadline) {
+            Ok(sock) => return Ok((sock, text)),
+            // The time is spent: the next address would time out at once.
+            Err(e @ Error::Timeout(_)) => return Err(e),
+            Err(e) => last = e,
         }
     }
     Err(last)
 }
 
-/// Like [`Error::io`], but a Unix path with no socket behind it is a refusal too.
-pub(crate) fn connect_error(context: &'static str, e: io::Error) -> Error {
-    if e.kind() == io::ErrorKind::NotFound {
-        return Error::Refused(format!("{context}: no socket at that path").into());
+fn connect_one(target: &SockAddr, text: &str, deadline: Deadline) -> Result<Socket> {
+    let sock = Socket::new(target.domain(), Type::STREAM, None).map_err(|e| Error::io("socket", e))?;
+    sock.set_nonblocking(true).map_err(|e| Error::io("O_NONBLOCK", e))?;
+    let timed_out = || format!("could not connect to {text} within {}", deadline.limit_text());
+    loop {
+        match sock.connect(target) {
+            Ok(()) => return Ok(sock),
+            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => break,
+            // A Unix listener's backlog is full: there is nothing to poll for, so try again
+            // shortly (still within the deadline).
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => deadline.nap(timed_out)?,
+            Err(e) => return Err(connect_error(text, e)),
+        }
     }
-    Error::io(context, e)
+    deadline.wait(sock.as_raw_fd(), libc::POLLOUT, timed_out)?;
+    match sock.take_error() {
+        Ok(None) => Ok(sock),
+        Ok(Some(e)) | Err(e) => Err(connect_error(text, e)),
+    }
+}
+
+/// A failed connect (or a datagram refused), named by the address `text`, without errno text
+/// for the failures a user can act on.
+pub(crate) fn connect_error(text: &str, e: io::Error) -> Error {
+    use io::ErrorKind as K;
+    match e.kind() {
+        K::ConnectionRefused => Error::Refused(format!("connection refused by {text}").into()),
+        // A Unix path with no socket behind it is a refusal too.
+        K::NotFound => Error::Refused(format!("no socket at {text}").into()),
+        K::TimedOut => Error::Timeout(format!("no answer from {text}").into()),
+        K::ConnectionReset | K::ConnectionAborted => Error::Reset(format!("{text} reset the connection").into()),
+        _ => Error::io("connect", e),
+    }
 }

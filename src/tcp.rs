@@ -19,7 +19,7 @@ use socket2::{Socket, TcpKeepalive};
 
 use crate::conn::{Conn, ConnState, Phase};
 use crate::error::{Error, Result};
-use crate::event_loop::{Cmd, Group, LoopShared, READ_BUF, READS_PER_TURN, WAKER, lock};
+use crate::event_loop::{Cmd, Group, LoopShared, READ_BUF, READS_PER_TURN, SendBudget, WAKER, lock};
 use crate::framing::{self, Framing};
 use crate::log::log;
 use crate::options::Options;
@@ -254,10 +254,20 @@ impl<'g> TcpLoop<'g> {
                 Ok((sock, _)) => {
                     let target = self.group.pick_loop();
                     let id = target.new_id();
+                    let budget = Arc::new(SendBudget::default());
                     if target.index() == self.me.index() {
-                        lock(&self.me.inbox).live.insert(id, 0);
-                        self.open(sock, id, 0);
-                    } else if let Err(e) = target.push(self.group, None, Cmd::Adopt { id, sock, svc: None }) {
+                        lock(&self.me.inbox).live.insert(id, budget.clone());
+                        self.open(sock, id, 0, budget);
+                    } else if let Err(e) = target.push(
+                        self.group,
+                        None,
+                        Cmd::Adopt {
+                            id,
+                            sock,
+                            svc: None,
+                            budget,
+                        },
+                    ) {
                         self.group.active.fetch_sub(1, Ordering::Relaxed);
                         log!(Debug, "connection dropped while stopping: {e}");
                     }
@@ -317,7 +327,7 @@ impl<'g> TcpLoop<'g> {
     }
 
     /// Registers a connection (already listed as live and counted as active) and runs `on_open`.
-    fn open(&mut self, sock: Socket, id: u64, svc: usize) {
+    fn open(&mut self, sock: Socket, id: u64, svc: usize, budget: Arc<SendBudget>) {
         let Service { opts, inet, .. } = &*self.services[svc];
         if *inet {
             let _ = sock.set_tcp_nodelay(opts.nodelay);
@@ -340,7 +350,7 @@ impl<'g> TcpLoop<'g> {
             self.release_service(svc);
             return;
         }
-        entry.insert(ConnState::new(sock, id, svc, self.now));
+        entry.insert(ConnState::new(sock, id, svc, budget, self.now));
         self.ids.insert(id, key);
         self.me.stats.opened.add(1);
         if let Some(idle) = opts.idle_timeout {
@@ -388,7 +398,13 @@ impl<'g> TcpLoop<'g> {
                 return;
             }
             match sys::recv(st.sock.as_raw_fd(), &mut self.buf) {
-                Ok(0) => st.peer_eof = true,
+                Ok(0) => {
+                    st.peer_eof = true;
+                    finish_input(self.group, st, svc);
+                    if matches!(st.failed, Some(Error::Limit(_))) {
+                        self.me.stats.frames_too_large.add(1);
+                    }
+                }
                 Ok(n) => {
                     self.me.stats.bytes_in.add(n as u64);
                     st.since = self.now;
@@ -512,24 +528,16 @@ impl<'g> TcpLoop<'g> {
     }
 
     fn drain_inbox(&mut self) {
-        let cmds = lock(&self.me.inbox).take();
+        let cmds = std::mem::take(&mut lock(&self.me.inbox).cmds);
         for cmd in cmds {
             match cmd {
-                Cmd::Send { id, data, frame } => {
-                    let Some(&key) = self.ids.get(&id) else { continue };
+                Cmd::Send { id, .. } if !self.ids.contains_key(&id) => {}
+                Cmd::Send { id, data, frame, bytes } => {
+                    let key = self.ids[&id];
                     let st = &mut self.conns[key];
-                    let mut conn = Conn::new(st, &self.services[st.svc]);
-                    let sent = if frame {
-                        conn.send_frame(&data)
-                    } else {
-                        conn.send(&data)
-                    };
-                    if let Err(e) = sent {
-                        log!(
-                            Warn,
-                            "a message for connection {id} from another thread was dropped: {e}"
-                        );
-                    }
+                    st.budget.taken(bytes);
+                    // Fails only if the connection is ending: then `on_close` says why.
+                    let _ = Conn::new(st, &self.services[st.svc]).send_accepted(&data, frame);
                     self.settle(key);
                 }
                 Cmd::Close { id } => {
@@ -544,7 +552,7 @@ impl<'g> TcpLoop<'g> {
                     }
                     let _ = done.send(());
                 }
-                Cmd::Adopt { id, sock, svc } => {
+                Cmd::Adopt { id, sock, svc, budget } => {
                     let released = svc.as_ref().is_some_and(|s| s.released.load(Ordering::Acquire));
                     // A server's connections were counted by the acceptor; a client's are here.
                     let svc = match svc {
@@ -559,7 +567,7 @@ impl<'g> TcpLoop<'g> {
                         self.group.active.fetch_sub(1, Ordering::Relaxed);
                         self.release_service(svc);
                     } else {
-                        self.open(sock, id, svc);
+                        self.open(sock, id, svc, budget);
                     }
                 }
             }
@@ -628,6 +636,28 @@ impl<'g> TcpLoop<'g> {
     }
 }
 
+/// At the peer's end: the final line without its newline is a line; a message cut short
+/// fails the connection (`Closed`).
+fn finish_input(group: &Group, st: &mut ConnState, svc: &Service) {
+    let partial = std::mem::take(&mut st.partial);
+    match framing::at_eof(svc.opts.framing, svc.opts.max_frame, &partial) {
+        Ok(None) => {}
+        Ok(Some(last)) => {
+            if st.phase == Phase::Open
+                && st.failed.is_none()
+                && live(group, svc)
+                && let Err(e) = guard(|| svc.handler.on_data(&mut Conn::new(st, svc), last))
+            {
+                st.failed = Some(e);
+            }
+        }
+        Err(e) => {
+            log!(Info, "connection {}: {e}", st.id);
+            st.failed = Some(e);
+        }
+    }
+}
+
 /// Hands a chunk to `on_data`: as is, or cut into whole messages.
 fn deliver(group: &Group, st: &mut ConnState, svc: &Service, data: &[u8]) {
     let opts = &svc.opts;
@@ -664,7 +694,7 @@ mod tests {
         let (group, mut polls) = Group::new(1).unwrap();
         let mut lp = TcpLoop::new(&group, 0, polls.pop().unwrap(), None);
         let sock = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-        let key = lp.conns.insert(ConnState::new(sock, 7, 0, lp.now));
+        let key = lp.conns.insert(ConnState::new(sock, 7, 0, Arc::default(), lp.now));
         let later = lp.now + Duration::from_secs(600);
         lp.add_timer(later, key, 7);
         // Deadlines of connections long gone (as a connect-and-reset flood leaves them).

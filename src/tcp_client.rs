@@ -2,10 +2,10 @@
 //! server's connections, with the same callbacks and options. Many clients may share a loop.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use crate::addr::Addr;
-use crate::error::{Error, Result};
+use crate::deadline::Deadline;
+use crate::error::Result;
 use crate::event_loop::{Cmd, Group};
 use crate::framing;
 use crate::options::Options;
@@ -48,9 +48,7 @@ impl Client {
     /// Connects to `addr` within `opts.connect_timeout`, blocking the caller, then hands the
     /// connection to `lp` (or to a loop of its own) where `handler` runs with `opts`.
     pub fn connect<H: TcpHandler>(addr: &str, handler: H, opts: &Options, lp: Option<&ClientLoop>) -> Result<Client> {
-        let deadline = opts.connect_timeout.map(|t| Instant::now() + t);
-        let sock = socket::connect(&Addr::parse(addr)?, deadline)?;
-        sock.set_nonblocking(true).map_err(|e| Error::io("O_NONBLOCK", e))?;
+        let (sock, _) = socket::connect(&Addr::parse(addr)?, Deadline::after(opts.connect_timeout))?;
         let owner = match lp {
             Some(lp) => lp.0.clone(),
             None => {
@@ -73,6 +71,7 @@ impl Client {
                 id,
                 sock,
                 svc: Some(svc.clone()),
+                budget: Arc::default(),
             },
         )?;
         Ok(Client { owner, id, svc })
@@ -85,13 +84,13 @@ impl Client {
 
     /// Sends `data` (copied), from any thread.
     pub fn send(&self, data: &[u8]) -> Result<()> {
-        self.push_send(data, false)
+        self.push_send(data, None)
     }
 
     /// Sends `msg` (copied) as one message in the connection's framing, from any thread.
     pub fn send_frame(&self, msg: &[u8]) -> Result<()> {
-        framing::envelope(self.svc.opts.framing, msg)?;
-        self.push_send(msg, true)
+        let envelope = framing::envelope_len(self.svc.opts.framing, msg)?;
+        self.push_send(msg, Some(envelope))
     }
 
     /// Closes the connection after its queued output is written.
@@ -104,10 +103,10 @@ impl Client {
         group.loop_of(self.id)?.push(group, Some(self.id), cmd)
     }
 
-    fn push_send(&self, data: &[u8], frame: bool) -> Result<()> {
+    fn push_send(&self, data: &[u8], envelope: Option<usize>) -> Result<()> {
         let group = &self.owner.0;
         let max = self.svc.opts.max_write_buffer;
-        group.loop_of(self.id)?.push_send(group, self.id, data, frame, max)
+        group.loop_of(self.id)?.push_send(group, self.id, data, envelope, max)
     }
 }
 

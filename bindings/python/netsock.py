@@ -637,8 +637,10 @@ class Server:
 
     def send(self, conn_id, data):
         """Queues ``data`` for the TCP connection ``conn_id`` (from any thread). ClosedError
-        if that connection is not open or the server stopped; LimitError if the sends waiting
-        for its loop would pass its write buffer limit (at least 64 KiB)."""
+        if that connection is not open or the server stopped; LimitError (nothing queued) if
+        the output queued for it, with the sends still waiting for its loop, would pass its
+        write buffer limit. What was accepted is delivered in order unless the connection
+        ends."""
         conn_id = _uint(conn_id, "conn_id", 2 ** 64 - 1)
         data = _bytes(data)
         _check(self._call(_lib.ns_server_send, conn_id, data, len(data)))

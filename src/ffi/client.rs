@@ -209,7 +209,8 @@ pub extern "C" fn ns_client_send_frame(client: *mut ns_client, data: *const c_vo
     }
 }
 
-/// The client connection's id (as `ns_conn_id()` gives it in its callbacks); 0 for NULL.
+/// The client connection's id (as `ns_conn_id()` gives it in its callbacks); 0 for NULL (with
+/// `NS_ERR_INVALID` in `ns_last_error()`).
 #[unsafe(no_mangle)]
 pub extern "C" fn ns_client_id(client: *const ns_client) -> u64 {
     ffi_panic_boundary! {

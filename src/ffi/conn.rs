@@ -55,7 +55,8 @@ pub extern "C" fn ns_conn_close(conn: *mut ns_conn) -> c_int {
     }
 }
 
-/// The connection's id: unique for the server's lifetime and never 0 (0 means `conn` was NULL).
+/// The connection's id: unique for the server's lifetime and never 0 (0 means `conn` was NULL,
+/// with `NS_ERR_INVALID` in `ns_last_error()`).
 /// Loop thread only (inside a callback); the id itself may be used from any thread.
 #[unsafe(no_mangle)]
 pub extern "C" fn ns_conn_id(conn: *const ns_conn) -> u64 {
@@ -88,13 +89,11 @@ pub extern "C" fn ns_conn_send_frame(conn: *mut ns_conn, data: *const c_void, le
     }
 }
 
-/// Bytes queued on the connection and not yet written (0 for NULL). Loop thread only.
+/// Bytes queued on the connection and not yet written (0 for NULL, with `NS_ERR_INVALID` in
+/// `ns_last_error()`). Loop thread only.
 #[unsafe(no_mangle)]
 pub extern "C" fn ns_conn_pending(conn: *const ns_conn) -> usize {
     ffi_panic_boundary! {
-        if conn.is_null() {
-            return 0;
-        }
         try_conn!(conn).pending()
     }
 }
@@ -110,28 +109,22 @@ pub extern "C" fn ns_conn_set_user(conn: *mut ns_conn, user: *mut c_void) -> c_i
     }
 }
 
-/// The pointer stored with `ns_conn_set_user()` (NULL until set, and for a NULL `conn`). Loop
-/// thread only (inside a callback).
+/// The pointer stored with `ns_conn_set_user()` (NULL until set, and for a NULL `conn`, which
+/// records `NS_ERR_INVALID` in `ns_last_error()`). Loop thread only (inside a callback).
 #[unsafe(no_mangle)]
 pub extern "C" fn ns_conn_user(conn: *const ns_conn) -> *mut c_void {
     ffi_panic_boundary! {
-        if conn.is_null() {
-            return std::ptr::null_mut();
-        }
         std::ptr::with_exposed_provenance_mut(try_conn!(conn).user())
     }
 }
 
 /// The server the connection belongs to (the one `ns_tcp_serve()` returns), so callbacks can
 /// call `ns_server_send()` or `ns_server_stats()` even before `ns_tcp_serve()` has returned;
-/// NULL for a client connection, a NULL `conn`, or once `ns_server_free()` of the server has
+/// NULL for a client connection, a NULL `conn` (recording `NS_ERR_INVALID`), or once `ns_server_free()` of the server has
 /// been called (from any thread). Loop thread only (inside a callback).
 #[unsafe(no_mangle)]
 pub extern "C" fn ns_conn_server(conn: *const ns_conn) -> *mut ns_server {
     ffi_panic_boundary! {
-        if conn.is_null() {
-            return std::ptr::null_mut();
-        }
         std::ptr::with_exposed_provenance_mut(try_conn!(conn).owner())
     }
 }

@@ -35,9 +35,12 @@ pub type ns_close_cb = Option<extern "C" fn(conn: *mut ns_conn, reason: c_int, u
 pub enum ns_framing {
     /// No framing (the default): `on_data` gets bytes as they were read.
     NS_FRAMING_RAW = 0,
-    /// Lines: each message ends with "\n" (a "\r" before it is dropped too).
+    /// Lines: each message ends with "\n" (a "\r" before it is dropped too). When the peer
+    /// closes, a final line without its "\n" is a line too (as Python's readline and Go's
+    /// bufio.Scanner read it); over `max_frame` it closes with `NS_ERR_LIMIT`.
     NS_FRAMING_LINE = 1,
-    /// A 4-byte big-endian length, then that many bytes.
+    /// A 4-byte big-endian length, then that many bytes. A message cut short by the peer's
+    /// close ends the connection with `NS_ERR_CLOSED` (not `NS_OK`).
     NS_FRAMING_LEN32 = 2,
 }
 
@@ -186,11 +189,11 @@ pub extern "C" fn ns_options_set_max_frame(opts: *mut ns_options, bytes: usize) 
 /// Bounds each connection's queued output (default 8 MiB; at least 1). A send that would take
 /// the queue past it returns `NS_ERR_LIMIT` and queues nothing of that message. While more than
 /// a quarter of it is queued, netsock stops reading from that connection until it drains, so a
-/// peer that never reads cannot make the server grow. For `ns_server_send()` and
-/// `ns_client_send()` the bound applies twice: the sends waiting for the loop to take them may
-/// hold up to the bound or 64 KiB, whichever is more, counting about 100 bytes more for each
-/// send (beyond it they return `NS_ERR_LIMIT`); and when the loop delivers a message that
-/// does not fit the connection's queue, it is dropped (and logged).
+/// peer that never reads cannot make the server grow. `ns_server_send()` and
+/// `ns_client_send()` count the sends still waiting for the loop as queued, so they refuse
+/// (`NS_ERR_LIMIT`) what would not fit instead of dropping it later; and the memory those
+/// waiting sends hold (about 100 bytes more for each) is bounded by the limit or 64 KiB,
+/// whichever is more.
 #[unsafe(no_mangle)]
 pub extern "C" fn ns_options_set_max_write_buffer(opts: *mut ns_options, bytes: usize) -> c_int {
     ffi_panic_boundary! {

@@ -1,7 +1,7 @@
 //! Result codes, their texts, and the per-thread detail of the last failure.
 
-use std::cell::RefCell;
-use std::ffi::{CString, c_int};
+use std::cell::{Cell, RefCell};
+use std::ffi::{CStr, CString, c_int};
 use std::os::raw::c_char;
 
 use super::boundary::ReturnValue;
@@ -75,11 +75,21 @@ pub(crate) fn reason_code(reason: &crate::Result<()>) -> c_int {
 // gone; a panic there would escape the boundary, which itself records errors here.
 thread_local! {
     static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
+    /// A static text that takes precedence over `LAST_ERROR`, for `ns_server_stop`, which must
+    /// stay async-signal-safe: setting it neither allocates nor frees.
+    static STATIC_ERROR: Cell<Option<&'static CStr>> = const { Cell::new(None) };
+}
+
+/// Records `text` as this thread's last failure without allocating, and returns `code`.
+pub(crate) fn fail_static(code: ns_result, text: &'static CStr) -> c_int {
+    let _ = STATIC_ERROR.try_with(|s| s.set(Some(text)));
+    code as c_int
 }
 
 /// Records `e` as this thread's last failure and returns the failure value for `T`.
 pub(crate) fn fail<T: ReturnValue>(e: Error) -> T {
     let text = e.to_string().replace('\0', " ");
+    let _ = STATIC_ERROR.try_with(|s| s.set(None));
     let _ = LAST_ERROR.try_with(|last| *last.borrow_mut() = CString::new(text).unwrap_or_default());
     T::from_error(ns_result::from(&e))
 }
@@ -126,6 +136,9 @@ pub extern "C" fn ns_strerror(code: c_int) -> *const c_char {
 #[unsafe(no_mangle)]
 pub extern "C" fn ns_last_error() -> *const c_char {
     ffi_panic_boundary! {
+        if let Ok(Some(text)) = STATIC_ERROR.try_with(Cell::get) {
+            return text.as_ptr();
+        }
         LAST_ERROR.try_with(|last| last.borrow().as_ptr()).unwrap_or(c"".as_ptr())
     }
 }
@@ -183,6 +196,6 @@ mod tests {
         })
         .join()
         .unwrap();
-        assert_eq!(text(ns_last_error()), "timed out: here");
+        assert_eq!(text(ns_last_error()), "here");
     }
 }

@@ -9,7 +9,7 @@ use super::boundary::write_text;
 use super::conn::{conn_ptr, ns_conn};
 use super::options::{ns_close_cb, ns_data_cb, ns_drain_cb, ns_open_cb, ns_options};
 use super::peer::ns_peer;
-use super::result::{code, ns_result, reason_code};
+use super::result::{code, fail_static, ns_result, reason_code};
 use super::stats::ns_stats;
 use crate::{Conn, Responder, Server, TcpHandler, UdpHandler};
 
@@ -189,8 +189,9 @@ pub extern "C" fn ns_server_addr(srv: *const ns_server, buf: *mut c_char, cap: u
 
 /// Asks the server to stop and returns at once: it stops accepting, and every open connection
 /// gets `on_close` with `NS_ERR_STOPPED` (after flushing its output, within the drain timeout
-/// if one is set). Any thread, repeatable, and async-signal-safe (call it
-/// from a SIGINT handler); for that reason it does not set `ns_last_error()`, not even for NULL.
+/// if one is set). Any thread, repeatable, and async-signal-safe (call it from a SIGINT
+/// handler). `NS_ERR_INVALID` for NULL, recorded in `ns_last_error()` like every other
+/// function's failure (without allocating, so still async-signal-safe).
 #[unsafe(no_mangle)]
 pub extern "C" fn ns_server_stop(srv: *mut ns_server) -> c_int {
     ffi_panic_boundary! {
@@ -200,7 +201,7 @@ pub extern "C" fn ns_server_stop(srv: *mut ns_server) -> c_int {
                 srv.inner.stop();
                 ns_result::NS_OK as c_int
             }
-            None => ns_result::NS_ERR_INVALID as c_int,
+            None => fail_static(ns_result::NS_ERR_INVALID, c"invalid argument: `srv` is NULL"),
         }
     }
 }
@@ -238,10 +239,11 @@ pub extern "C" fn ns_server_free(srv: *mut ns_server) {
 
 /// Sends `len` bytes from `data` (copied) to the TCP connection `conn_id`, from any thread: the
 /// loop is woken and writes them in order with the connection's other output. `NS_OK` means
-/// queued; if the connection ends first they are dropped. `NS_ERR_CLOSED` for an id that is not
-/// open (never was, or already closed) or a stopped server; `NS_ERR_INVALID` for a UDP server;
-/// `NS_ERR_LIMIT` if the sends waiting for the loop to take them would pass the connection's
-/// write buffer limit with these bytes (`ns_options_set_max_write_buffer()`).
+/// accepted: they reach the peer unless the connection ends first (the delivery rule of the
+/// preamble). `NS_ERR_CLOSED` for an id that is not open (never was, or already closed) or a
+/// stopped server; `NS_ERR_INVALID` for a UDP server; `NS_ERR_LIMIT` (nothing queued) if the
+/// connection's output queued on the loop and waiting for it would pass its write buffer limit
+/// with these bytes (`ns_options_set_max_write_buffer()`).
 #[unsafe(no_mangle)]
 pub extern "C" fn ns_server_send(srv: *mut ns_server, conn_id: u64, data: *const c_void, len: usize) -> c_int {
     ffi_panic_boundary! {
