@@ -58,6 +58,15 @@ impl Addr {
         if let Ok(ip) = host.parse::<Ipv4Addr>() {
             return Ok(Addr::Inet(vec![SocketAddr::new(ip.into(), port)]));
         }
+        // No DNS name is all digits and dots: the resolver would read `1.2.3` as 1.2.0.3.
+        if host.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+            return Err(bad("invalid IPv4 address"));
+        }
+        if host.contains(':') && host.parse::<Ipv6Addr>().is_ok() {
+            return Err(Error::Addr(
+                format!("IPv6 addresses need brackets: \"[{host}]:{port}\", not {text:?}").into(),
+            ));
+        }
         if !is_host_name(host) {
             return Err(bad("invalid host"));
         }
@@ -185,6 +194,44 @@ mod tests {
             &long,
         ] {
             assert!(matches!(Addr::parse(s), Err(Error::Addr(_))), "{s:?} was accepted");
+        }
+    }
+
+    fn addr_error(s: &str) -> String {
+        match Addr::parse(s) {
+            Err(e @ Error::Addr(_)) => e.to_string(),
+            other => panic!("{s:?}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn dotted_numbers_are_ipv4_or_nothing() {
+        // Never looked up: glibc would resolve `1.2.3` to 1.2.0.3.
+        for s in [
+            "256.1.1.1:80",
+            "1.2.3:80",
+            "01.2.3.4:80",
+            "1.2.3.4.5:80",
+            "1234:80",
+            "...:80",
+        ] {
+            assert!(
+                addr_error(s).contains("invalid IPv4 address"),
+                "{s:?}: {}",
+                addr_error(s)
+            );
+        }
+    }
+
+    #[test]
+    fn unbracketed_ipv6_hints_at_brackets() {
+        for (s, hint) in [
+            ("::1:80", "\"[::1]:80\""),
+            ("fe80::1:80", "\"[fe80::1]:80\""),
+            (":::0", "\"[::]:0\""),
+        ] {
+            let e = addr_error(s);
+            assert!(e.contains("need brackets") && e.contains(hint), "{s:?}: {e}");
         }
     }
 
