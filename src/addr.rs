@@ -2,8 +2,9 @@
 //! socket). Parsing is strict (no silent defaults) because a typo in a server address should
 //! fail loudly, not listen somewhere unexpected.
 
+use std::ffi::CString;
 use std::fmt::Write as _;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6, ToSocketAddrs};
 use std::path::PathBuf;
 
 use socket2::SockAddr;
@@ -46,11 +47,11 @@ impl Addr {
         let (host, port) = if let Some(rest) = text.strip_prefix('[') {
             let (host, after) = rest.split_once(']').ok_or_else(|| bad("missing ']'"))?;
             let port = after.strip_prefix(':').ok_or_else(|| bad("missing ':port'"))?;
-            let ip: Ipv6Addr = host.parse().map_err(|_| bad("invalid IPv6 address"))?;
-            return Ok(Addr::Inet(vec![SocketAddr::new(
-                ip.into(),
-                parse_port(port).ok_or_else(|| bad("invalid port"))?,
-            )]));
+            let (ip, zone) = host.split_once('%').map_or((host, None), |(ip, zone)| (ip, Some(zone)));
+            let ip: Ipv6Addr = ip.parse().map_err(|_| bad("invalid IPv6 address"))?;
+            let port = parse_port(port).ok_or_else(|| bad("invalid port"))?;
+            let scope_id = zone.map_or(Ok(0), scope_id).map_err(|why| bad(&why))?;
+            return Ok(Addr::Inet(vec![SocketAddrV6::new(ip, port, 0, scope_id).into()]));
         } else {
             text.rsplit_once(':').ok_or_else(|| bad("missing ':port'"))?
         };
@@ -99,12 +100,31 @@ fn parse_port(s: &str) -> Option<u16> {
     s.parse().ok()
 }
 
+/// The scope of a link-local IPv6 address (`fe80::1%eth0`, `fe80::1%2`): an interface index
+/// as digits, taken as it is, or an interface name, which must exist now.
+fn scope_id(zone: &str) -> Result<u32, String> {
+    if zone.is_empty() {
+        return Err("empty IPv6 scope after '%'".into());
+    }
+    if zone.bytes().all(|b| b.is_ascii_digit()) {
+        return zone.parse().map_err(|_| format!("IPv6 scope {zone} out of range"));
+    }
+    let unknown = || format!("no network interface {zone:?}");
+    let name = CString::new(zone).map_err(|_| unknown())?;
+    // SAFETY: `name` is a NUL-terminated string that lives until the call returns.
+    match unsafe { libc::if_nametoindex(name.as_ptr()) } {
+        0 => Err(unknown()),
+        index => Ok(index),
+    }
+}
+
 /// A DNS name: letters, digits, `-` and `.`, not empty.
 fn is_host_name(s: &str) -> bool {
     !s.is_empty() && s.len() <= 253 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
 }
 
 /// Formats a socket address as the same text [`Addr::parse`] reads: `1.2.3.4:5`, `[::1]:5`,
+/// `[fe80::1%2]:5` (the scope as its index, which names the interface without a lookup),
 /// `unix:/path` (`unix:` alone for an unnamed Unix socket).
 pub fn format(addr: &SockAddr) -> String {
     let mut out = String::new();
@@ -235,6 +255,41 @@ mod tests {
         }
     }
 
+    fn lo_index() -> u32 {
+        // SAFETY: a NUL-terminated literal.
+        let index = unsafe { libc::if_nametoindex(c"lo".as_ptr()) };
+        assert_ne!(index, 0, "no interface lo");
+        index
+    }
+
+    #[test]
+    fn scoped_ipv6_keeps_its_scope() {
+        let lo = lo_index();
+        let want = |scope: u32| vec![format!("[fe80::1%{scope}]:80").parse::<SocketAddr>().unwrap()];
+        assert_eq!(inet("[fe80::1%lo]:80"), want(lo));
+        assert_eq!(inet(&format!("[fe80::1%{lo}]:80")), want(lo));
+        // A number is taken as it is: the interface may come later.
+        assert_eq!(inet("[fe80::1%4000000000]:80"), want(4_000_000_000));
+        let e = addr_error("[fe80::1%no-such-if0]:80");
+        assert!(e.contains("\"no-such-if0\""), "{e}");
+        for s in [
+            "[fe80::1%]:80",
+            "[fe80::1%4294967296]:80",
+            "[fe80::1%lo%lo]:80",
+            "[fe80::1%l\0o]:80",
+        ] {
+            addr_error(s);
+        }
+    }
+
+    #[test]
+    fn scoped_ipv6_formats_with_the_index() {
+        let lo = lo_index();
+        let text = format(&Addr::parse("[fe80::1%lo]:80").unwrap().sock_addrs().unwrap()[0]);
+        assert_eq!(text, format!("[fe80::1%{lo}]:80"));
+        assert_eq!(inet(&text), inet("[fe80::1%lo]:80"));
+    }
+
     #[test]
     fn unresolvable_names_are_addr_errors() {
         assert!(matches!(Addr::parse("nohost.invalid:80"), Err(Error::Addr(_))));
@@ -242,7 +297,13 @@ mod tests {
 
     #[test]
     fn formats_round_trip() {
-        for s in ["127.0.0.1:6666", "[::1]:5", "unix:/tmp/a.sock", "unix:@netsock-test"] {
+        for s in [
+            "127.0.0.1:6666",
+            "[::1]:5",
+            "[fe80::1%7]:5",
+            "unix:/tmp/a.sock",
+            "unix:@netsock-test",
+        ] {
             let a = Addr::parse(s).unwrap().sock_addrs().unwrap();
             assert_eq!(format(&a[0]), s);
         }
