@@ -1,10 +1,11 @@
-//! Address text: `host:port`, `[v6]:port`, `unix:/path`, `unix:@name` (a Linux abstract
-//! socket). Parsing is strict (no silent defaults) because a typo in a server address should
-//! fail loudly, not listen somewhere unexpected.
+//! Address text: `host:port`, `[v6]:port`, `[v6%scope]:port`, `:port` (no host: every interface
+//! for a server, this host for a client), `unix:/path`, `unix:@name` (a Linux abstract socket).
+//! Parsing is strict (no silent defaults) because a typo in a server address should fail
+//! loudly, not listen somewhere unexpected.
 
 use std::ffi::CString;
 use std::fmt::Write as _;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6, ToSocketAddrs};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6, ToSocketAddrs};
 use std::path::PathBuf;
 
 use socket2::SockAddr;
@@ -19,6 +20,9 @@ const UNIX_PATH_MAX: usize = 107;
 pub enum Addr {
     /// One or more IP socket addresses (a name may resolve to several; clients try each in turn).
     Inet(Vec<SocketAddr>),
+    /// `:port`, as in Go's `net`: a server listens on every interface (see `socket::bind`), a
+    /// client reaches this host.
+    AnyHost(u16),
     /// A Unix-domain socket path.
     Unix(PathBuf),
 }
@@ -56,6 +60,9 @@ impl Addr {
             text.rsplit_once(':').ok_or_else(|| bad("missing ':port'"))?
         };
         let port = parse_port(port).ok_or_else(|| bad("invalid port"))?;
+        if host.is_empty() {
+            return Ok(Addr::AnyHost(port));
+        }
         if let Ok(ip) = host.parse::<Ipv4Addr>() {
             return Ok(Addr::Inet(vec![SocketAddr::new(ip.into(), port)]));
         }
@@ -85,6 +92,10 @@ impl Addr {
     pub fn sock_addrs(&self) -> Result<Vec<SockAddr>> {
         match self {
             Addr::Inet(list) => Ok(list.iter().map(|a| SockAddr::from(*a)).collect()),
+            // A client's "this host": the loopbacks, IPv4 first as Go's `net` dials them.
+            Addr::AnyHost(port) => Ok([Ipv4Addr::LOCALHOST.into(), Ipv6Addr::LOCALHOST.into()]
+                .map(|ip: IpAddr| SockAddr::from(SocketAddr::new(ip, *port)))
+                .to_vec()),
             Addr::Unix(path) => Ok(vec![
                 SockAddr::unix(path).map_err(|e| Error::Addr(format!("unix path {path:?}: {e}").into()))?,
             ]),
@@ -179,6 +190,15 @@ mod tests {
     }
 
     #[test]
+    fn no_host_is_this_host_for_a_client() {
+        for port in [6666, 0] {
+            let socks = Addr::parse(&format!(":{port}")).unwrap().sock_addrs().unwrap();
+            let texts: Vec<String> = socks.iter().map(format).collect();
+            assert_eq!(texts, [format!("127.0.0.1:{port}"), format!("[::1]:{port}")]);
+        }
+    }
+
+    #[test]
     fn unix_paths_with_nul_are_refused() {
         // Found by the addr_parse fuzz target: the kernel cuts a path at its first NUL.
         for s in ["unix:\0x", "unix:/tmp/a\0junk"] {
@@ -194,7 +214,8 @@ mod tests {
             ":",
             "127.0.0.1",
             "127.0.0.1:",
-            ":80",
+            ":80x",
+            "::80",
             "127.0.0.1:65536",
             "127.0.0.1:99999",
             "127.0.0.1:80x",
