@@ -167,10 +167,13 @@ pub fn udp_request(addr: &str, data: &[u8], reply: &mut [u8], timeout: Option<Du
 
 /// The first resolved address (a datagram cannot tell which of several would answer).
 fn first(addr: &Addr) -> Result<SockAddr> {
-    addr.sock_addrs()?
+    let target = addr
+        .sock_addrs()?
         .into_iter()
         .next()
-        .ok_or_else(|| Error::Addr("no address".into()))
+        .ok_or_else(|| Error::Addr("no address".into()))?;
+    socket::not_port_0(&target)?;
+    Ok(target)
 }
 
 /// A temporary Unix socket name for a datagram client, removed when dropped.

@@ -132,6 +132,7 @@ fn is_stale_socket(path: &Path, ty: Type) -> bool {
 pub fn connect(addr: &Addr, deadline: Option<Instant>) -> Result<Socket> {
     let mut last = Error::Addr("no address".into());
     for target in addr.sock_addrs()? {
+        not_port_0(&target)?;
         let sock = Socket::new(target.domain(), Type::STREAM, None).map_err(|e| Error::io("socket", e))?;
         let res = match time_left(deadline, "connecting")? {
             Some(left) => sock.connect_timeout(&target, left),
@@ -143,6 +144,17 @@ pub fn connect(addr: &Addr, deadline: Option<Instant>) -> Result<Socket> {
         }
     }
     Err(last)
+}
+
+/// Refuses port 0 as a client's destination: to a server it means "any free port", and no
+/// peer can be reached there (the kernel answers with a refusal or EINVAL, which would mislead).
+pub(crate) fn not_port_0(target: &SockAddr) -> Result<()> {
+    match target.as_socket() {
+        Some(inet) if inet.port() == 0 => Err(Error::Addr(
+            format!("port 0 cannot be reached ({inet}): only a server uses it, to get any free port").into(),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Like [`Error::io`], but a Unix path with no socket behind it is a refusal too.
