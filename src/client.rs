@@ -132,7 +132,8 @@ fn write_all(sock: &Socket, mut rest: &[u8], deadline: Option<Instant>) -> Resul
 pub fn udp_send(addr: &str, data: &[u8]) -> Result<()> {
     let target = first(&Addr::parse(addr)?)?;
     let sock = Socket::new(target.domain(), Type::DGRAM, None).map_err(|e| Error::io("socket", e))?;
-    sock.send_to(data, &target).map_err(|e| connect_error("sendto", e))?;
+    sock.send_to(data, &target)
+        .map_err(|e| connect_error("sendto", &target, e))?;
     Ok(())
 }
 
@@ -149,8 +150,9 @@ pub fn udp_request(addr: &str, data: &[u8], reply: &mut [u8], timeout: Option<Du
         None
     };
     // Connected, the socket takes datagrams only from the target and learns of ICMP refusals.
-    sock.connect(&target).map_err(|e| connect_error("connect", e))?;
-    sock.send(data).map_err(|e| connect_error("send", e))?;
+    sock.connect(&target)
+        .map_err(|e| connect_error("connect", &target, e))?;
+    sock.send(data).map_err(|e| connect_error("send", &target, e))?;
     // SAFETY: `u8` and `MaybeUninit<u8>` have the same layout, and the kernel only writes bytes.
     let buf = unsafe { &mut *(reply as *mut [u8] as *mut [MaybeUninit<u8>]) };
     loop {
@@ -160,7 +162,7 @@ pub fn udp_request(addr: &str, data: &[u8], reply: &mut [u8], timeout: Option<Du
             Ok(n) if n > buf.len() => return Err(Error::Truncated(buf.len())),
             Ok(n) => return Ok(n),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(connect_error("waiting for the reply", e)),
+            Err(e) => return Err(connect_error("waiting for the reply", &target, e)),
         }
     }
 }

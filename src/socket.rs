@@ -108,13 +108,18 @@ fn bind_any_host(port: u16, ty: Type) -> Result<(Socket, SockAddr)> {
 /// Binds a Unix socket path, replacing a stale socket file left by a dead server but never one
 /// that a live server still answers on.
 fn bind_unix(sock: &Socket, target: &SockAddr, path: &Path, ty: Type) -> Result<()> {
-    match sock.bind(target) {
+    let bound = match sock.bind(target) {
         Err(e) if e.kind() == io::ErrorKind::AddrInUse && is_stale_socket(path, ty) => {
             std::fs::remove_file(path).map_err(|e| Error::io("removing stale socket file", e))?;
-            sock.bind(target).map_err(|e| Error::io("bind", e))
+            sock.bind(target)
         }
-        other => other.map_err(|e| Error::io("bind", e)),
-    }
+        other => other,
+    };
+    bound.map_err(|e| match e.kind() {
+        // What a bind does not find is a folder on the way: name the path, not just ENOENT.
+        io::ErrorKind::NotFound => Error::Addr(format!("no folder for unix socket {path:?}").into()),
+        _ => Error::io("bind", e),
+    })
 }
 
 /// A socket file nobody answers on.
@@ -140,7 +145,7 @@ pub fn connect(addr: &Addr, deadline: Option<Instant>) -> Result<Socket> {
         };
         match res {
             Ok(()) => return Ok(sock),
-            Err(e) => last = connect_error("connect", e),
+            Err(e) => last = connect_error("connect", &target, e),
         }
     }
     Err(last)
@@ -157,10 +162,12 @@ pub(crate) fn not_port_0(target: &SockAddr) -> Result<()> {
     }
 }
 
-/// Like [`Error::io`], but a Unix path with no socket behind it is a refusal too.
-pub(crate) fn connect_error(context: &'static str, e: io::Error) -> Error {
-    if e.kind() == io::ErrorKind::NotFound {
-        return Error::Refused(format!("{context}: no socket at that path").into());
+/// Like [`Error::io`], but a Unix path with no socket behind it is a refusal too, naming the path.
+pub(crate) fn connect_error(context: &'static str, target: &SockAddr, e: io::Error) -> Error {
+    match target.as_pathname() {
+        Some(path) if e.kind() == io::ErrorKind::NotFound => {
+            Error::Refused(format!("{context}: no socket at {path:?}").into())
+        }
+        _ => Error::io(context, e),
     }
-    Error::io(context, e)
 }
