@@ -568,8 +568,9 @@ int ns_peer_format(const struct ns_peer *peer, char *buf, size_t cap);
 
 /**
  * Writes the bound address as NUL-terminated text ("127.0.0.1:40123", "[::1]:5000",
- * "unix:/tmp/x.sock") into `buf` of `cap` bytes. `NS_OK`; `NS_ERR_TRUNCATED` (nothing written)
- * if it does not fit. Any thread.
+ * "[::]:6666" for ":6666", "[fe80::1%2]:80" with the scope as an index, "unix:/tmp/x.sock")
+ * into `buf` of `cap` bytes. `NS_OK`; `NS_ERR_TRUNCATED` (nothing written) if it does not fit.
+ * Any thread.
  */
 int ns_server_addr(const struct ns_server *srv, char *buf, size_t cap);
 
@@ -671,30 +672,35 @@ int ns_tcp_connect(const char *addr, ns_data_cb on_data, void *user, const struc
 int ns_tcp_request(const char *addr, const void *data, size_t len, void *reply, size_t reply_cap, size_t *reply_len, uint32_t timeout_ms, int framing);
 
 /**
- * The classic one-shot TCP client: connects to `addr` (as for `ns_tcp_serve()`; a name is tried
- * at each of its addresses), sends the `len` bytes at `data`, shuts down its sending side, and
- * reads the reply into `reply` (`reply_cap` bytes) until the server closes. Blocks the calling
- * thread (any thread) for at most `timeout_ms` for the whole exchange (0 = no limit).
- * On `NS_OK`, `*reply_len` is the reply's length. `NS_ERR_TRUNCATED` if the reply outgrew
- * `reply_cap`: `reply` holds its first `reply_cap` bytes and `*reply_len` is `reply_cap`.
- * `NS_ERR_REFUSED` if nobody listens, `NS_ERR_TIMEOUT`, `NS_ERR_RESET`, `NS_ERR_ADDR`.
- * `reply` may be NULL only if `reply_cap` is 0; `reply_len` may be NULL; `data` may be NULL
- * only if `len` is 0.
+ * The classic one-shot TCP client: connects to `addr` (as for `ns_tcp_serve()`; a name is
+ * tried at each of its addresses, and ":6666" is this host: 127.0.0.1, then ::1), sends the
+ * `len` bytes at `data`, shuts down its sending side, and reads the reply into `reply`
+ * (`reply_cap` bytes) until the server closes. Blocks the calling thread (any thread) for at
+ * most `timeout_ms` for the whole exchange (0 = no limit). On `NS_OK`, `*reply_len` is the
+ * reply's length. `NS_ERR_TRUNCATED` if the reply outgrew `reply_cap`: `reply` holds its first
+ * `reply_cap` bytes and `*reply_len` is `reply_cap`. `NS_ERR_REFUSED` if nobody listens,
+ * `NS_ERR_TIMEOUT`, `NS_ERR_RESET`, `NS_ERR_ADDR` (also for port 0, which no client can
+ * reach). `reply` may be NULL only if `reply_cap` is 0; `reply_len` may be NULL; `data` may be
+ * NULL only if `len` is 0.
  */
 int ns_tcp_send(const char *addr, const void *data, size_t len, void *reply, size_t reply_cap, size_t *reply_len, uint32_t timeout_ms);
 
 /**
  * Starts a TCP server on `addr` ("127.0.0.1:6666", "0.0.0.0:0", "[::1]:6666",
- * "localhost:6666", or "unix:/path/to.sock" for a Unix stream socket) and returns once it
- * listens, with the server in `*out` (written only on success). The server runs on loop
- * threads of its own (one unless `ns_options_set_threads()` says otherwise) until stopped;
- * `on_data` (required) and the callbacks of `opts` run there with `user` as their last
- * argument, one at a time per loop thread. `opts` may be NULL (defaults) and is copied: free
- * it whenever you like. Callbacks may run before this returns: inside them, reach the server
- * with `ns_conn_server()`, not through `*out`. Listening sockets set SO_REUSEADDR; a stale Unix
- * socket file (nobody answering) is replaced, and the file is removed when the server is freed.
- * `NS_ERR_ADDR` for bad address text, `NS_ERR_ADDR_IN_USE`, `NS_ERR_INVALID` for NULL `addr`,
- * `on_data` or `out`.
+ * "localhost:6666", ":6666" for every interface (one dual-stack socket on "[::]", or "0.0.0.0"
+ * on a host without IPv6), "[fe80::1%eth0]:6666" or "[fe80::1%2]:6666" for an IPv6 address
+ * scoped to an interface (by name or index), or "unix:/path/to.sock" for a Unix stream socket;
+ * port 0 lets the OS choose) and returns once it listens, with the server in `*out` (written
+ * only on success). The server runs on loop threads of its own (one unless
+ * `ns_options_set_threads()` says otherwise) until stopped; `on_data` (required) and the
+ * callbacks of `opts` run there with `user` as their last argument, one at a time per loop
+ * thread. `opts` may be NULL (defaults) and is copied: free it whenever you like. Callbacks
+ * may run before this returns: inside them, reach the server with `ns_conn_server()`, not
+ * through `*out`. Listening sockets set SO_REUSEADDR; a stale Unix socket file (nobody
+ * answering) is replaced, and the file is removed when the server is freed. `NS_ERR_ADDR` for
+ * bad address text (also "256.1.1.1:80", never looked up as a name, and "::1:80", which needs
+ * brackets: "[::1]:80") or a Unix path whose folder is missing, `NS_ERR_ADDR_IN_USE`,
+ * `NS_ERR_INVALID` for NULL `addr`, `on_data` or `out`.
  */
 int ns_tcp_serve(const char *addr, ns_data_cb on_data, void *user, const struct ns_options *opts, struct ns_server **out);
 
@@ -713,18 +719,19 @@ int ns_tcp_serve(const char *addr, ns_data_cb on_data, void *user, const struct 
 int ns_udp_reply(struct ns_server *srv, const struct ns_peer *to, const void *data, size_t len);
 
 /**
- * Sends one datagram to `addr` and waits for one reply datagram from that address (others are
- * ignored), with the reply, truncation and timeout rules of `ns_tcp_send()`. Any thread.
- * `NS_ERR_REFUSED` if the host reports that nobody listens on the port, `NS_ERR_TIMEOUT` if no
- * reply came in time. A "unix:" request binds a temporary socket file of its own, removed
- * before returning, so the server can answer.
+ * Sends one datagram to `addr` (as for `ns_udp_send()`) and waits for one reply datagram from
+ * that address (others are ignored), with the reply, truncation and timeout rules of
+ * `ns_tcp_send()`. Any thread. `NS_ERR_REFUSED` if the host reports that nobody listens on the
+ * port, `NS_ERR_TIMEOUT` if no reply came in time. A "unix:" request binds a temporary socket
+ * file of its own, removed before returning, so the server can answer.
  */
 int ns_udp_request(const char *addr, const void *data, size_t len, void *reply, size_t reply_cap, size_t *reply_len, uint32_t timeout_ms);
 
 /**
- * Sends one datagram of `len` bytes from `data` to `addr` ("host:port", or "unix:/path" for a
- * Unix datagram socket) and returns without waiting for a reply. Any thread. `NS_ERR_LIMIT` if
- * the datagram is too large; `NS_ERR_REFUSED` if a Unix path has no socket.
+ * Sends one datagram of `len` bytes from `data` to `addr` (as for `ns_tcp_send()`, to a name's
+ * first address and to 127.0.0.1 for ":port"; "unix:/path" for a Unix datagram socket) and
+ * returns without waiting for a reply. Any thread. `NS_ERR_LIMIT` if the datagram is too
+ * large; `NS_ERR_REFUSED` if a Unix path has no socket; `NS_ERR_ADDR` for port 0.
  */
 int ns_udp_send(const char *addr, const void *data, size_t len);
 

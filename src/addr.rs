@@ -1,9 +1,11 @@
-//! Address text: `host:port`, `[v6]:port`, `unix:/path`, `unix:@name` (a Linux abstract
-//! socket). Parsing is strict (no silent defaults) because a typo in a server address should
-//! fail loudly, not listen somewhere unexpected.
+//! Address text: `host:port`, `[v6]:port`, `[v6%scope]:port`, `:port` (no host: every interface
+//! for a server, this host for a client), `unix:/path`, `unix:@name` (a Linux abstract socket).
+//! Parsing is strict (no silent defaults) because a typo in a server address should fail
+//! loudly, not listen somewhere unexpected.
 
+use std::ffi::CString;
 use std::fmt::Write as _;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6, ToSocketAddrs};
 use std::path::PathBuf;
 
 use socket2::SockAddr;
@@ -18,6 +20,9 @@ const UNIX_PATH_MAX: usize = 107;
 pub enum Addr {
     /// One or more IP socket addresses (a name may resolve to several; clients try each in turn).
     Inet(Vec<SocketAddr>),
+    /// `:port`, as in Go's `net`: a server listens on every interface (see `socket::bind`), a
+    /// client reaches this host.
+    AnyHost(u16),
     /// A Unix-domain socket path.
     Unix(PathBuf),
 }
@@ -46,17 +51,29 @@ impl Addr {
         let (host, port) = if let Some(rest) = text.strip_prefix('[') {
             let (host, after) = rest.split_once(']').ok_or_else(|| bad("missing ']'"))?;
             let port = after.strip_prefix(':').ok_or_else(|| bad("missing ':port'"))?;
-            let ip: Ipv6Addr = host.parse().map_err(|_| bad("invalid IPv6 address"))?;
-            return Ok(Addr::Inet(vec![SocketAddr::new(
-                ip.into(),
-                parse_port(port).ok_or_else(|| bad("invalid port"))?,
-            )]));
+            let (ip, zone) = host.split_once('%').map_or((host, None), |(ip, zone)| (ip, Some(zone)));
+            let ip: Ipv6Addr = ip.parse().map_err(|_| bad("invalid IPv6 address"))?;
+            let port = parse_port(port).ok_or_else(|| bad("invalid port"))?;
+            let scope_id = zone.map_or(Ok(0), scope_id).map_err(|why| bad(&why))?;
+            return Ok(Addr::Inet(vec![SocketAddrV6::new(ip, port, 0, scope_id).into()]));
         } else {
             text.rsplit_once(':').ok_or_else(|| bad("missing ':port'"))?
         };
         let port = parse_port(port).ok_or_else(|| bad("invalid port"))?;
+        if host.is_empty() {
+            return Ok(Addr::AnyHost(port));
+        }
         if let Ok(ip) = host.parse::<Ipv4Addr>() {
             return Ok(Addr::Inet(vec![SocketAddr::new(ip.into(), port)]));
+        }
+        // No DNS name is all digits and dots: the resolver would read `1.2.3` as 1.2.0.3.
+        if host.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+            return Err(bad("invalid IPv4 address"));
+        }
+        if host.contains(':') && host.parse::<Ipv6Addr>().is_ok() {
+            return Err(Error::Addr(
+                format!("IPv6 addresses need brackets: \"[{host}]:{port}\", not {text:?}").into(),
+            ));
         }
         if !is_host_name(host) {
             return Err(bad("invalid host"));
@@ -75,6 +92,10 @@ impl Addr {
     pub fn sock_addrs(&self) -> Result<Vec<SockAddr>> {
         match self {
             Addr::Inet(list) => Ok(list.iter().map(|a| SockAddr::from(*a)).collect()),
+            // A client's "this host": the loopbacks, IPv4 first as Go's `net` dials them.
+            Addr::AnyHost(port) => Ok([Ipv4Addr::LOCALHOST.into(), Ipv6Addr::LOCALHOST.into()]
+                .map(|ip: IpAddr| SockAddr::from(SocketAddr::new(ip, *port)))
+                .to_vec()),
             Addr::Unix(path) => Ok(vec![
                 SockAddr::unix(path).map_err(|e| Error::Addr(format!("unix path {path:?}: {e}").into()))?,
             ]),
@@ -90,12 +111,31 @@ fn parse_port(s: &str) -> Option<u16> {
     s.parse().ok()
 }
 
+/// The scope of a link-local IPv6 address (`fe80::1%eth0`, `fe80::1%2`): an interface index
+/// as digits, taken as it is, or an interface name, which must exist now.
+fn scope_id(zone: &str) -> Result<u32, String> {
+    if zone.is_empty() {
+        return Err("empty IPv6 scope after '%'".into());
+    }
+    if zone.bytes().all(|b| b.is_ascii_digit()) {
+        return zone.parse().map_err(|_| format!("IPv6 scope {zone} out of range"));
+    }
+    let unknown = || format!("no network interface {zone:?}");
+    let name = CString::new(zone).map_err(|_| unknown())?;
+    // SAFETY: `name` is a NUL-terminated string that lives until the call returns.
+    match unsafe { libc::if_nametoindex(name.as_ptr()) } {
+        0 => Err(unknown()),
+        index => Ok(index),
+    }
+}
+
 /// A DNS name: letters, digits, `-` and `.`, not empty.
 fn is_host_name(s: &str) -> bool {
     !s.is_empty() && s.len() <= 253 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
 }
 
 /// Formats a socket address as the same text [`Addr::parse`] reads: `1.2.3.4:5`, `[::1]:5`,
+/// `[fe80::1%2]:5` (the scope as its index, which names the interface without a lookup),
 /// `unix:/path` (`unix:` alone for an unnamed Unix socket).
 pub fn format(addr: &SockAddr) -> String {
     let mut out = String::new();
@@ -150,6 +190,15 @@ mod tests {
     }
 
     #[test]
+    fn no_host_is_this_host_for_a_client() {
+        for port in [6666, 0] {
+            let socks = Addr::parse(&format!(":{port}")).unwrap().sock_addrs().unwrap();
+            let texts: Vec<String> = socks.iter().map(format).collect();
+            assert_eq!(texts, [format!("127.0.0.1:{port}"), format!("[::1]:{port}")]);
+        }
+    }
+
+    #[test]
     fn unix_paths_with_nul_are_refused() {
         // Found by the addr_parse fuzz target: the kernel cuts a path at its first NUL.
         for s in ["unix:\0x", "unix:/tmp/a\0junk"] {
@@ -165,7 +214,8 @@ mod tests {
             ":",
             "127.0.0.1",
             "127.0.0.1:",
-            ":80",
+            ":80x",
+            "::80",
             "127.0.0.1:65536",
             "127.0.0.1:99999",
             "127.0.0.1:80x",
@@ -188,6 +238,79 @@ mod tests {
         }
     }
 
+    fn addr_error(s: &str) -> String {
+        match Addr::parse(s) {
+            Err(e @ Error::Addr(_)) => e.to_string(),
+            other => panic!("{s:?}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn dotted_numbers_are_ipv4_or_nothing() {
+        // Never looked up: glibc would resolve `1.2.3` to 1.2.0.3.
+        for s in [
+            "256.1.1.1:80",
+            "1.2.3:80",
+            "01.2.3.4:80",
+            "1.2.3.4.5:80",
+            "1234:80",
+            "...:80",
+        ] {
+            assert!(
+                addr_error(s).contains("invalid IPv4 address"),
+                "{s:?}: {}",
+                addr_error(s)
+            );
+        }
+    }
+
+    #[test]
+    fn unbracketed_ipv6_hints_at_brackets() {
+        for (s, hint) in [
+            ("::1:80", "\"[::1]:80\""),
+            ("fe80::1:80", "\"[fe80::1]:80\""),
+            (":::0", "\"[::]:0\""),
+        ] {
+            let e = addr_error(s);
+            assert!(e.contains("need brackets") && e.contains(hint), "{s:?}: {e}");
+        }
+    }
+
+    fn lo_index() -> u32 {
+        // SAFETY: a NUL-terminated literal.
+        let index = unsafe { libc::if_nametoindex(c"lo".as_ptr()) };
+        assert_ne!(index, 0, "no interface lo");
+        index
+    }
+
+    #[test]
+    fn scoped_ipv6_keeps_its_scope() {
+        let lo = lo_index();
+        let want = |scope: u32| vec![format!("[fe80::1%{scope}]:80").parse::<SocketAddr>().unwrap()];
+        assert_eq!(inet("[fe80::1%lo]:80"), want(lo));
+        assert_eq!(inet(&format!("[fe80::1%{lo}]:80")), want(lo));
+        // A number is taken as it is: the interface may come later.
+        assert_eq!(inet("[fe80::1%4000000000]:80"), want(4_000_000_000));
+        let e = addr_error("[fe80::1%no-such-if0]:80");
+        assert!(e.contains("\"no-such-if0\""), "{e}");
+        for s in [
+            "[fe80::1%]:80",
+            "[fe80::1%4294967296]:80",
+            "[fe80::1%lo%lo]:80",
+            "[fe80::1%l\0o]:80",
+        ] {
+            addr_error(s);
+        }
+    }
+
+    #[test]
+    fn scoped_ipv6_formats_with_the_index() {
+        let lo = lo_index();
+        let text = format(&Addr::parse("[fe80::1%lo]:80").unwrap().sock_addrs().unwrap()[0]);
+        assert_eq!(text, format!("[fe80::1%{lo}]:80"));
+        assert_eq!(inet(&text), inet("[fe80::1%lo]:80"));
+    }
+
     #[test]
     fn unresolvable_names_are_addr_errors() {
         assert!(matches!(Addr::parse("nohost.invalid:80"), Err(Error::Addr(_))));
@@ -195,7 +318,13 @@ mod tests {
 
     #[test]
     fn formats_round_trip() {
-        for s in ["127.0.0.1:6666", "[::1]:5", "unix:/tmp/a.sock", "unix:@netsock-test"] {
+        for s in [
+            "127.0.0.1:6666",
+            "[::1]:5",
+            "[fe80::1%7]:5",
+            "unix:/tmp/a.sock",
+            "unix:@netsock-test",
+        ] {
             let a = Addr::parse(s).unwrap().sock_addrs().unwrap();
             assert_eq!(format(&a[0]), s);
         }

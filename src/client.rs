@@ -315,10 +315,9 @@ pub fn udp_request(addr: &str, data: &[u8], reply: &mut [u8], timeout: Option<Du
 
 /// The first resolved address (a datagram cannot tell which of several would answer).
 fn first(addr: &Addr) -> Result<SockAddr> {
-    addr.sock_addrs()?
-        .into_iter()
-        .next()
-        .ok_or_else(|| Error::Addr("no address".into()))
+    let target = socket::first(addr)?;
+    socket::not_port_0(&target)?;
+    Ok(target)
 }
 
 /// A temporary Unix socket name for a datagram client, removed when dropped.

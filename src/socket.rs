@@ -2,6 +2,7 @@
 //! server wants (SO_REUSEADDR on stream listeners, close-on-exec, non-blocking) set in one place.
 
 use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
@@ -30,23 +31,22 @@ impl Drop for Bound {
 
 /// Binds a non-blocking server socket of type `ty` (stream sockets also listen, with `backlog`).
 pub fn bind(addr: &Addr, ty: Type, backlog: i32) -> Result<Bound> {
-    let target = addr
-        .sock_addrs()?
-        .into_iter()
-        .next()
-        .ok_or_else(|| Error::Addr("no address".into()))?;
-    let sock = Socket::new(target.domain(), ty, None).map_err(|e| Error::io("socket", e))?;
-    if ty == Type::STREAM && target.domain() != Domain::UNIX {
-        sock.set_reuse_address(true).map_err(|e| Error::io("SO_REUSEADDR", e))?;
-    }
-    let unlink = match addr {
+    let (sock, target, unlink) = match addr {
         Addr::Unix(path) => {
+            let target = first(addr)?;
+            let sock = server_socket(target.domain(), ty).map_err(|e| Error::io("socket", e))?;
             bind_unix(&sock, &target, path, ty)?;
-            Some(path.clone())
+            (sock, target, Some(path.clone()))
         }
         Addr::Inet(_) => {
+            let target = first(addr)?;
+            let sock = server_socket(target.domain(), ty).map_err(|e| Error::io("socket", e))?;
             sock.bind(&target).map_err(|e| Error::io("bind", e))?;
-            None
+            (sock, target, None)
+        }
+        Addr::AnyHost(port) => {
+            let (sock, target) = bind_any_host(*port, ty)?;
+            (sock, target, None)
         }
     };
     // From here on a failure must still remove the file we created: `Bound` owns it.
@@ -66,16 +66,60 @@ pub fn bind(addr: &Addr, ty: Type, backlog: i32) -> Result<Bound> {
     Ok(bound)
 }
 
+/// The first address of `addr`: a server binds one, and a datagram goes to one.
+pub(crate) fn first(addr: &Addr) -> Result<SockAddr> {
+    addr.sock_addrs()?
+        .into_iter()
+        .next()
+        .ok_or_else(|| Error::Addr("no address".into()))
+}
+
+/// A socket for a server: stream sockets on IP reuse the address, so a restarted server need
+/// not wait out the old one's TIME_WAIT connections.
+fn server_socket(domain: Domain, ty: Type) -> io::Result<Socket> {
+    let sock = Socket::new(domain, ty, None)?;
+    if ty == Type::STREAM && domain != Domain::UNIX {
+        sock.set_reuse_address(true)?;
+    }
+    Ok(sock)
+}
+
+/// Binds `:port` on every interface: one dual-stack socket on `[::]` (IPv4 peers arrive as
+/// mapped addresses) where the host has IPv6, else `0.0.0.0`.
+fn bind_any_host(port: u16, ty: Type) -> Result<(Socket, SockAddr)> {
+    let v6 = SockAddr::from(SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)));
+    let dual_stack = server_socket(Domain::IPV6, ty).and_then(|sock| {
+        // Off by default on Linux, but a sysctl (net.ipv6.bindv6only) can turn it on.
+        sock.set_only_v6(false)?;
+        sock.bind(&v6)?;
+        Ok(sock)
+    });
+    match dual_stack {
+        Ok(sock) => return Ok((sock, v6)),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EAFNOSUPPORT | libc::EADDRNOTAVAIL)) => {}
+        Err(e) => return Err(Error::io("bind", e)),
+    }
+    let v4 = SockAddr::from(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)));
+    let sock = server_socket(Domain::IPV4, ty).map_err(|e| Error::io("socket", e))?;
+    sock.bind(&v4).map_err(|e| Error::io("bind", e))?;
+    Ok((sock, v4))
+}
+
 /// Binds a Unix socket path, replacing a stale socket file left by a dead server but never one
 /// that a live server still answers on.
 fn bind_unix(sock: &Socket, target: &SockAddr, path: &Path, ty: Type) -> Result<()> {
-    match sock.bind(target) {
+    let bound = match sock.bind(target) {
         Err(e) if e.kind() == io::ErrorKind::AddrInUse && is_stale_socket(path, ty) => {
             std::fs::remove_file(path).map_err(|e| Error::io("removing stale socket file", e))?;
-            sock.bind(target).map_err(|e| Error::io("bind", e))
+            sock.bind(target)
         }
-        other => other.map_err(|e| Error::io("bind", e)),
-    }
+        other => other,
+    };
+    bound.map_err(|e| match e.kind() {
+        // What a bind does not find is a folder on the way: name the path, not just ENOENT.
+        io::ErrorKind::NotFound => Error::Addr(format!("no folder for unix socket {path:?}").into()),
+        _ => Error::io("bind", e),
+    })
 }
 
 /// A socket file nobody answers on.
@@ -94,6 +138,7 @@ fn is_stale_socket(path: &Path, ty: Type) -> bool {
 pub(crate) fn connect(addr: &Addr, deadline: Deadline) -> Result<(Socket, String)> {
     let mut last = Error::Addr("no address".into());
     for target in addr.sock_addrs()? {
+        not_port_0(&target)?;
         let text = addr::format(&target);
         match connect_one(&target, &text, deadline) {
             Ok(sock) => return Ok((sock, text)),
@@ -138,5 +183,16 @@ pub(crate) fn connect_error(text: &str, e: io::Error) -> Error {
         K::TimedOut => Error::Timeout(format!("no answer from {text}").into()),
         K::ConnectionReset | K::ConnectionAborted => Error::Reset(format!("{text} reset the connection").into()),
         _ => Error::io("connect", e),
+    }
+}
+
+/// Refuses port 0 as a client's destination: to a server it means "any free port", and no
+/// peer can be reached there (the kernel answers with a refusal or EINVAL, which would mislead).
+pub(crate) fn not_port_0(target: &SockAddr) -> Result<()> {
+    match target.as_socket() {
+        Some(inet) if inet.port() == 0 => Err(Error::Addr(
+            format!("port 0 cannot be reached ({inet}): only a server uses it, to get any free port").into(),
+        )),
+        _ => Ok(()),
     }
 }

@@ -1,14 +1,15 @@
 //! `netsock::addr::Addr::parse` and `netsock::addr::format`: parse never panics and fails only
 //! with `Error::Addr`; what it accepts agrees with the text (a `unix:` path is the text after
-//! `unix:`, with `@` for the NUL of an abstract name, never holding a NUL, at most 107 bytes; a literal is one address, the same one std reads when std reads
-//! the text at all); `format` of a parsed address parses back to the same address, and
-//! formatting is a fixed point.
+//! `unix:`, with `@` for the NUL of an abstract name, never holding a NUL, at most 107 bytes; a
+//! literal is one address, the same one std reads when std reads the text at all; `:port` is
+//! that port and no host); `format` of a parsed path or literal parses back to the same
+//! address, and formatting is a fixed point.
 //!
 //! Text that `parse` would resolve by DNS (a name of letters, digits, '-' and '.', then a port)
 //! is skipped: a lookup per input would make the fuzzer slow and depend on the network.
 #![no_main]
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::os::unix::ffi::OsStrExt;
 
 use libfuzzer_sys::fuzz_target;
@@ -16,7 +17,7 @@ use netsock::Error;
 use netsock::addr::{Addr, format};
 
 /// Whether `Addr::parse` would go to the resolver (src/addr.rs: not `unix:`, not `[`, a
-/// digits-only port, a host that is not an IPv4 literal and is all `[A-Za-z0-9.-]`).
+/// digits-only port, a host that is all `[A-Za-z0-9.-]` but not all digits and dots).
 /// Errs on the side of skipping: any length of name, any port of 1 to 5 digits.
 fn would_resolve(text: &str) -> bool {
     if text.starts_with("unix:") || text.starts_with('[') {
@@ -28,7 +29,8 @@ fn would_resolve(text: &str) -> bool {
     let port_like = (1..=5).contains(&port.len()) && port.bytes().all(|b| b.is_ascii_digit());
     let name_like =
         !host.is_empty() && host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
-    port_like && name_like && host.parse::<Ipv4Addr>().is_err()
+    let dotted = host.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+    port_like && name_like && !dotted
 }
 
 fn round_trip(addr: &Addr) {
@@ -60,6 +62,12 @@ fuzz_target!(|data: &[u8]| {
                     };
                     assert_eq!(path.as_os_str().as_bytes(), kernel.as_bytes(), "path is not the text after 'unix:'");
                     assert!(!want.is_empty() && want.len() <= 107, "a {}-byte path was accepted", want.len());
+                }
+                // Not a literal: it stands for every interface or for the loopbacks.
+                Addr::AnyHost(port) => {
+                    let want = text.strip_prefix(':').and_then(|p| p.parse::<u16>().ok());
+                    assert_eq!(want, Some(*port), "{text:?}: wrong port, or a host");
+                    return;
                 }
                 Addr::Inet(list) => {
                     assert_eq!(list.len(), 1, "{text:?}: a literal gave {} addresses", list.len());

@@ -29,15 +29,16 @@ fn finish(res: crate::Result<usize>, reply_len: *mut usize) -> c_int {
     }
 }
 
-/// The classic one-shot TCP client: connects to `addr` (as for `ns_tcp_serve()`; a name is tried
-/// at each of its addresses), sends the `len` bytes at `data`, shuts down its sending side, and
-/// reads the reply into `reply` (`reply_cap` bytes) until the server closes. Blocks the calling
-/// thread (any thread) for at most `timeout_ms` for the whole exchange (0 = no limit).
-/// On `NS_OK`, `*reply_len` is the reply's length. `NS_ERR_TRUNCATED` if the reply outgrew
-/// `reply_cap`: `reply` holds its first `reply_cap` bytes and `*reply_len` is `reply_cap`.
-/// `NS_ERR_REFUSED` if nobody listens, `NS_ERR_TIMEOUT`, `NS_ERR_RESET`, `NS_ERR_ADDR`.
-/// `reply` may be NULL only if `reply_cap` is 0; `reply_len` may be NULL; `data` may be NULL
-/// only if `len` is 0.
+/// The classic one-shot TCP client: connects to `addr` (as for `ns_tcp_serve()`; a name is
+/// tried at each of its addresses, and ":6666" is this host: 127.0.0.1, then ::1), sends the
+/// `len` bytes at `data`, shuts down its sending side, and reads the reply into `reply`
+/// (`reply_cap` bytes) until the server closes. Blocks the calling thread (any thread) for at
+/// most `timeout_ms` for the whole exchange (0 = no limit). On `NS_OK`, `*reply_len` is the
+/// reply's length. `NS_ERR_TRUNCATED` if the reply outgrew `reply_cap`: `reply` holds its first
+/// `reply_cap` bytes and `*reply_len` is `reply_cap`. `NS_ERR_REFUSED` if nobody listens,
+/// `NS_ERR_TIMEOUT`, `NS_ERR_RESET`, `NS_ERR_ADDR` (also for port 0, which no client can
+/// reach). `reply` may be NULL only if `reply_cap` is 0; `reply_len` may be NULL; `data` may be
+/// NULL only if `len` is 0.
 #[unsafe(no_mangle)]
 pub extern "C" fn ns_tcp_send(
     addr: *const c_char,
@@ -56,9 +57,10 @@ pub extern "C" fn ns_tcp_send(
     }
 }
 
-/// Sends one datagram of `len` bytes from `data` to `addr` ("host:port", or "unix:/path" for a
-/// Unix datagram socket) and returns without waiting for a reply. Any thread. `NS_ERR_LIMIT` if
-/// the datagram is too large; `NS_ERR_REFUSED` if a Unix path has no socket.
+/// Sends one datagram of `len` bytes from `data` to `addr` (as for `ns_tcp_send()`, to a name's
+/// first address and to 127.0.0.1 for ":port"; "unix:/path" for a Unix datagram socket) and
+/// returns without waiting for a reply. Any thread. `NS_ERR_LIMIT` if the datagram is too
+/// large; `NS_ERR_REFUSED` if a Unix path has no socket; `NS_ERR_ADDR` for port 0.
 #[unsafe(no_mangle)]
 pub extern "C" fn ns_udp_send(addr: *const c_char, data: *const c_void, len: usize) -> c_int {
     ffi_panic_boundary! {
@@ -67,11 +69,11 @@ pub extern "C" fn ns_udp_send(addr: *const c_char, data: *const c_void, len: usi
     }
 }
 
-/// Sends one datagram to `addr` and waits for one reply datagram from that address (others are
-/// ignored), with the reply, truncation and timeout rules of `ns_tcp_send()`. Any thread.
-/// `NS_ERR_REFUSED` if the host reports that nobody listens on the port, `NS_ERR_TIMEOUT` if no
-/// reply came in time. A "unix:" request binds a temporary socket file of its own, removed
-/// before returning, so the server can answer.
+/// Sends one datagram to `addr` (as for `ns_udp_send()`) and waits for one reply datagram from
+/// that address (others are ignored), with the reply, truncation and timeout rules of
+/// `ns_tcp_send()`. Any thread. `NS_ERR_REFUSED` if the host reports that nobody listens on the
+/// port, `NS_ERR_TIMEOUT` if no reply came in time. A "unix:" request binds a temporary socket
+/// file of its own, removed before returning, so the server can answer.
 #[unsafe(no_mangle)]
 pub extern "C" fn ns_udp_request(
     addr: *const c_char,

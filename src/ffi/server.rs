@@ -102,16 +102,20 @@ impl UdpHandler for CUdp {
 }
 
 /// Starts a TCP server on `addr` ("127.0.0.1:6666", "0.0.0.0:0", "[::1]:6666",
-/// "localhost:6666", or "unix:/path/to.sock" for a Unix stream socket) and returns once it
-/// listens, with the server in `*out` (written only on success). The server runs on loop
-/// threads of its own (one unless `ns_options_set_threads()` says otherwise) until stopped;
-/// `on_data` (required) and the callbacks of `opts` run there with `user` as their last
-/// argument, one at a time per loop thread. `opts` may be NULL (defaults) and is copied: free
-/// it whenever you like. Callbacks may run before this returns: inside them, reach the server
-/// with `ns_conn_server()`, not through `*out`. Listening sockets set SO_REUSEADDR; a stale Unix
-/// socket file (nobody answering) is replaced, and the file is removed when the server is freed.
-/// `NS_ERR_ADDR` for bad address text, `NS_ERR_ADDR_IN_USE`, `NS_ERR_INVALID` for NULL `addr`,
-/// `on_data` or `out`.
+/// "localhost:6666", ":6666" for every interface (one dual-stack socket on "[::]", or "0.0.0.0"
+/// on a host without IPv6), "[fe80::1%eth0]:6666" or "[fe80::1%2]:6666" for an IPv6 address
+/// scoped to an interface (by name or index), or "unix:/path/to.sock" for a Unix stream socket;
+/// port 0 lets the OS choose) and returns once it listens, with the server in `*out` (written
+/// only on success). The server runs on loop threads of its own (one unless
+/// `ns_options_set_threads()` says otherwise) until stopped; `on_data` (required) and the
+/// callbacks of `opts` run there with `user` as their last argument, one at a time per loop
+/// thread. `opts` may be NULL (defaults) and is copied: free it whenever you like. Callbacks
+/// may run before this returns: inside them, reach the server with `ns_conn_server()`, not
+/// through `*out`. Listening sockets set SO_REUSEADDR; a stale Unix socket file (nobody
+/// answering) is replaced, and the file is removed when the server is freed. `NS_ERR_ADDR` for
+/// bad address text (also "256.1.1.1:80", never looked up as a name, and "::1:80", which needs
+/// brackets: "[::1]:80") or a Unix path whose folder is missing, `NS_ERR_ADDR_IN_USE`,
+/// `NS_ERR_INVALID` for NULL `addr`, `on_data` or `out`.
 #[unsafe(no_mangle)]
 pub extern "C" fn ns_tcp_serve(
     addr: *const c_char,
@@ -178,8 +182,9 @@ pub extern "C" fn ns_server_port(srv: *const ns_server) -> c_int {
 }
 
 /// Writes the bound address as NUL-terminated text ("127.0.0.1:40123", "[::1]:5000",
-/// "unix:/tmp/x.sock") into `buf` of `cap` bytes. `NS_OK`; `NS_ERR_TRUNCATED` (nothing written)
-/// if it does not fit. Any thread.
+/// "[::]:6666" for ":6666", "[fe80::1%2]:80" with the scope as an index, "unix:/tmp/x.sock")
+/// into `buf` of `cap` bytes. `NS_OK`; `NS_ERR_TRUNCATED` (nothing written) if it does not fit.
+/// Any thread.
 #[unsafe(no_mangle)]
 pub extern "C" fn ns_server_addr(srv: *const ns_server, buf: *mut c_char, cap: usize) -> c_int {
     ffi_panic_boundary! {

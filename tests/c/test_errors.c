@@ -576,20 +576,28 @@ static void test_truncated_limit_io(void)
     ns_server_free(srv);
     ns_server_free(usrv);
 
-    /* other OS error: a unix socket path in a directory that does not exist */
+    /* other OS error: a unix socket path under a plain file (a missing folder is NS_ERR_ADDR,
+     * see test_addrs.c) */
     {
         char tmpl[] = "/tmp/ns_err_XXXXXX";
         char *dir = mkdtemp(tmpl);
         CHECK(dir != NULL);
         if (dir) {
-            char path[256];
+            char file[256], path[300];
+            FILE *f;
             ns_server *s = NULL;
-            snprintf(path, sizeof path, "unix:%s/no/such/dir/s.sock", dir);
+            snprintf(file, sizeof file, "%s/file", dir);
+            f = fopen(file, "w");
+            CHECK(f != NULL);
+            if (f)
+                fclose(f);
+            snprintf(path, sizeof path, "unix:%s/s.sock", file);
             rc = ns_tcp_serve(path, echo_on_data, NULL, NULL, &s);
             CHECK_EQ_INT(rc, NS_ERR_IO);
             CHECK(ns_last_error()[0] != '\0');
             if (rc == NS_OK)
                 ns_server_free(s);
+            unlink(file);
             rmdir(dir);
         }
     }
