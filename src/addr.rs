@@ -27,9 +27,23 @@ pub enum Addr {
     Unix(PathBuf),
 }
 
+/// Address text read, before any name is looked up.
+enum Parsed<'a> {
+    Addr(Addr),
+    Name(&'a str, u16),
+}
+
 impl Addr {
     /// Parses address text, resolving host names (which may block on DNS).
     pub fn parse(text: &str) -> Result<Addr> {
+        match Addr::parse_text(text)? {
+            Parsed::Addr(addr) => Ok(addr),
+            Parsed::Name(host, port) => resolve(host, port),
+        }
+    }
+
+    /// Reads address text as far as it goes without DNS: a name is handed back to be resolved.
+    fn parse_text(text: &str) -> Result<Parsed<'_>> {
         let bad = |why: &str| Error::Addr(format!("{why} in {text:?}").into());
         if let Some(path) = text.strip_prefix("unix:") {
             if path.is_empty() {
@@ -44,9 +58,9 @@ impl Addr {
             }
             // `@name` is Linux's abstract namespace (no file), written as `format` writes it.
             if let Some(name) = path.strip_prefix('@') {
-                return Ok(Addr::Unix(PathBuf::from(format!("\0{name}"))));
+                return Ok(Parsed::Addr(Addr::Unix(PathBuf::from(format!("\0{name}")))));
             }
-            return Ok(Addr::Unix(PathBuf::from(path)));
+            return Ok(Parsed::Addr(Addr::Unix(PathBuf::from(path))));
         }
         let (host, port) = if let Some(rest) = text.strip_prefix('[') {
             let (host, after) = rest.split_once(']').ok_or_else(|| bad("missing ']'"))?;
@@ -55,16 +69,18 @@ impl Addr {
             let ip: Ipv6Addr = ip.parse().map_err(|_| bad("invalid IPv6 address"))?;
             let port = parse_port(port).ok_or_else(|| bad("invalid port"))?;
             let scope_id = zone.map_or(Ok(0), scope_id).map_err(|why| bad(&why))?;
-            return Ok(Addr::Inet(vec![SocketAddrV6::new(ip, port, 0, scope_id).into()]));
+            return Ok(Parsed::Addr(Addr::Inet(vec![
+                SocketAddrV6::new(ip, port, 0, scope_id).into(),
+            ])));
         } else {
             text.rsplit_once(':').ok_or_else(|| bad("missing ':port'"))?
         };
         let port = parse_port(port).ok_or_else(|| bad("invalid port"))?;
         if host.is_empty() {
-            return Ok(Addr::AnyHost(port));
+            return Ok(Parsed::Addr(Addr::AnyHost(port)));
         }
         if let Ok(ip) = host.parse::<Ipv4Addr>() {
-            return Ok(Addr::Inet(vec![SocketAddr::new(ip.into(), port)]));
+            return Ok(Parsed::Addr(Addr::Inet(vec![SocketAddr::new(ip.into(), port)])));
         }
         // No DNS name is all digits and dots: the resolver would read `1.2.3` as 1.2.0.3.
         if host.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
@@ -78,14 +94,7 @@ impl Addr {
         if !is_host_name(host) {
             return Err(bad("invalid host"));
         }
-        let addrs: Vec<SocketAddr> = (host, port)
-            .to_socket_addrs()
-            .map_err(|e| Error::Addr(format!("cannot resolve {host:?}: {e}").into()))?
-            .collect();
-        if addrs.is_empty() {
-            return Err(Error::Addr(format!("{host:?} has no address").into()));
-        }
-        Ok(Addr::Inet(addrs))
+        Ok(Parsed::Name(host, port))
     }
 
     /// The socket addresses to try, in order.
@@ -101,6 +110,42 @@ impl Addr {
             ]),
         }
     }
+}
+
+/// The addresses of a host name (blocks on DNS).
+fn resolve(host: &str, port: u16) -> Result<Addr> {
+    let addrs: Vec<SocketAddr> = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| Error::Addr(format!("cannot resolve {host:?}: {e}").into()))?
+        .collect();
+    if addrs.is_empty() {
+        return Err(Error::Addr(format!("{host:?} has no address").into()));
+    }
+    Ok(Addr::Inet(addrs))
+}
+
+/// One address a datagram can be sent to, read from text without DNS (for `ns_peer_parse`):
+/// an IP literal with a port other than 0, or a `unix:` path. Refused: names, which would
+/// block, `:port`, which names no one host, and `unix:@name`, which `format` writes for a
+/// peer with an abstract name but which this does not take (paths only).
+pub fn parse_literal(text: &str) -> Result<SockAddr> {
+    let bad = |why: &str| Error::Addr(format!("{why} in {text:?}").into());
+    let addr = match Addr::parse_text(text)? {
+        Parsed::Name(..) => {
+            return Err(Error::Addr(
+                format!("a name, not an address: ns_peer_parse does not resolve {text:?}").into(),
+            ));
+        }
+        Parsed::Addr(Addr::AnyHost(_)) => return Err(bad("no host")),
+        Parsed::Addr(addr) => addr.sock_addrs()?.remove(0),
+    };
+    if addr.as_abstract_namespace().is_some() {
+        return Err(bad("abstract unix names are not accepted here (a unix:/path is)"));
+    }
+    if addr.as_socket().is_some_and(|a| a.port() == 0) {
+        return Err(bad("port 0 (a datagram cannot be sent there)"));
+    }
+    Ok(addr)
 }
 
 /// A decimal port, 0..=65535, digits only.
@@ -314,6 +359,68 @@ mod tests {
     #[test]
     fn unresolvable_names_are_addr_errors() {
         assert!(matches!(Addr::parse("nohost.invalid:80"), Err(Error::Addr(_))));
+    }
+
+    fn literal_error(s: &str) -> String {
+        match parse_literal(s) {
+            Err(e @ Error::Addr(_)) => e.to_string(),
+            other => panic!("{s:?}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn literals_are_what_parse_gives_and_format_writes() {
+        for s in [
+            "127.0.0.1:5",
+            "255.255.255.255:65535",
+            "[::1]:5",
+            "[fe80::1%7]:5",
+            "unix:/tmp/a.sock",
+            "unix:rel.sock",
+        ] {
+            let addr = parse_literal(s).unwrap();
+            assert_eq!(addr, Addr::parse(s).unwrap().sock_addrs().unwrap()[0], "{s:?}");
+            assert_eq!(format(&addr), s);
+        }
+        let scoped = parse_literal("[fe80::1%lo]:5").unwrap();
+        assert_eq!(format(&scoped), format!("[fe80::1%{}]:5", lo_index()));
+    }
+
+    #[test]
+    fn literals_refuse_names_without_looking_them_up() {
+        // "cannot resolve" would mean a lookup was tried.
+        for s in ["localhost:5", "nohost.invalid:5"] {
+            let e = literal_error(s);
+            assert!(
+                e.contains("a name, not an address") && e.contains("does not resolve"),
+                "{s:?}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn literals_refuse_what_a_datagram_cannot_reach() {
+        for (s, why) in [
+            (":5", "no host"),
+            ("127.0.0.1:0", "port 0"),
+            ("[::1]:0", "port 0"),
+            ("unix:@x", "abstract"),
+        ] {
+            let e = literal_error(s);
+            assert!(e.contains(why), "{s:?}: {e}");
+        }
+        for s in [
+            "",
+            "unix:",
+            "127.0.0.1",
+            "256.1.1.1:5",
+            "::1:5",
+            "[::1]",
+            "a_b:5",
+            "unix:/a\0b",
+        ] {
+            literal_error(s);
+        }
     }
 
     #[test]
