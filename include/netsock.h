@@ -220,8 +220,9 @@ typedef void (*ns_open_cb)(struct ns_conn *conn, void *user);
 
 /**
  * The address of a datagram peer. A plain value: copy it (`ns_peer keep = *from;`) to answer
- * later with `ns_udp_reply()` from any thread. The fields are private to netsock; two copies
- * of the same address compare equal with `memcmp`.
+ * later with `ns_udp_reply()` from any thread, or make one from text with `ns_peer_parse()`.
+ * The fields are private to netsock; two copies of the same address compare equal with
+ * `memcmp`.
  */
 typedef struct ns_peer {
   uint64_t _storage[16];
@@ -567,6 +568,21 @@ int ns_options_set_threads(struct ns_options *opts, size_t threads);
 int ns_peer_format(const struct ns_peer *peer, char *buf, size_t cap);
 
 /**
+ * Makes an `ns_peer` from address text, without DNS, so that `ns_udp_reply()` can send to an
+ * address the server never heard from (a UDP server on "127.0.0.1:0" is then a long-lived UDP
+ * client): "1.2.3.4:5000", "[::1]:5000", "[fe80::1%eth0]:5000" (scoped, by interface name or
+ * index) or "unix:/path" (a Unix datagram socket bound to that path), of the server's
+ * family. The result compares equal (`memcmp`) to the `ns_peer` netsock fills in for a
+ * datagram from that address (a server on ":port" sees IPv4 senders as
+ * "[::ffff:1.2.3.4]:5000"), and `ns_peer_format()` gives its text back ("[fe80::1%2]:5000"
+ * for a scope given by name). `*out` is the caller's and is written only on success.
+ * `NS_ERR_ADDR` for a name ("localhost:5000": never resolved here), no host (":5000"), port 0,
+ * an abstract Unix name ("unix:@name": not accepted here), text that is not UTF-8 or not an
+ * address; `NS_ERR_INVALID` for NULL `addr` or `out`. Any thread.
+ */
+int ns_peer_parse(const char *addr, struct ns_peer *out);
+
+/**
  * Writes the bound address as NUL-terminated text ("127.0.0.1:40123", "[::1]:5000",
  * "[::]:6666" for ":6666", "[fe80::1%2]:80" with the scope as an index, "unix:/tmp/x.sock")
  * into `buf` of `cap` bytes. `NS_OK`; `NS_ERR_TRUNCATED` (nothing written) if it does not fit.
@@ -706,15 +722,15 @@ int ns_tcp_serve(const char *addr, ns_data_cb on_data, void *user, const struct 
 
 /**
  * Sends one datagram of `len` bytes from `data` (copied) from the UDP server's socket to `to`
- * (an `ns_peer` netsock filled in, or a copy of one). Any thread, inside or outside the
- * callback. Inside the server's callback, a datagram of up to 8 KiB is queued and leaves,
- * in order, with the other replies to the batch of datagrams that callback belongs to (one
- * `sendmmsg`), before the loop waits again; if the kernel then refuses it (a full send
- * buffer, a Unix peer gone) it is lost, as UDP may lose it, and logged. Elsewhere, and for
- * larger datagrams, it is sent at once: `NS_ERR_LIMIT` if it is too large or the socket's
- * buffer is full. `NS_ERR_ADDR` for an unnamed Unix peer (it cannot be answered);
- * `NS_ERR_CLOSED` once the server stopped; `NS_ERR_INVALID` for a TCP server or a `to`
- * netsock did not fill in.
+ * (an `ns_peer` netsock filled in, for a datagram or by `ns_peer_parse()`, or a copy of one).
+ * Any thread, inside or outside the callback. Inside the server's callback, a datagram of up
+ * to 8 KiB is queued and leaves, in order, with the other replies to the batch of datagrams
+ * that callback belongs to (one `sendmmsg`), before the loop waits again; if the kernel then
+ * refuses it (a full send buffer, a Unix peer gone) it is lost, as UDP may lose it, and
+ * logged. Elsewhere, and for larger datagrams, it is sent at once: `NS_ERR_LIMIT` if it is too
+ * large or the socket's buffer is full. `NS_ERR_ADDR` for an unnamed Unix peer (it cannot be
+ * answered); `NS_ERR_CLOSED` once the server stopped; `NS_ERR_INVALID` for a TCP server or a
+ * `to` netsock did not fill in.
  */
 int ns_udp_reply(struct ns_server *srv, const struct ns_peer *to, const void *data, size_t len);
 

@@ -258,15 +258,15 @@ pub extern "C" fn ns_server_send(srv: *mut ns_server, conn_id: u64, data: *const
 }
 
 /// Sends one datagram of `len` bytes from `data` (copied) from the UDP server's socket to `to`
-/// (an `ns_peer` netsock filled in, or a copy of one). Any thread, inside or outside the
-/// callback. Inside the server's callback, a datagram of up to 8 KiB is queued and leaves,
-/// in order, with the other replies to the batch of datagrams that callback belongs to (one
-/// `sendmmsg`), before the loop waits again; if the kernel then refuses it (a full send
-/// buffer, a Unix peer gone) it is lost, as UDP may lose it, and logged. Elsewhere, and for
-/// larger datagrams, it is sent at once: `NS_ERR_LIMIT` if it is too large or the socket's
-/// buffer is full. `NS_ERR_ADDR` for an unnamed Unix peer (it cannot be answered);
-/// `NS_ERR_CLOSED` once the server stopped; `NS_ERR_INVALID` for a TCP server or a `to`
-/// netsock did not fill in.
+/// (an `ns_peer` netsock filled in, for a datagram or by `ns_peer_parse()`, or a copy of one).
+/// Any thread, inside or outside the callback. Inside the server's callback, a datagram of up
+/// to 8 KiB is queued and leaves, in order, with the other replies to the batch of datagrams
+/// that callback belongs to (one `sendmmsg`), before the loop waits again; if the kernel then
+/// refuses it (a full send buffer, a Unix peer gone) it is lost, as UDP may lose it, and
+/// logged. Elsewhere, and for larger datagrams, it is sent at once: `NS_ERR_LIMIT` if it is too
+/// large or the socket's buffer is full. `NS_ERR_ADDR` for an unnamed Unix peer (it cannot be
+/// answered); `NS_ERR_CLOSED` once the server stopped; `NS_ERR_INVALID` for a TCP server or a
+/// `to` netsock did not fill in.
 #[unsafe(no_mangle)]
 pub extern "C" fn ns_udp_reply(srv: *mut ns_server, to: *const ns_peer, data: *const c_void, len: usize) -> c_int {
     ffi_panic_boundary! {
