@@ -1,8 +1,11 @@
 /* test_udp.c - UDP server: ns_udp_reply from the callback and from another
  * thread with a copied ns_peer, ns_udp_send, ns_udp_request (incl. large and
- * truncated replies), ns_peer_format. */
+ * truncated replies), ns_peer_format, ns_peer_parse (a reply to an address the
+ * server never heard from). */
 #include <stdio.h>
 #include <string.h>
+#include <net/if.h>
+#include <sys/un.h>
 
 #include "netsock.h"
 #include "check.h"
@@ -324,11 +327,180 @@ static void test_udp_send(void)
     free(u);
 }
 
+/* ---- ns_peer_parse: a server sends to an address it never heard from ------------ */
+
+/* "1.2.3.4:5", "[::1]:5" or "unix:/path": the text netsock writes for an address. */
+static void sockaddr_text(const struct sockaddr_storage *ss, char *buf, size_t cap)
+{
+    char ip[INET6_ADDRSTRLEN];
+    if (ss->ss_family == AF_INET) {
+        const struct sockaddr_in *sa = (const struct sockaddr_in *)ss;
+        inet_ntop(AF_INET, &sa->sin_addr, ip, sizeof ip);
+        snprintf(buf, cap, "%s:%d", ip, ntohs(sa->sin_port));
+    } else if (ss->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *sa = (const struct sockaddr_in6 *)ss;
+        inet_ntop(AF_INET6, &sa->sin6_addr, ip, sizeof ip);
+        snprintf(buf, cap, "[%s]:%d", ip, ntohs(sa->sin6_port));
+    } else if (ss->ss_family == AF_UNIX) {
+        snprintf(buf, cap, "unix:%s", ((const struct sockaddr_un *)ss)->sun_path);
+    } else {
+        snprintf(buf, cap, "family %d", ss->ss_family);
+    }
+}
+
+/* A UDP server on `srv_addr` sends "hi" from the main thread to `peer_text`, the address of
+ * the plain datagram socket `fd`, which it never heard from; the reply comes from the server's
+ * address. Then `fd` sends the server a datagram: the ns_peer netsock fills in for it is the
+ * parsed one, byte for byte. */
+static void reply_to_parsed(const char *srv_addr, int fd, const char *peer_text)
+{
+    struct ustate *u = malloc(sizeof *u);
+    struct sockaddr_storage from;
+    socklen_t fromlen = sizeof from;
+    char text[256], srv_text[256], buf[16];
+    ns_server *srv = NULL;
+    ns_peer peer;
+    struct pollfd p;
+    int n = -1;
+
+    if (!u)
+        return;
+    ustate_init(u, MODE_RECORD);
+    CHECK_EQ_INT(ns_udp_serve(srv_addr, on_dgram, u, NULL, &srv), NS_OK);
+    CHECK_EQ_INT(ns_peer_parse(peer_text, &peer), NS_OK);
+    CHECK_EQ_INT(ns_peer_format(&peer, text, sizeof text), NS_OK);
+    CHECK_EQ_STR(text, peer_text);
+    if (!srv) {
+        free(u);
+        return;
+    }
+    CHECK_EQ_INT(ns_server_addr(srv, srv_text, sizeof srv_text), NS_OK);
+    CHECK_EQ_INT(ns_udp_reply(srv, &peer, "hi", 2), NS_OK);
+    p.fd = fd;
+    p.events = POLLIN;
+    p.revents = 0;
+    if (poll(&p, 1, 5000) == 1)
+        n = (int)recvfrom(fd, buf, sizeof buf, MSG_DONTWAIT, (struct sockaddr *)&from, &fromlen);
+    CHECK_EQ_INT(n, 2);
+    if (n == 2) {
+        CHECK(memcmp(buf, "hi", 2) == 0);
+        sockaddr_text(&from, text, sizeof text);
+        CHECK_EQ_STR(text, srv_text);
+        CHECK_EQ_INT(sendto(fd, "back", 4, 0, (struct sockaddr *)&from, fromlen), 4);
+        CHECK_EQ_INT(wait_count(u, 1, 5000), 1);
+        pthread_mutex_lock(&u->lock);
+        CHECK_EQ_STR(u->peer_text, peer_text);
+        CHECK(memcmp(&u->peer, &peer, sizeof peer) == 0);
+        pthread_mutex_unlock(&u->lock);
+    }
+    ns_server_free(srv);
+    free(u);
+}
+
+/* ns_peer_parse(text) fails with `code` (and `why` in ns_last_error(), if not NULL) and leaves
+ * its output as it was. */
+static void parse_refused(const char *text, int code, const char *why)
+{
+    ns_peer out, before;
+    int rc;
+    memset(&out, 0xA5, sizeof out);
+    before = out;
+    rc = ns_peer_parse(text, &out);
+    if (rc != code)
+        fprintf(stderr, "ns_peer_parse(\"%s\"):\n", text ? text : "(NULL)");
+    CHECK_EQ_INT(rc, code);
+    if (why && !strstr(ns_last_error(), why))
+        fprintf(stderr, "ns_peer_parse(\"%s\"): \"%s\" lacks \"%s\"\n", text, ns_last_error(), why);
+    CHECK(!why || strstr(ns_last_error(), why));
+    CHECK(memcmp(&out, &before, sizeof out) == 0);
+}
+
+static void test_peer_parse(void)
+{
+    char text[256], dir_tmpl[] = "/tmp/ns_peer_XXXXXX", *dir;
+    struct sockaddr_in6 sa6;
+    int fd;
+
+    SECTION("ns_peer_parse: a UDP server on port 0 replies to any address");
+    fd = bound_socket4(SOCK_DGRAM);
+    CHECK(fd >= 0);
+    if (fd >= 0) {
+        snprintf(text, sizeof text, "127.0.0.1:%d", sock_port(fd));
+        reply_to_parsed("127.0.0.1:0", fd, text);
+        close(fd);
+    }
+
+    SECTION("ns_peer_parse: IPv6, scoped IPv6");
+    memset(&sa6, 0, sizeof sa6);
+    sa6.sin6_family = AF_INET6;
+    sa6.sin6_addr = in6addr_loopback;
+    fd = socket(AF_INET6, SOCK_DGRAM, 0);
+    if (fd >= 0 && bind(fd, (struct sockaddr *)&sa6, sizeof sa6) == 0) {
+        snprintf(text, sizeof text, "[::1]:%d", sock_port(fd));
+        reply_to_parsed("[::1]:0", fd, text);
+    } else {
+        printf("   IPv6 loopback not available here: [::1] skipped\n");
+    }
+    if (fd >= 0)
+        close(fd);
+    {
+        ns_peer peer;
+        char expect[64];
+        snprintf(expect, sizeof expect, "[fe80::1%%%u]:5", if_nametoindex("lo"));
+        CHECK_EQ_INT(ns_peer_parse("[fe80::1%lo]:5", &peer), NS_OK);
+        CHECK_EQ_INT(ns_peer_format(&peer, text, sizeof text), NS_OK);
+        CHECK_EQ_STR(text, expect);
+    }
+
+    SECTION("ns_peer_parse: a unix: path");
+    dir = mkdtemp(dir_tmpl);
+    CHECK(dir != NULL);
+    fd = socket(AF_UNIX, SOCK_DGRAM, 0);
+    CHECK(fd >= 0);
+    if (dir && fd >= 0) {
+        struct sockaddr_un sa;
+        char srv_addr[128];
+        memset(&sa, 0, sizeof sa);
+        sa.sun_family = AF_UNIX;
+        snprintf(sa.sun_path, sizeof sa.sun_path, "%s/plain.sock", dir);
+        CHECK_EQ_INT(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+        snprintf(srv_addr, sizeof srv_addr, "unix:%s/srv.sock", dir);
+        snprintf(text, sizeof text, "unix:%s", sa.sun_path);
+        reply_to_parsed(srv_addr, fd, text);
+        unlink(sa.sun_path);
+    }
+    if (fd >= 0)
+        close(fd);
+    if (dir)
+        CHECK_EQ_INT(rmdir(dir), 0); /* empty: the server removed its socket file */
+
+    SECTION("ns_peer_parse: refusals, out untouched");
+    parse_refused(NULL, NS_ERR_INVALID, NULL);
+    CHECK_EQ_INT(ns_peer_parse("127.0.0.1:5", NULL), NS_ERR_INVALID);
+    parse_refused("localhost:5", NS_ERR_ADDR, "does not resolve");
+    parse_refused("nohost.invalid:5", NS_ERR_ADDR, "does not resolve");
+    parse_refused(":5", NS_ERR_ADDR, "no host");
+    parse_refused("127.0.0.1:0", NS_ERR_ADDR, "port 0");
+    parse_refused("[::1]:0", NS_ERR_ADDR, "port 0");
+    parse_refused("unix:@x", NS_ERR_ADDR, "abstract");
+    parse_refused("unix:", NS_ERR_ADDR, NULL);
+    parse_refused("", NS_ERR_ADDR, NULL);
+    parse_refused("nonsense", NS_ERR_ADDR, NULL);
+    parse_refused("127.0.0.1", NS_ERR_ADDR, NULL);
+    parse_refused("127.0.0.1:65536", NS_ERR_ADDR, NULL);
+    parse_refused("256.1.1.1:5", NS_ERR_ADDR, NULL);
+    parse_refused("::1:5", NS_ERR_ADDR, "brackets");
+    parse_refused("[::1]", NS_ERR_ADDR, NULL);
+    parse_refused("[fe80::1%no-such-if0]:5", NS_ERR_ADDR, NULL);
+    parse_refused("\xff\xfe:5", NS_ERR_ADDR, "UTF-8");
+}
+
 int main(void)
 {
     watchdog(90);
     test_echo_plain_client();
     test_reply_from_thread();
     test_udp_send();
+    test_peer_parse();
     return CHECK_DONE();
 }
