@@ -173,6 +173,7 @@ _PROTOTYPES = {
     "ns_server_free": (None, [_server_p]),
     "ns_udp_reply": (c_int, [_server_p, ctypes.POINTER(_ns_peer), c_void_p, c_size_t]),
     "ns_peer_format": (c_int, [ctypes.POINTER(_ns_peer), c_char_p, c_size_t]),
+    "ns_peer_parse": (c_int, [c_char_p, ctypes.POINTER(_ns_peer)]),
     "ns_conn_send": (c_int, [_conn_p, c_void_p, c_size_t]),
     "ns_conn_send_frame": (c_int, [_conn_p, c_void_p, c_size_t]),
     "ns_conn_close": (c_int, [_conn_p]),
@@ -536,12 +537,24 @@ class Conn:
 
 class Peer:
     """The address of a datagram's sender: a copy, so it may be kept and answered from any
-    thread with :meth:`Server.reply`. ``str(peer)`` is its address text."""
+    thread with :meth:`Server.reply`. ``str(peer)`` is its address text. :meth:`parse` makes one
+    from text, to send to an address the server never heard from."""
 
     __slots__ = ("_c", "_text")
 
     def __init__(self):
-        raise TypeError("Peer objects come from udp_serve callbacks")
+        raise TypeError("Peer objects come from udp_serve callbacks or Peer.parse()")
+
+    @classmethod
+    def parse(cls, addr):
+        """The peer at ``addr``: "1.2.3.4:5000", "[::1]:5000", "[fe80::1%eth0]:5000" or
+        "unix:/path" (ns_peer_parse). Never looks up a name: AddressError for names, ":port",
+        port 0, "unix:@name" and anything else that is not one address."""
+        peer = object.__new__(cls)
+        peer._c = _ns_peer()
+        _check(_lib.ns_peer_parse(_addr(addr), ctypes.byref(peer._c)))
+        peer._text = None
+        return peer
 
     @classmethod
     def _copy(cls, ptr):

@@ -318,6 +318,28 @@ def test_udp_reply_to_kept_peer_from_another_thread():
         server.reply(peer, b"after close")
 
 
+def test_peer_parse_lets_a_server_send_to_any_address():
+    got = queue.Queue()
+    with netsock.udp_serve("127.0.0.1:0", lambda s, p, d: got.put((p, d))) as server, \
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(WAIT)
+        sock.bind(("127.0.0.1", 0))
+        text = "127.0.0.1:%d" % sock.getsockname()[1]
+        peer = netsock.Peer.parse(text)
+        assert str(peer) == text
+        server.reply(peer, b"hi")  # an address the server never heard from
+        data, addr = sock.recvfrom(64)
+        assert data == b"hi" and addr == ("127.0.0.1", server.port)
+        sock.sendto(b"back", addr)
+        seen, data = got.get(timeout=WAIT)
+        assert data == b"back" and seen == peer and hash(seen) == hash(peer)
+    for bad in ["localhost:5", ":5", "127.0.0.1:0", "unix:@x", "nonsense", "a\0b:5"]:
+        with pytest.raises(netsock.AddressError):
+            netsock.Peer.parse(bad)
+    with pytest.raises(TypeError):
+        netsock.Peer.parse(5)
+
+
 def test_udp_send():
     got = queue.Queue()
     with netsock.udp_serve("127.0.0.1:0", lambda s, p, d: got.put(d)) as server:
