@@ -4,13 +4,13 @@
 
 pub mod addr;
 pub mod client;
-pub mod conn;
 mod deadline;
 pub mod error;
-mod event_loop;
 pub mod ffi;
 pub mod framing;
+mod handles;
 pub mod log;
+mod loop_core;
 mod mmsg;
 pub mod options;
 pub mod panic;
@@ -18,16 +18,14 @@ pub mod server;
 mod socket;
 pub mod stats;
 mod sys;
-pub mod tcp;
 pub mod tcp_client;
-pub mod udp;
 
-pub use conn::Conn;
 pub use error::{Error, Result};
 pub use framing::Framing;
+pub use handles::conn::Conn;
+pub use handles::datagram::{Responder, UdpHandler};
+pub use handles::stream::TcpHandler;
 pub use options::Options;
 pub use server::Server;
 pub use stats::Stats;
-pub use tcp::TcpHandler;
 pub use tcp_client::{Client, ClientLoop};
-pub use udp::{Responder, UdpHandler};

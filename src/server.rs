@@ -8,13 +8,15 @@ use socket2::{SockAddr, Type};
 
 use crate::addr::{self, Addr};
 use crate::error::{Error, Result};
-use crate::event_loop::{Group, lock};
 use crate::framing;
+use crate::handles::datagram::{Responder, UdpHandler};
+use crate::handles::stream::{Service, TcpHandler};
+use crate::handles::{self, Cmd, Group, HandleCmd, Start};
+use crate::loop_core::lock;
 use crate::options::Options;
 use crate::socket::{self, Bound};
 use crate::stats::{Counter, Stats};
-use crate::tcp::{self, Service, TcpHandler};
-use crate::udp::{self, Responder, UdpHandler};
+use crate::{ClientLoop, Conn};
 
 /// A bound TCP or UDP server. Dropping it stops it and waits for its loops to end.
 pub struct Server {
@@ -79,7 +81,7 @@ impl Server {
         let (group, bound) = (self.group.clone(), self.bound.clone());
         self.group
             .spawn(self.take_polls()?, self.opts.run_in_wait, move |index, poll| {
-                tcp::run(&group, index, poll, Some((bound.clone(), svc.clone())));
+                handles::run(&group, index, poll, Start::Listener(bound.clone(), svc.clone()));
             })
     }
 
@@ -92,7 +94,8 @@ impl Server {
         let (group, bound, replies) = (self.group.clone(), self.bound.clone(), self.replies.clone());
         self.group
             .spawn(self.take_polls()?, self.opts.run_in_wait, move |index, poll| {
-                udp::run(&group, index, poll, &bound.sock, &replies, &*handler);
+                let start = Start::Datagram(bound.clone(), replies.clone(), handler.clone());
+                handles::run(&group, index, poll, start);
             })
     }
 
@@ -152,9 +155,37 @@ impl Server {
         } else {
             None
         };
-        self.group
-            .loop_of(id)?
-            .push_send(&self.group, id, data, envelope, self.opts.max_write_buffer)
+        handles::push_send(&self.group, id, data, envelope, self.opts.max_write_buffer)
+    }
+
+    /// Closes the TCP connection `id` once its queued output is written, from any thread.
+    /// `Closed` if it is not open.
+    pub fn close(&self, id: u64) -> Result<()> {
+        if self.kind != Type::STREAM {
+            return Err(Error::Invalid("connections belong to a TCP server".into()));
+        }
+        let cmd = Cmd::Handle(HandleCmd::Close { id });
+        self.group.loop_of(id)?.push(&self.group, Some(id), cmd)
+    }
+
+    /// Runs `task` on the loop of TCP connection `id` with the connection in hand, or with
+    /// `None` if it closed before the task could run. `Closed` (task dropped unrun) if it is
+    /// not open now.
+    pub fn post(&self, id: u64, task: impl FnOnce(Option<&mut Conn<'_>>) + Send + 'static) -> Result<()> {
+        if self.kind != Type::STREAM {
+            return Err(Error::Invalid("connections belong to a TCP server".into()));
+        }
+        let cmd = Cmd::Handle(HandleCmd::Task {
+            id,
+            task: Box::new(task),
+        });
+        self.group.loop_of(id)?.push(&self.group, Some(id), cmd)
+    }
+
+    /// The server's loops as a handle, for posted work and timers (they run on its first
+    /// loop) and for clients that should share them. Valid as long as the server.
+    pub fn event_loop(&self) -> ClientLoop {
+        ClientLoop::borrowed(self.group.clone())
     }
 
     /// Sends one datagram from a UDP server's socket to `to`, from any thread.

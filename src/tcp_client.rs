@@ -2,15 +2,16 @@
 //! server's connections, with the same callbacks and options. Many clients may share a loop.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::addr::Addr;
 use crate::deadline::Deadline;
 use crate::error::Result;
-use crate::event_loop::{Cmd, Group};
 use crate::framing;
+use crate::handles::stream::{Service, TcpHandler};
+use crate::handles::{self, Cmd, Group, HandleCmd, Start};
 use crate::options::Options;
 use crate::socket;
-use crate::tcp::{self, Service, TcpHandler};
 
 /// Stops and joins the loops when the last client or handle lets go.
 struct Owner(Arc<Group>);
@@ -21,25 +22,80 @@ impl Drop for Owner {
     }
 }
 
-/// Loop threads that client connections can share. Cloning shares them; they run until the
-/// last clone and the last client using them are dropped.
+/// Loop threads, as a handle: client connections can share them, and posted work and timers
+/// run on the first of them. Cloning shares them. Loops made by [`ClientLoop::new`] run until
+/// [`ClientLoop::stop`], or until the last clone and the last client using them are dropped; a
+/// server's ([`crate::Server::event_loop`]) live as long as the server.
 #[derive(Clone)]
-pub struct ClientLoop(Arc<Owner>);
+pub struct ClientLoop {
+    group: Arc<Group>,
+    owner: Option<Arc<Owner>>,
+}
 
 impl ClientLoop {
-    /// Starts `opts.threads` loop threads for clients (0: one per core).
+    /// Starts `opts.threads` loop threads (0: one per core). With `opts.run_in_wait`, the
+    /// first loop gets no thread: [`ClientLoop::run`] runs it on its caller's thread.
     pub fn new(opts: &Options) -> Result<ClientLoop> {
         let (group, polls) = Group::new(opts.loop_count())?;
         let g = group.clone();
-        group.spawn(polls, false, move |index, poll| tcp::run(&g, index, poll, None))?;
-        Ok(ClientLoop(Arc::new(Owner(group))))
+        group.spawn(polls, opts.run_in_wait, move |index, poll| {
+            handles::run(&g, index, poll, Start::Nothing)
+        })?;
+        Ok(ClientLoop {
+            owner: Some(Arc::new(Owner(group.clone()))),
+            group,
+        })
+    }
+
+    /// A handle on a server's loops, which the server owns.
+    pub(crate) fn borrowed(group: Arc<Group>) -> ClientLoop {
+        ClientLoop { group, owner: None }
+    }
+
+    /// Runs `task` on the first loop's thread, in the order posted from one thread; `Closed`
+    /// (and `task` dropped unrun) once the loops stopped. Tasks still queued when they stop run
+    /// then, so that what they hold is freed.
+    pub fn post(&self, task: impl FnOnce() + Send + 'static) -> Result<()> {
+        self.group.post(Box::new(task))
+    }
+
+    /// Starts a timer on the first loop: `cb(id)` after `after`, then every `repeat` (if
+    /// given). Returns its id, never 0.
+    pub fn timer_start(
+        &self,
+        after: Duration,
+        repeat: Option<Duration>,
+        cb: impl FnMut(u64) + Send + 'static,
+    ) -> Result<u64> {
+        self.group.timer_start(after, repeat, Box::new(cb))
+    }
+
+    /// Stops a timer: inside a callback of the first loop, it never runs again; from another
+    /// thread, no run starts after this returns (one may be running). `Closed` for an id that
+    /// is unknown or done.
+    pub fn timer_stop(&self, id: u64) -> Result<()> {
+        self.group.timer_stop(id)
+    }
+
+    /// Blocks until the loops have ended (after [`ClientLoop::stop`]); with `run_in_wait`, runs
+    /// the first loop on this thread meanwhile. `Misuse` inside one of their callbacks.
+    pub fn run(&self) -> Result<()> {
+        self.group.wait()
+    }
+
+    /// Asks the loops to stop and returns at once; their connections close with `Stopped`.
+    /// Only atomic stores and eventfd writes: safe in a signal handler.
+    pub fn stop(&self) {
+        self.group.stop();
     }
 }
 
 /// One client connection. Dropping it closes the connection at once (`on_close` gets
 /// `Stopped`) and waits until that has run, unless dropped inside one of its loop's callbacks.
 pub struct Client {
-    owner: Arc<Owner>,
+    group: Arc<Group>,
+    /// Keeps a loop of its own (or a shared one) running.
+    _owner: Option<Arc<Owner>>,
     id: u64,
     svc: Arc<Service>,
 }
@@ -49,32 +105,36 @@ impl Client {
     /// connection to `lp` (or to a loop of its own) where `handler` runs with `opts`.
     pub fn connect<H: TcpHandler>(addr: &str, handler: H, opts: &Options, lp: Option<&ClientLoop>) -> Result<Client> {
         let (sock, _) = socket::connect(&Addr::parse(addr)?, Deadline::after(opts.connect_timeout))?;
-        let owner = match lp {
-            Some(lp) => lp.0.clone(),
-            None => {
-                ClientLoop::new(&Options {
-                    threads: 1,
-                    ..opts.clone()
-                })?
-                .0
-            }
+        let lp = match lp {
+            Some(lp) => lp.clone(),
+            None => ClientLoop::new(&Options {
+                threads: 1,
+                run_in_wait: false,
+                ..opts.clone()
+            })?,
         };
-        let group = &owner.0;
+        let group = &lp.group;
         let shared = group.pick_loop();
         let id = shared.new_id();
         let inet = sock.peer_addr().is_ok_and(|a| a.as_socket().is_some());
         let svc = Arc::new(Service::new(Arc::new(handler), opts.clone(), 0, inet));
-        shared.push(
-            group,
-            None,
-            Cmd::Adopt {
-                id,
-                sock,
-                svc: Some(svc.clone()),
-                budget: Arc::default(),
-            },
-        )?;
-        Ok(Client { owner, id, svc })
+        handles::adopt(group, shared, id, sock, Some(svc.clone()))?;
+        Ok(Client {
+            group: lp.group,
+            _owner: lp.owner,
+            id,
+            svc,
+        })
+    }
+
+    /// Runs `task` on the connection's loop with the connection in hand, or with `None` if it
+    /// closed before the task could run. `Closed` (task dropped unrun) if it is not open now.
+    pub fn post(&self, task: impl FnOnce(Option<&mut crate::Conn<'_>>) + Send + 'static) -> Result<()> {
+        let cmd = Cmd::Handle(HandleCmd::Task {
+            id: self.id,
+            task: Box::new(task),
+        });
+        self.group.loop_of(self.id)?.push(&self.group, Some(self.id), cmd)
     }
 
     /// The connection's id, as its callbacks see it.
@@ -95,18 +155,17 @@ impl Client {
 
     /// Closes the connection after its queued output is written.
     pub fn close(&self) -> Result<()> {
-        self.push(Cmd::Close { id: self.id })
+        self.push(Cmd::Handle(HandleCmd::Close { id: self.id }))
     }
 
     fn push(&self, cmd: Cmd) -> Result<()> {
-        let group = &self.owner.0;
-        group.loop_of(self.id)?.push(group, Some(self.id), cmd)
+        self.group.loop_of(self.id)?.push(&self.group, Some(self.id), cmd)
     }
 
     fn push_send(&self, data: &[u8], envelope: Option<usize>) -> Result<()> {
-        let group = &self.owner.0;
+        let group = &self.group;
         let max = self.svc.opts.max_write_buffer;
-        group.loop_of(self.id)?.push_send(group, self.id, data, envelope, max)
+        handles::push_send(group, self.id, data, envelope, max)
     }
 }
 
@@ -117,12 +176,13 @@ impl Drop for Client {
         let (done, finished) = std::sync::mpsc::channel();
         // Queued even if the connection is no longer open: its on_close may be running now, and
         // the loop takes the command only after that has returned.
-        let group = &self.owner.0;
+        let group = &self.group;
         let pushed = group
             .loop_of(self.id)
-            .and_then(|l| l.push(group, None, Cmd::Drop { id: self.id, done }));
+            .and_then(|l| l.push(group, None, Cmd::Handle(HandleCmd::Drop { id: self.id, done })));
         // Inside a callback of this loop, waiting would deadlock: the close runs right after.
-        if pushed.is_ok() && !group.on_loop_thread() {
+        // A loop that `run` has not started yet has not opened the connection either.
+        if pushed.is_ok() && !group.on_loop_thread() && !group.not_yet_run(self.id as usize & 0xff) {
             let _ = finished.recv();
         }
     }

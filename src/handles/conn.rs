@@ -11,11 +11,11 @@ use std::time::Instant;
 
 use socket2::{SockAddr, Socket};
 
+use super::stream::Service;
 use crate::error::{Error, Result};
-use crate::event_loop::SendBudget;
 use crate::framing::{self, Framing};
+use crate::loop_core::SendBudget;
 use crate::sys;
-use crate::tcp::Service;
 
 /// Where a connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +54,16 @@ pub(crate) struct ConnState {
     pub(crate) written: usize,
     /// Listed in the loop's connections to read again (input was left after a full turn).
     pub(crate) read_again: bool,
+    /// The application paused reading (`Conn::pause`).
+    pub(crate) user_paused: bool,
+    /// Resumed by the application: read what arrived meanwhile (no new event comes for it).
+    pub(crate) wants_read: bool,
+    /// When the connection's own timer fires (`Conn::set_timer`).
+    pub(crate) timer_at: Option<Instant>,
+    /// The timer was set since the loop last scheduled the connection's deadlines.
+    pub(crate) timer_moved: bool,
+    /// The earliest deadline entry the loop holds for this connection.
+    pub(crate) next_check: Option<Instant>,
     /// The output accepted for this connection, as other threads' senders see it.
     pub(crate) budget: Arc<SendBudget>,
     out: Vec<u8>,
@@ -78,6 +88,11 @@ impl ConnState {
             partial: Vec::new(),
             written: 0,
             read_again: false,
+            user_paused: false,
+            wants_read: false,
+            timer_at: None,
+            timer_moved: false,
+            next_check: None,
             budget,
             out: Vec::new(),
             out_pos: 0,
@@ -257,6 +272,29 @@ impl<'a> Conn<'a> {
         let framing = if frame { self.svc.opts.framing } else { Framing::Raw };
         let (head, head_len, tail) = framing::envelope(framing, data)?;
         self.st.send_accepted(&[&head[..head_len], data, tail])
+    }
+
+    /// Stops reading from the peer until [`Conn::resume`] (input waits in the kernel, and the
+    /// peer's sending stalls once its buffers fill).
+    pub fn pause(&mut self) {
+        self.st.user_paused = true;
+    }
+
+    /// Reads from the peer again after [`Conn::pause`].
+    pub fn resume(&mut self) {
+        if self.st.user_paused {
+            self.st.user_paused = false;
+            self.st.wants_read = true;
+        }
+    }
+
+    /// Arms the connection's one timer to fire `after` from now ([`TcpHandler::on_timer`]),
+    /// replacing an earlier setting; `None` cancels it.
+    ///
+    /// [`TcpHandler::on_timer`]: crate::TcpHandler::on_timer
+    pub fn set_timer(&mut self, after: Option<std::time::Duration>) {
+        self.st.timer_at = after.map(|a| Instant::now() + a);
+        self.st.timer_moved = true;
     }
 
     /// Closes the connection once everything queued so far has been written.

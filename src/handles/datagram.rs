@@ -1,21 +1,23 @@
-//! The UDP (and Unix datagram) loop: one callback per datagram; replies made in a callback
-//! leave together with those to the rest of its batch, in one `sendmmsg`; replies from other
-//! threads go straight to the shared socket. Several loops may share one socket.
+//! A datagram socket on a loop (UDP and Unix datagram): one callback per datagram; replies made
+//! in a callback leave together with those to the rest of its batch, in one `sendmmsg`;
+//! replies from other threads go straight to the shared socket. Several loops may share one
+//! socket.
 
 use std::cell::RefCell;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use mio::unix::SourceFd;
-use mio::{Events, Interest, Poll, Token};
+use mio::{Interest, Registry, Token};
 use socket2::{SockAddr, Socket};
 
+use super::Group;
 use crate::error::{Error, Result};
-use crate::event_loop::Group;
 use crate::log::log;
 use crate::mmsg::{BATCH, QUEUE_MAX, RecvBatch, SendBatch};
 use crate::panic::guard;
+use crate::socket::Bound;
 use crate::stats::Counter;
 
 /// Sends replies on a datagram server's socket.
@@ -110,64 +112,94 @@ pub trait UdpHandler: Send + Sync + 'static {
     fn on_datagram(&self, responder: &Responder<'_>, from: &SockAddr, data: &[u8]);
 }
 
-const SOCKET: Token = Token(0);
-/// Batches one socket gets per turn before the waker is looked at again.
+/// Batches one socket gets per turn before the others are served.
 const BATCHES_PER_TURN: usize = 4;
 
-/// Runs loop `index` of `group` on `sock` until the group stops.
-pub(crate) fn run(group: &Group, index: usize, poll: Poll, sock: &Socket, sent: &Counter, handler: &dyn UdpHandler) {
-    let fd = sock.as_raw_fd();
-    // A loop run inside `wait` may be called from another loop's callback: restore its queue.
-    let outer = QUEUED.replace(Some((fd, SendBatch::default())));
-    serve(group, index, poll, sock, sent, handler);
-    flush(fd, sent);
-    QUEUED.set(outer);
+/// A datagram server's socket as one of its loops serves it.
+pub(crate) struct Datagrams<'g> {
+    group: &'g Group,
+    index: usize,
+    bound: Arc<Bound>,
+    sent: Arc<Counter>,
+    handler: Arc<dyn UdpHandler>,
+    batch: RecvBatch,
+    /// The socket was not read dry in its last turn.
+    again: bool,
+    /// The reply queue of a loop this one runs inside (a wait nested in a callback), put
+    /// back by `finish`.
+    outer: Option<(RawFd, SendBatch)>,
 }
 
-fn serve(group: &Group, index: usize, mut poll: Poll, sock: &Socket, sent: &Counter, handler: &dyn UdpHandler) {
-    let fd = sock.as_raw_fd();
-    if let Err(e) = poll.registry().register(&mut SourceFd(&fd), SOCKET, Interest::READABLE) {
-        log!(Error, "loop {index} cannot poll its socket: {e}");
-        return;
+impl<'g> Datagrams<'g> {
+    pub(crate) fn new(
+        group: &'g Group,
+        index: usize,
+        bound: Arc<Bound>,
+        sent: Arc<Counter>,
+        handler: Arc<dyn UdpHandler>,
+    ) -> Datagrams<'g> {
+        Datagrams {
+            group,
+            index,
+            bound,
+            sent,
+            handler,
+            batch: RecvBatch::new(),
+            again: false,
+            outer: None,
+        }
     }
-    let stats = &group.loops[index].stats;
-    let responder = Responder::new(sock, sent);
-    let mut batch = RecvBatch::new();
-    let mut events = Events::with_capacity(64);
-    let mut again = false;
-    let mut yielded = Instant::now();
-    while !group.stopping() {
-        let timeout = if again { Some(Duration::ZERO) } else { None };
-        match poll.poll(&mut events, timeout) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                log!(Error, "loop {index} failed: {e}");
-                return;
-            }
+
+    /// Starts reading (events with `token`) and queueing this thread's replies.
+    pub(crate) fn start(&mut self, registry: &Registry, token: Token) -> Result<()> {
+        let fd = self.bound.sock.as_raw_fd();
+        self.outer = QUEUED.replace(Some((fd, SendBatch::default())));
+        registry
+            .register(&mut SourceFd(&fd), token, Interest::READABLE)
+            .map_err(|e| Error::io("epoll_ctl", e))
+    }
+
+    /// Sends what is still queued and gives the thread's queue back to an outer loop.
+    pub(crate) fn finish(&mut self) {
+        flush(self.bound.sock.as_raw_fd(), &self.sent);
+        QUEUED.set(self.outer.take());
+    }
+
+    pub(crate) fn busy(&self) -> bool {
+        self.again
+    }
+
+    /// The socket gets another turn if its last one did not read it dry.
+    pub(crate) fn resume(&mut self) {
+        if self.again {
+            self.readable();
         }
-        if !again && !events.iter().any(|ev| ev.token() == SOCKET) {
-            continue;
-        }
-        // Unless the socket runs dry within this turn, it gets another after the others.
-        again = true;
+    }
+
+    /// Reads and hands out a few batches; unless the socket runs dry meanwhile, it gets
+    /// another turn after the others.
+    pub(crate) fn readable(&mut self) {
+        let fd = self.bound.sock.as_raw_fd();
+        let stats = &self.group.loops[self.index].stats;
+        let responder = Responder::new(&self.bound.sock, &self.sent);
+        self.again = true;
         for _ in 0..BATCHES_PER_TURN {
-            let n = match batch.recv(fd) {
+            let n = match self.batch.recv(fd) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     if e.kind() != io::ErrorKind::WouldBlock {
                         log!(Warn, "recvmmsg failed: {e}");
                     }
-                    again = false;
-                    break;
+                    self.again = false;
+                    return;
                 }
             };
             for i in 0..n {
-                if group.stopping() {
+                if self.group.stopping() {
                     return;
                 }
-                let mut dgram = batch.get(i);
+                let mut dgram = self.batch.get(i);
                 if dgram.truncated {
                     log!(Info, "dropped a datagram larger than 64 KiB");
                     continue;
@@ -176,17 +208,17 @@ fn serve(group: &Group, index: usize, mut poll: Poll, sock: &Socket, sent: &Coun
                 stats.bytes_in.add(dgram.data.len() as u64);
                 unnamed_if_empty(&mut dgram.from);
                 // A panicking handler loses only this datagram.
+                let handler = &self.handler;
                 if let Err(e) = guard(|| handler.on_datagram(&responder, &dgram.from, dgram.data)) {
                     log!(Error, "datagram handler failed: {e}");
                 }
             }
-            flush(fd, sent);
+            flush(fd, &self.sent);
             if n < BATCH {
-                again = false;
-                break;
+                self.again = false;
+                return;
             }
         }
-        group.take_turns(&mut yielded);
     }
 }
 

@@ -1,31 +1,39 @@
-//! The TCP (and Unix stream) loop: accepts (for a server) or adopts (for clients), reads into
-//! the loop's one buffer, frames, hands messages to the handler, writes queued output as the
-//! socket drains, applies backpressure, limits and timeouts, and closes each connection exactly
-//! once with a reason.
+//! The streams of a loop (TCP and Unix): accepted from the loop's listener (for a server) or
+//! adopted (for clients), read into the loop's one buffer, framed, handed to the handler,
+//! written as the socket drains, with backpressure, limits and timeouts; each connection
+//! closes exactly once with a reason.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
-use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use mio::event::Event;
 use mio::unix::SourceFd;
-use mio::{Events, Interest, Poll, Token};
+use mio::{Interest, Registry, Token};
 use slab::Slab;
 use socket2::{Socket, TcpKeepalive};
 
-use crate::conn::{Conn, ConnState, Phase};
+use super::conn::{Conn, ConnState, Phase};
+use super::listener::Listener;
+use super::{FIRST_STREAM, Group, HandleCmd};
 use crate::error::{Error, Result};
-use crate::event_loop::{Cmd, Group, LoopShared, READ_BUF, READS_PER_TURN, SendBudget, WAKER, lock};
 use crate::framing::{self, Framing};
 use crate::log::log;
+use crate::loop_core::{LoopShared, SendBudget};
 use crate::options::Options;
 use crate::panic::guard;
 use crate::socket::Bound;
 use crate::sys;
+
+/// How many reads one socket gets per turn before the others are served.
+pub(crate) const READS_PER_TURN: usize = 16;
+
+/// Size of the one read buffer each loop owns (connections own none).
+const READ_BUF: usize = 64 * 1024;
 
 /// Callbacks of TCP connections. A connection's callbacks all run on one loop thread, in
 /// order; a server with several loop threads calls them concurrently for different connections.
@@ -39,6 +47,8 @@ pub trait TcpHandler: Send + Sync + 'static {
     /// The connection ended: `Ok` for an orderly close, the error otherwise. Runs exactly once
     /// for each connection that was opened.
     fn on_close(&self, _conn: &mut Conn<'_>, _reason: &Result<()>) {}
+    /// The connection's timer fired ([`Conn::set_timer`]).
+    fn on_timer(&self, _conn: &mut Conn<'_>) {}
 }
 
 /// How far a read turn goes.
@@ -68,20 +78,17 @@ pub(crate) struct Service {
     pub(crate) inet: bool,
 }
 
-const LISTENER: Token = Token(0);
-/// Tokens of connections are their slab key plus this.
-const FIRST_CONN: usize = 2;
 /// How long a closed connection may linger, discarding the peer's late data.
 const LINGER: Duration = Duration::from_secs(2);
 
-struct TcpLoop<'g> {
+/// The streams of one loop.
+pub(crate) struct Streams<'g> {
     group: &'g Group,
-    me: &'g LoopShared,
-    poll: Poll,
+    me: &'g LoopShared<HandleCmd>,
     /// A server's listening socket (its service is slot 0 of `services`). Only loop 0 accepts:
     /// it hands connections round-robin to the loops, which spreads them evenly (a listener
     /// polled by every loop lets whichever wakes first take them all).
-    listener: Option<Arc<Bound>>,
+    listener: Option<Listener>,
     services: Slab<Arc<Service>>,
     conns: Slab<ConnState>,
     ids: HashMap<u64, usize>,
@@ -93,19 +100,6 @@ struct TcpLoop<'g> {
     now: Instant,
     /// Set once stopping began: when queued output stops being flushed.
     drain_until: Option<Instant>,
-    /// A descriptor held in reserve, given up to refuse connections cleanly when none is left.
-    spare_fd: Option<File>,
-}
-
-/// Runs loop `index` of `group` until the group stops. A server loop gets its listener and
-/// service; a client loop gets neither. Both adopt connected sockets from their inbox.
-pub(crate) fn run(group: &Group, index: usize, poll: Poll, listener: Option<(Arc<Bound>, Arc<Service>)>) {
-    let mut lp = TcpLoop::new(group, index, poll, listener);
-    if let Err(e) = lp.serve() {
-        log!(Error, "loop {index} failed: {e}");
-    }
-    lp.close_all();
-    lp.drain_inbox();
 }
 
 impl Service {
@@ -131,17 +125,16 @@ fn live(group: &Group, svc: &Service) -> bool {
     !group.stopping() && !svc.released.load(Ordering::Acquire)
 }
 
-impl<'g> TcpLoop<'g> {
-    fn new(group: &'g Group, index: usize, poll: Poll, listener: Option<(Arc<Bound>, Arc<Service>)>) -> Self {
+impl<'g> Streams<'g> {
+    pub(crate) fn new(group: &'g Group, index: usize, listener: Option<(Arc<Bound>, Arc<Service>)>) -> Self {
         let mut services = Slab::new();
         let listener = listener.map(|(bound, svc)| {
             services.insert(svc);
-            bound
+            Listener::new(bound)
         });
-        TcpLoop {
+        Streams {
             group,
             me: &group.loops[index],
-            poll,
             listener,
             services,
             conns: Slab::new(),
@@ -151,72 +144,51 @@ impl<'g> TcpLoop<'g> {
             timers: BinaryHeap::new(),
             now: Instant::now(),
             drain_until: None,
-            spare_fd: None,
         }
     }
 
-    fn serve(&mut self) -> Result<()> {
-        if let Some(l) = self.listener.as_ref().filter(|_| self.me.index() == 0) {
-            self.spare_fd = File::open("/dev/null").ok();
-            let fd = l.sock.as_raw_fd();
-            self.poll
-                .registry()
-                .register(&mut SourceFd(&fd), LISTENER, Interest::READABLE)
-                .map_err(|e| Error::io("epoll_ctl", e))?;
+    /// Loop 0 of a server accepts, with events for its listener coming with `token`.
+    pub(crate) fn start(&mut self, reg: &Registry, token: Token) -> Result<()> {
+        match &mut self.listener {
+            Some(l) if self.me.index() == 0 => l.register(reg, token),
+            _ => Ok(()),
         }
-        let mut events = Events::with_capacity(1024);
-        let mut yielded = Instant::now();
-        loop {
-            if self.group.stopping() && self.stop_step() {
-                return Ok(());
-            }
-            let timeout = if self.again.is_empty() {
-                self.next_timeout()
-            } else {
-                Some(Duration::ZERO)
-            };
-            match self.poll.poll(&mut events, timeout) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(Error::io("epoll_wait", e)),
-            }
-            self.now = Instant::now();
-            for key in std::mem::take(&mut self.again) {
-                self.read_again(key);
-            }
-            for ev in events.iter() {
-                // Stopped by a callback (a free inside it, say): nothing more is dispatched.
-                if self.group.stopping() && self.drain_until.is_none() {
-                    break;
-                }
-                match ev.token() {
-                    LISTENER if self.drain_until.is_none() => self.accept(),
-                    LISTENER => {}
-                    WAKER => self.drain_inbox(),
-                    Token(t) => {
-                        let read = match (ev.is_readable(), ev.is_read_closed()) {
-                            (_, true) => Some(ReadTo::End),
-                            (true, false) => Some(ReadTo::Short),
-                            (false, false) => None,
-                        };
-                        self.ready(t - FIRST_CONN, read, ev.is_writable())
-                    }
-                }
-            }
-            self.expire_timers();
-            if !events.is_empty() {
-                self.group.take_turns(&mut yielded);
-            }
+    }
+
+    /// Connections had input left when their turn ended.
+    pub(crate) fn busy(&self) -> bool {
+        !self.again.is_empty()
+    }
+
+    /// A new turn: the connections with input left get their next turn.
+    pub(crate) fn resume(&mut self, now: Instant) {
+        self.now = now;
+        for key in std::mem::take(&mut self.again) {
+            self.read_again(key);
         }
+    }
+
+    /// An event for the stream with slab key `key`.
+    pub(crate) fn event(&mut self, key: usize, ev: &Event) {
+        // Stopped by a callback (a free inside it, say): nothing more is dispatched.
+        if self.group.stopping() && self.drain_until.is_none() {
+            return;
+        }
+        let read = match (ev.is_readable(), ev.is_read_closed()) {
+            (_, true) => Some(ReadTo::End),
+            (true, false) => Some(ReadTo::Short),
+            (false, false) => None,
+        };
+        self.ready(key, read, ev.is_writable());
     }
 
     /// One step of stopping; true when the loop may end. Without a drain timeout every
     /// connection closes at once; with one, reading stops, idle connections close, and the
     /// others close as their queues empty or when the time is up.
-    fn stop_step(&mut self) -> bool {
+    pub(crate) fn stop_step(&mut self, reg: &Registry) -> bool {
         let Some(until) = self.drain_until else {
             if let Some(l) = &self.listener {
-                let _ = self.poll.registry().deregister(&mut SourceFd(&l.sock.as_raw_fd()));
+                l.deregister(reg);
             }
             let Some(drain) = self
                 .services
@@ -239,59 +211,29 @@ impl<'g> TcpLoop<'g> {
         Instant::now() >= until || self.conns.is_empty()
     }
 
-    fn accept(&mut self) {
-        let Some(listener) = self.listener.clone() else { return };
+    /// Takes the listener's pending connections and hands them round-robin to the loops.
+    pub(crate) fn accept(&mut self, reg: &Registry) {
+        if self.drain_until.is_some() || (self.group.stopping() && self.drain_until.is_none()) {
+            return;
+        }
         let max = self.services[0].opts.max_conns;
-        loop {
-            match listener.sock.accept4(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC) {
-                // The slot is taken here, before the connection reaches its loop, so that a
-                // burst of connections handed to several loops cannot pass the limit.
-                Ok((sock, _)) if !self.reserve_slot(max) => {
-                    self.me.stats.rejected.add(1);
-                    log!(Info, "connection refused: {max} connections are open (the limit)");
-                    drop(sock);
-                }
-                Ok((sock, _)) => {
-                    let target = self.group.pick_loop();
-                    let id = target.new_id();
-                    let budget = Arc::new(SendBudget::default());
-                    if target.index() == self.me.index() {
-                        lock(&self.me.inbox).live.insert(id, budget.clone());
-                        self.open(sock, id, 0, budget);
-                    } else if let Err(e) = target.push(
-                        self.group,
-                        None,
-                        Cmd::Adopt {
-                            id,
-                            sock,
-                            svc: None,
-                            budget,
-                        },
-                    ) {
-                        self.group.active.fetch_sub(1, Ordering::Relaxed);
-                        log!(Debug, "connection dropped while stopping: {e}");
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted || e.kind() == io::ErrorKind::ConnectionAborted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
-                    match self.refuse_without_descriptors(&listener.sock) {
-                        Ok(true) => {}
-                        // Linux reports EMFILE before it looks at the backlog: it was empty.
-                        Ok(false) => return,
-                        Err(e) => {
-                            log!(
-                                Warn,
-                                "accept failed: {e}; pending connections wait for a free descriptor"
-                            );
-                            return;
-                        }
-                    }
-                }
-                Err(e) => {
-                    log!(Warn, "accept failed: {e}");
-                    return;
-                }
+        while let Some(sock) = self.listener.as_mut().and_then(|l| l.next(&self.me.stats.rejected)) {
+            // The slot is taken here, before the connection reaches its loop, so that a burst
+            // of connections handed to several loops cannot pass the limit.
+            if !self.reserve_slot(max) {
+                self.me.stats.rejected.add(1);
+                log!(Info, "connection refused: {max} connections are open (the limit)");
+                continue;
+            }
+            let target = self.group.pick_loop();
+            let id = target.new_id();
+            if target.index() == self.me.index() {
+                let budget = Arc::new(SendBudget::default());
+                self.me.add_live(id, budget.clone());
+                self.open(reg, sock, id, 0, budget);
+            } else if let Err(e) = super::adopt(self.group, target, id, sock, None) {
+                self.group.active.fetch_sub(1, Ordering::Relaxed);
+                log!(Debug, "connection dropped while stopping: {e}");
             }
         }
     }
@@ -306,28 +248,8 @@ impl<'g> TcpLoop<'g> {
         true
     }
 
-    /// Out of descriptors, a pending connection can be neither served nor left in the backlog
-    /// (the listener would stay ready, and the peer would wait for nothing): give up the spare
-    /// descriptor, accept the connection, close it (a clean refusal, counted), take the spare
-    /// back. `Ok(false)` when no connection was pending after all.
-    fn refuse_without_descriptors(&mut self, listener: &Socket) -> io::Result<bool> {
-        drop(self.spare_fd.take());
-        // The accepted socket is closed at once, before the spare is taken back.
-        let accepted = listener.accept4(libc::SOCK_CLOEXEC).map(drop);
-        self.spare_fd = File::open("/dev/null").ok();
-        match accepted {
-            Ok(()) => {
-                self.me.stats.rejected.add(1);
-                log!(Warn, "connection refused: out of file descriptors");
-                Ok(true)
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
-            Err(e) => Err(e),
-        }
-    }
-
     /// Registers a connection (already listed as live and counted as active) and runs `on_open`.
-    fn open(&mut self, sock: Socket, id: u64, svc: usize, budget: Arc<SendBudget>) {
+    fn open(&mut self, reg: &Registry, sock: Socket, id: u64, svc: usize, budget: Arc<SendBudget>) {
         let Service { opts, inet, .. } = &*self.services[svc];
         if *inet {
             let _ = sock.set_tcp_nodelay(opts.nodelay);
@@ -338,14 +260,14 @@ impl<'g> TcpLoop<'g> {
         let entry = self.conns.vacant_entry();
         let key = entry.key();
         let fd = sock.as_raw_fd();
-        let registered = self.poll.registry().register(
+        let registered = reg.register(
             &mut SourceFd(&fd),
-            Token(key + FIRST_CONN),
+            Token(key + FIRST_STREAM),
             Interest::READABLE | Interest::WRITABLE,
         );
         if let Err(e) = registered {
             log!(Warn, "cannot poll a new connection: {e}");
-            lock(&self.me.inbox).live.remove(&id);
+            self.me.remove_live(id);
             self.group.active.fetch_sub(1, Ordering::Relaxed);
             self.release_service(svc);
             return;
@@ -353,8 +275,8 @@ impl<'g> TcpLoop<'g> {
         entry.insert(ConnState::new(sock, id, svc, budget, self.now));
         self.ids.insert(id, key);
         self.me.stats.opened.add(1);
-        if let Some(idle) = opts.idle_timeout {
-            self.add_timer(self.now + idle, key, id);
+        if opts.idle_timeout.is_some() {
+            self.schedule(key);
         }
         let (st, svc) = (&mut self.conns[key], &self.services[svc]);
         if let Err(e) = guard(|| svc.handler.on_open(&mut Conn::new(st, svc))) {
@@ -393,7 +315,7 @@ impl<'g> TcpLoop<'g> {
         let st = &mut self.conns[key];
         let svc = &self.services[st.svc];
         for _ in 0..READS_PER_TURN {
-            let backlogged = st.paused || st.pending() > svc.opts.low_water();
+            let backlogged = st.paused || st.user_paused || st.pending() > svc.opts.low_water();
             if st.phase != Phase::Open || st.failed.is_some() || st.peer_eof || backlogged || !live(self.group, svc) {
                 return;
             }
@@ -465,6 +387,16 @@ impl<'g> TcpLoop<'g> {
             // connection to the stop step, which drains it within the drain timeout.
             st.failed.get_or_insert(Error::Stopped);
         }
+        if st.timer_moved {
+            st.timer_moved = false;
+            self.schedule(key);
+            return self.settle(key);
+        }
+        if st.wants_read && st.failed.is_none() {
+            st.wants_read = false;
+            self.read(key, ReadTo::End);
+            return self.settle(key);
+        }
         if st.paused && st.pending() <= low_water && st.failed.is_none() {
             st.paused = false;
             if let Err(e) = guard(|| svc.handler.on_drain(&mut Conn::new(st, svc))) {
@@ -490,7 +422,7 @@ impl<'g> TcpLoop<'g> {
         let st = &mut self.conns[key];
         let svc = &self.services[st.svc];
         self.ids.remove(&st.id);
-        lock(&self.me.inbox).live.remove(&st.id);
+        self.me.remove_live(st.id);
         self.me.stats.closed.add(1);
         st.phase = Phase::Closed;
         if let Err(e) = &reason {
@@ -527,12 +459,12 @@ impl<'g> TcpLoop<'g> {
         }
     }
 
-    fn drain_inbox(&mut self) {
-        let cmds = std::mem::take(&mut lock(&self.me.inbox).cmds);
-        for cmd in cmds {
+    /// A command from another thread (or a callback) for a connection of this loop.
+    pub(crate) fn command(&mut self, reg: &Registry, cmd: HandleCmd) {
+        {
             match cmd {
-                Cmd::Send { id, .. } if !self.ids.contains_key(&id) => {}
-                Cmd::Send { id, data, frame, bytes } => {
+                HandleCmd::Send { id, .. } if !self.ids.contains_key(&id) => {}
+                HandleCmd::Send { id, data, frame, bytes } => {
                     let key = self.ids[&id];
                     let st = &mut self.conns[key];
                     st.budget.taken(bytes);
@@ -540,19 +472,37 @@ impl<'g> TcpLoop<'g> {
                     let _ = Conn::new(st, &self.services[st.svc]).send_accepted(&data, frame);
                     self.settle(key);
                 }
-                Cmd::Close { id } => {
-                    let Some(&key) = self.ids.get(&id) else { continue };
+                HandleCmd::Close { id } => {
+                    let Some(&key) = self.ids.get(&id) else { return };
                     let st = &mut self.conns[key];
                     Conn::new(st, &self.services[st.svc]).close();
                     self.settle(key);
                 }
-                Cmd::Drop { id, done } => {
+                HandleCmd::Task { id, task } => {
+                    let key = self.ids.get(&id).copied().filter(|&key| {
+                        let st = &self.conns[key];
+                        matches!(st.phase, Phase::Open | Phase::Closing) && live(self.group, &self.services[st.svc])
+                    });
+                    let Some(key) = key else {
+                        if let Err(e) = guard(|| task(None)) {
+                            log!(Error, "a task posted to connection {id} failed: {e}");
+                        }
+                        return;
+                    };
+                    let st = &mut self.conns[key];
+                    let svc = &self.services[st.svc];
+                    if let Err(e) = guard(|| task(Some(&mut Conn::new(st, svc)))) {
+                        st.failed = Some(e);
+                    }
+                    self.settle(key);
+                }
+                HandleCmd::Drop { id, done } => {
                     if let Some(&key) = self.ids.get(&id) {
                         self.close(key, Err(Error::Stopped));
                     }
                     let _ = done.send(());
                 }
-                Cmd::Adopt { id, sock, svc, budget } => {
+                HandleCmd::Adopt { id, sock, svc, budget } => {
                     let released = svc.as_ref().is_some_and(|s| s.released.load(Ordering::Acquire));
                     // A server's connections were counted by the acceptor; a client's are here.
                     let svc = match svc {
@@ -563,24 +513,24 @@ impl<'g> TcpLoop<'g> {
                         None => 0,
                     };
                     if self.group.stopping() || released {
-                        lock(&self.me.inbox).live.remove(&id);
+                        self.me.remove_live(id);
                         self.group.active.fetch_sub(1, Ordering::Relaxed);
                         self.release_service(svc);
                     } else {
-                        self.open(sock, id, svc, budget);
+                        self.open(reg, sock, id, svc, budget);
                     }
                 }
             }
         }
     }
 
-    fn next_timeout(&self) -> Option<Duration> {
+    /// The next idle or linger deadline, or the end of the drain.
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
         let timer = self.timers.peek().map(|Reverse((at, _, _))| *at);
-        let next = match (timer, self.drain_until) {
+        match (timer, self.drain_until) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
-        };
-        next.map(|at| at.saturating_duration_since(Instant::now()))
+        }
     }
 
     /// Adds a deadline for connection `key` (`id`). The entries of connections closed since
@@ -588,6 +538,9 @@ impl<'g> TcpLoop<'g> {
     /// so the timers take memory by the connections open, not by how fast they come and go.
     fn add_timer(&mut self, at: Instant, key: usize, id: u64) {
         self.timers.push(Reverse((at, key, id)));
+        if let Some(st) = self.conns.get_mut(key).filter(|st| st.id == id) {
+            st.next_check = Some(st.next_check.map_or(at, |c| c.min(at)));
+        }
         if self.timers.len() > 4 * self.conns.len() + 64 {
             let conns = &self.conns;
             self.timers
@@ -595,7 +548,37 @@ impl<'g> TcpLoop<'g> {
         }
     }
 
-    fn expire_timers(&mut self) {
+    /// The connection's next deadline: its timer, its idle timeout, or the end of lingering.
+    fn due(&self, key: usize) -> Option<Instant> {
+        let st = &self.conns[key];
+        match st.phase {
+            Phase::Lingering => Some(st.since + LINGER),
+            Phase::Open | Phase::Closing => {
+                let idle = self.services[st.svc].opts.idle_timeout.map(|idle| st.since + idle);
+                match (idle, st.timer_at) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                }
+            }
+            Phase::Closed => None,
+        }
+    }
+
+    /// Makes sure an entry is due no later than the connection's next deadline. Deadlines that
+    /// move later (traffic, a timer set again) need none: the earlier entry finds them.
+    fn schedule(&mut self, key: usize) {
+        let Some(due) = self.due(key) else { return };
+        let st = &self.conns[key];
+        if st.next_check.is_none_or(|c| due < c) {
+            let id = st.id;
+            self.add_timer(due, key, id);
+        }
+    }
+
+    /// Runs the connections' timers that are due, closes the connections idle too long, and
+    /// ends the lingering ones whose time is up.
+    pub(crate) fn expire(&mut self, now: Instant) {
+        self.now = now;
         while let Some(&Reverse((at, key, id))) = self.timers.peek() {
             if at > self.now {
                 return;
@@ -604,28 +587,46 @@ impl<'g> TcpLoop<'g> {
             let Some(st) = self.conns.get_mut(key).filter(|st| st.id == id) else {
                 continue;
             };
-            let due = match st.phase {
-                Phase::Lingering => st.since + LINGER,
-                Phase::Open | Phase::Closing => match self.services[st.svc].opts.idle_timeout {
-                    Some(idle) => st.since + idle,
-                    None => continue,
-                },
-                Phase::Closed => continue,
-            };
-            if due > self.now {
-                self.timers.push(Reverse((due, key, id)));
-            } else if st.phase == Phase::Lingering {
-                self.remove(key);
-            } else {
-                self.me.stats.timeouts.add(1);
-                st.failed = Some(Error::Timeout("the connection was idle too long".into()));
+            // Only the connection's earliest entry acts; later ones were superseded by it.
+            if st.next_check != Some(at) {
+                continue;
+            }
+            st.next_check = None;
+            let open = matches!(st.phase, Phase::Open | Phase::Closing);
+            if open && st.timer_at.is_some_and(|t| t <= self.now) {
+                st.timer_at = None;
+                let svc = &self.services[st.svc];
+                if live(self.group, svc)
+                    && let Err(e) = guard(|| svc.handler.on_timer(&mut Conn::new(st, svc)))
+                {
+                    st.failed = Some(e);
+                }
                 self.settle(key);
+                if self.conns.get(key).is_none_or(|st| st.id != id) {
+                    continue;
+                }
+            }
+            match self.due(key) {
+                None => {}
+                Some(due) if due > self.now => self.schedule(key),
+                Some(_) if self.conns[key].phase == Phase::Lingering => self.remove(key),
+                Some(_) => {
+                    let st = &mut self.conns[key];
+                    if st.timer_at.is_some_and(|t| t <= self.now) {
+                        // Set again, already due, inside its own callback: next turn.
+                        self.add_timer(self.now + Duration::from_millis(1), key, id);
+                        continue;
+                    }
+                    self.me.stats.timeouts.add(1);
+                    st.failed = Some(Error::Timeout("the connection was idle too long".into()));
+                    self.settle(key);
+                }
             }
         }
     }
 
     /// At the end: every open connection closes with `Stopped`.
-    fn close_all(&mut self) {
+    pub(crate) fn close_all(&mut self) {
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
             match self.conns[key].phase {
@@ -691,8 +692,9 @@ mod tests {
 
     #[test]
     fn timers_of_closed_connections_do_not_pile_up() {
-        let (group, mut polls) = Group::new(1).unwrap();
-        let mut lp = TcpLoop::new(&group, 0, polls.pop().unwrap(), None);
+        let (group, polls) = Group::new(1).unwrap();
+        let mut lp = Streams::new(&group, 0, None);
+        drop(polls);
         let sock = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
         let key = lp.conns.insert(ConnState::new(sock, 7, 0, Arc::default(), lp.now));
         let later = lp.now + Duration::from_secs(600);

@@ -1,5 +1,6 @@
 //! A group of loop threads and what their handles share with them: the stop flag, one waker
-//! and one inbox per loop, the counters, and the "all stopped" signal that `wait` blocks on.
+//! and one inbox per loop, the counters, the user timers' ids, and the "all stopped" signal
+//! that `wait` blocks on.
 
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -8,116 +9,31 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use mio::{Poll, Token, Waker};
-use socket2::Socket;
+use mio::{Poll, Waker};
 
+use super::WAKER;
+use super::inbox::{Cmd, Inbox, SendBudget, Task};
+use super::timers::TimerCb;
 use crate::error::{Error, Result};
 use crate::stats::{LoopStats, Stats};
-use crate::tcp::Service;
-
-/// The poll token of the waker, the same in every loop.
-pub(crate) const WAKER: Token = Token(1);
-
-/// How many reads or datagrams one socket gets per turn before the others are served.
-pub(crate) const READS_PER_TURN: usize = 16;
 
 /// How long a loop sharing its CPU with other loops runs before it lets them (`take_turns`):
 /// short enough to bound their wait well below a scheduler slice, long enough that switching
 /// costs little per message.
 const TURN: Duration = Duration::from_micros(200);
 
-/// Size of the one read buffer each loop owns (connections own none).
-pub(crate) const READ_BUF: usize = 64 * 1024;
-
-/// Work handed to a loop by other threads.
-pub(crate) enum Cmd {
-    /// Write bytes (`frame`: as one framed message, `bytes` long with its framing) to a
-    /// connection.
-    Send {
-        id: u64,
-        data: Vec<u8>,
-        frame: bool,
-        bytes: usize,
-    },
-    /// Close a connection after its queue is flushed.
-    Close { id: u64 },
-    /// Close a connection at once (reason `Stopped`), then report on `done`.
-    Drop { id: u64, done: std::sync::mpsc::Sender<()> },
-    /// Take over a connected socket: a client's, with its own service, or one the server's
-    /// acceptor (loop 0) hands over, with `None` for the server's service.
-    Adopt {
-        id: u64,
-        sock: Socket,
-        svc: Option<Arc<Service>>,
-        budget: Arc<SendBudget>,
-    },
-}
-
-/// What a waiting send holds besides its bytes (its command in a queue that may be twice as
-/// long as it holds, and the allocator's block for the bytes): counted in the memory bound of
-/// waiting sends, so that a flood of tiny sends is bounded in memory too.
-const SEND_OVERHEAD: usize = 2 * std::mem::size_of::<Cmd>() + 32;
-
-/// The least memory the waiting sends of a connection may hold, whatever its write buffer
-/// limit: with a small limit, a burst of small messages may still wait for the loop.
-const MIN_WAITING: usize = 64 * 1024;
-
-/// The output accepted for a connection and not yet written, shared by the loop and the
-/// senders on other threads, so that a send is refused (`Limit`) when it is made, never
-/// dropped later: a send that returned `Ok` has its room.
-#[derive(Debug, Default)]
-pub(crate) struct SendBudget {
-    /// Bytes (framing included) accepted and not yet written: the sends waiting in the inbox
-    /// and the connection's queue.
-    accepted: AtomicUsize,
-    /// The memory the sends waiting in the inbox hold (their bytes and [`SEND_OVERHEAD`]).
-    held: AtomicUsize,
-}
-
-impl SendBudget {
-    pub(crate) fn accepted(&self) -> usize {
-        self.accepted.load(Ordering::Acquire)
-    }
-
-    /// `n` more bytes wait to be written.
-    pub(crate) fn accept(&self, n: usize) {
-        if n > 0 {
-            self.accepted.fetch_add(n, Ordering::AcqRel);
-        }
-    }
-
-    /// `n` accepted bytes were written.
-    pub(crate) fn written(&self, n: usize) {
-        if n > 0 {
-            self.accepted.fetch_sub(n, Ordering::AcqRel);
-        }
-    }
-
-    /// The loop took a waiting send of `bytes` bytes from the inbox.
-    pub(crate) fn taken(&self, bytes: usize) {
-        self.held.fetch_sub(bytes + SEND_OVERHEAD, Ordering::AcqRel);
-    }
-}
-
-pub(crate) struct Inbox {
-    /// This loop's open connections, so that senders learn of a stale id at once, with what
-    /// each holds of accepted output.
-    pub(crate) live: HashMap<u64, Arc<SendBudget>>,
-    pub(crate) cmds: Vec<Cmd>,
-}
-
 /// What one loop thread shares with the other threads.
-pub(crate) struct LoopShared {
+pub(crate) struct LoopShared<H> {
     index: u64,
     waker: Waker,
-    pub(crate) inbox: Mutex<Inbox>,
+    pub(crate) inbox: Mutex<Inbox<H>>,
     pub(crate) stats: LoopStats,
     next_seq: AtomicU64,
     /// The number (`thread_no`) of the thread running this loop; 0 while none does.
     runner: AtomicU64,
 }
 
-impl LoopShared {
+impl<H> LoopShared<H> {
     /// A new connection id: the loop's index in the low 8 bits, so any thread can route by id;
     /// a per-loop sequence above, so ids are never reused and never 0.
     pub(crate) fn new_id(&self) -> u64 {
@@ -125,91 +41,52 @@ impl LoopShared {
     }
 
     /// Queues `cmd` (for an open connection `id`, if given) and wakes the loop unless it was
-    /// already woken for earlier commands it has not yet taken.
-    pub(crate) fn push(&self, group: &Group, id: Option<u64>, cmd: Cmd) -> Result<()> {
-        self.push_within(group, id, cmd)
+    /// already woken for earlier commands it has not yet taken. `Closed` once the group stops,
+    /// or if `id` is not open here.
+    pub(crate) fn push(&self, group: &Group<H>, id: Option<u64>, cmd: Cmd<H>) -> Result<()> {
+        self.push_checked(group, id, cmd, |_| Ok(()))
     }
 
-    /// Queues a send to connection `id` like `push`, but refuses it with `Limit` if the
-    /// connection's output accepted so far (queued on the loop and waiting for it), with this
-    /// send's bytes and its `envelope` (the framing's), would pass `max`, or if the sends
-    /// waiting here would hold more memory than `max` (at least [`MIN_WAITING`]). What is
-    /// accepted here has its room: the loop will not have to drop it.
-    pub(crate) fn push_send(
+    /// Like `push`, after `check` accepted the command on the connection's send budget.
+    pub(crate) fn push_checked(
         &self,
-        group: &Group,
-        id: u64,
-        data: &[u8],
-        envelope: Option<usize>,
-        max: usize,
+        group: &Group<H>,
+        id: Option<u64>,
+        cmd: Cmd<H>,
+        check: impl FnOnce(&SendBudget) -> Result<()>,
     ) -> Result<()> {
-        let bytes = data.len() + envelope.unwrap_or(0);
-        let cmd = Cmd::Send {
-            id,
-            data: data.to_vec(),
-            frame: envelope.is_some(),
-            bytes,
-        };
-        let inbox = lock(&self.inbox);
-        if group.stopping() {
-            return Err(Error::Closed("stopped".into()));
-        }
-        let Some(budget) = inbox.live.get(&id) else {
-            return Err(Error::Closed(format!("no open connection with id {id}").into()));
-        };
-        let ahead = budget.accepted();
-        if ahead.saturating_add(bytes) > max {
-            return Err(Error::Limit(
-                format!(
-                    "{ahead} bytes of output are queued or waiting for connection {id}; {bytes} \
-                     more would pass its {max}-byte write buffer limit"
-                )
-                .into(),
-            ));
-        }
-        let held = budget.held.load(Ordering::Acquire);
-        // (The overhead never refuses a send with none waiting before it.)
-        if held > 0 && held.saturating_add(bytes + SEND_OVERHEAD) > max.max(MIN_WAITING) {
-            return Err(Error::Limit(
-                format!(
-                    "the sends waiting for the loop to take them hold {held} bytes of memory for \
-                     connection {id}; this one would pass {}",
-                    max.max(MIN_WAITING)
-                )
-                .into(),
-            ));
-        }
-        budget.accept(bytes);
-        budget.held.fetch_add(bytes + SEND_OVERHEAD, Ordering::AcqRel);
-        Self::enqueue(&self.waker, inbox, cmd);
-        Ok(())
-    }
-
-    fn push_within(&self, group: &Group, id: Option<u64>, cmd: Cmd) -> Result<()> {
         let mut inbox = lock(&self.inbox);
         if group.stopping() {
             return Err(Error::Closed("stopped".into()));
         }
-        if let Some(id) = id
-            && !inbox.live.contains_key(&id)
-        {
-            return Err(Error::Closed(format!("no open connection with id {id}").into()));
+        if let Some(id) = id {
+            let Some(budget) = inbox.live.get(&id) else {
+                return Err(Error::Closed(format!("no open connection with id {id}").into()));
+            };
+            check(budget)?;
         }
-        if let Cmd::Adopt { id, budget, .. } = &cmd {
-            inbox.live.insert(*id, budget.clone());
-        }
-        Self::enqueue(&self.waker, inbox, cmd);
-        Ok(())
-    }
-
-    /// Adds `cmd` and wakes the loop unless it was woken already for commands not yet taken.
-    fn enqueue(waker: &Waker, mut inbox: MutexGuard<'_, Inbox>, cmd: Cmd) {
         let first = inbox.cmds.is_empty();
         inbox.cmds.push(cmd);
         drop(inbox);
         if first {
-            let _ = waker.wake();
+            let _ = self.waker.wake();
         }
+        Ok(())
+    }
+
+    /// Lists connection `id` as open here, so that commands for it are taken.
+    pub(crate) fn add_live(&self, id: u64, budget: Arc<SendBudget>) {
+        lock(&self.inbox).live.insert(id, budget);
+    }
+
+    /// The connection `id` is gone: commands for it are refused from now on.
+    pub(crate) fn remove_live(&self, id: u64) {
+        lock(&self.inbox).live.remove(&id);
+    }
+
+    /// The commands queued so far, taken by the loop.
+    pub(crate) fn take_cmds(&self) -> Vec<Cmd<H>> {
+        std::mem::take(&mut lock(&self.inbox).cmds)
     }
 
     pub(crate) fn index(&self) -> usize {
@@ -237,9 +114,9 @@ impl LoopShared {
 }
 
 /// The loop threads of one server, or of client connections sharing them.
-pub(crate) struct Group {
+pub(crate) struct Group<H> {
     stop: AtomicBool,
-    pub(crate) loops: Vec<LoopShared>,
+    pub(crate) loops: Vec<LoopShared<H>>,
     /// Connections open across all loops (for the connection limit).
     pub(crate) active: AtomicUsize,
     next_loop: AtomicUsize,
@@ -249,6 +126,9 @@ pub(crate) struct Group {
     threads: Mutex<Vec<(usize, JoinHandle<()>)>>,
     ends: Mutex<Ends>,
     ends_cv: Condvar,
+    /// The user timers not yet done, by id, with the flag their loop reads before each run.
+    timers: Mutex<HashMap<u64, Arc<AtomicBool>>>,
+    next_timer: AtomicU64,
 }
 
 /// How many loops were started and how many have ended, and loop 0 when `wait` runs it.
@@ -268,9 +148,9 @@ enum InWait {
     Done,
 }
 
-impl Group {
+impl<H> Group<H> {
     /// Creates `n` loops' shared parts and their polls (handed to the threads by `spawn`).
-    pub(crate) fn new(n: usize) -> Result<(Arc<Group>, Vec<Poll>)> {
+    pub(crate) fn new(n: usize) -> Result<(Arc<Self>, Vec<Poll>)> {
         let mut polls = Vec::with_capacity(n);
         let mut loops = Vec::with_capacity(n);
         for index in 0..n {
@@ -279,10 +159,7 @@ impl Group {
             loops.push(LoopShared {
                 index: index as u64,
                 waker,
-                inbox: Mutex::new(Inbox {
-                    live: HashMap::new(),
-                    cmds: Vec::new(),
-                }),
+                inbox: Mutex::new(Inbox::default()),
                 stats: LoopStats::default(),
                 next_seq: AtomicU64::new(1),
                 runner: AtomicU64::new(0),
@@ -302,44 +179,15 @@ impl Group {
                 in_wait: InWait::No,
             }),
             ends_cv: Condvar::new(),
+            timers: Mutex::new(HashMap::new()),
+            next_timer: AtomicU64::new(1),
         };
         Ok((Arc::new(group), polls))
     }
 
-    /// Starts one thread per loop, each running `body(loop index, its poll)`; with `in_wait`,
-    /// loop 0 gets no thread: the first call to `wait` runs it on its caller's thread.
-    pub(crate) fn spawn<F>(self: &Arc<Group>, polls: Vec<Poll>, in_wait: bool, body: F) -> Result<()>
-    where
-        F: Fn(usize, Poll) + Clone + Send + 'static,
-    {
-        let mut threads = lock(&self.threads);
-        for (index, poll) in polls.into_iter().enumerate() {
-            let (group, body) = (self.clone(), body.clone());
-            if index == 0 && in_wait {
-                let mut ends = lock(&self.ends);
-                ends.started += 1;
-                ends.in_wait = InWait::Pending(Box::new(move || body(0, poll)));
-                continue;
-            }
-            // Counted before it starts, so that no waiter sees it end before it began.
-            lock(&self.ends).started += 1;
-            let spawned = std::thread::Builder::new()
-                .name(format!("netsock-loop-{index}"))
-                .spawn(move || {
-                    let _end = Ended(&group, false);
-                    group.loops[index].run(|| body(index, poll));
-                });
-            match spawned {
-                Ok(handle) => threads.push((index, handle)),
-                Err(e) => {
-                    lock(&self.ends).started -= 1;
-                    drop(threads);
-                    self.stop();
-                    return Err(Error::io("spawning a loop thread", e));
-                }
-            }
-        }
-        Ok(())
+    /// Whether loop `index` waits for a caller of `wait` to run it, which none did yet.
+    pub(crate) fn not_yet_run(&self, index: usize) -> bool {
+        index == 0 && matches!(lock(&self.ends).in_wait, InWait::Pending(_))
     }
 
     /// Runs loop 0 here if it waits for a caller of `wait` and nobody took it yet.
@@ -391,19 +239,68 @@ impl Group {
     }
 
     /// The loop that owns connection `id`.
-    pub(crate) fn loop_of(&self, id: u64) -> Result<&LoopShared> {
+    pub(crate) fn loop_of(&self, id: u64) -> Result<&LoopShared<H>> {
         self.loops
             .get((id & 0xff) as usize)
             .ok_or_else(|| Error::Closed(format!("no open connection with id {id}").into()))
     }
 
     /// The next loop in turn, for a new connection.
-    pub(crate) fn pick_loop(&self) -> &LoopShared {
+    pub(crate) fn pick_loop(&self) -> &LoopShared<H> {
         &self.loops[self.next_loop.fetch_add(1, Ordering::Relaxed) % self.loops.len()]
     }
 
     pub(crate) fn stats(&self) -> Stats {
         Stats::sum(self.loops.iter().map(|l| &l.stats))
+    }
+
+    /// Runs `task` on loop 0, in the order posted from one thread; `Closed` once stopped.
+    pub(crate) fn post(&self, task: Task) -> Result<()> {
+        self.loops[0].push(self, None, Cmd::Task(task))
+    }
+
+    /// Starts a user timer on loop 0: `cb(id)` after `after`, then every `repeat` if given.
+    /// Returns its id, never 0.
+    pub(crate) fn timer_start(&self, after: Duration, repeat: Option<Duration>, cb: TimerCb) -> Result<u64> {
+        let id = self.next_timer.fetch_add(1, Ordering::Relaxed);
+        let stopped = Arc::new(AtomicBool::new(false));
+        lock(&self.timers).insert(id, stopped.clone());
+        let at = Instant::now() + after;
+        let started = self.loops[0].push(
+            self,
+            None,
+            Cmd::TimerStart {
+                id,
+                at,
+                repeat,
+                cb,
+                stopped,
+            },
+        );
+        match started {
+            Ok(()) => Ok(id),
+            Err(e) => {
+                lock(&self.timers).remove(&id);
+                Err(e)
+            }
+        }
+    }
+
+    /// Stops a user timer: no run of it starts after this returns. `Closed` for an id that is
+    /// unknown or done.
+    pub(crate) fn timer_stop(&self, id: u64) -> Result<()> {
+        let Some(stopped) = lock(&self.timers).remove(&id) else {
+            return Err(Error::Closed(format!("no running timer with id {id}").into()));
+        };
+        stopped.store(true, Ordering::Release);
+        // Frees the callback soon (fails harmlessly once the loop stopped).
+        let _ = self.loops[0].push(self, None, Cmd::TimerStop { id });
+        Ok(())
+    }
+
+    /// A one-shot timer ran, or a stopped one was dropped: its id is done.
+    pub(crate) fn timer_done(&self, id: u64) {
+        lock(&self.timers).remove(&id);
     }
 
     /// Blocks until every started loop has finished; first runs loop 0 if it waits for a
@@ -454,11 +351,49 @@ impl Group {
     }
 }
 
+impl<H: Send + 'static> Group<H> {
+    /// Starts one thread per loop, each running `body(loop index, its poll)`; with `in_wait`,
+    /// loop 0 gets no thread: the first call to `wait` runs it on its caller's thread.
+    pub(crate) fn spawn<F>(self: &Arc<Self>, polls: Vec<Poll>, in_wait: bool, body: F) -> Result<()>
+    where
+        F: Fn(usize, Poll) + Clone + Send + 'static,
+    {
+        let mut threads = lock(&self.threads);
+        for (index, poll) in polls.into_iter().enumerate() {
+            let (group, body) = (self.clone(), body.clone());
+            if index == 0 && in_wait {
+                let mut ends = lock(&self.ends);
+                ends.started += 1;
+                ends.in_wait = InWait::Pending(Box::new(move || body(0, poll)));
+                continue;
+            }
+            // Counted before it starts, so that no waiter sees it end before it began.
+            lock(&self.ends).started += 1;
+            let spawned = std::thread::Builder::new()
+                .name(format!("netsock-loop-{index}"))
+                .spawn(move || {
+                    let _end = Ended(&group, false);
+                    group.loops[index].run(|| body(index, poll));
+                });
+            match spawned {
+                Ok(handle) => threads.push((index, handle)),
+                Err(e) => {
+                    lock(&self.ends).started -= 1;
+                    drop(threads);
+                    self.stop();
+                    return Err(Error::io("spawning a loop thread", e));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Counts a loop as ended when dropped (also if the loop panicked, so no waiter hangs) and
 /// wakes whoever waits for the loops; `true` for the loop run by `wait`.
-struct Ended<'a>(&'a Group, bool);
+struct Ended<'a, H>(&'a Group<H>, bool);
 
-impl Drop for Ended<'_> {
+impl<H> Drop for Ended<'_, H> {
     fn drop(&mut self) {
         let mut ends = lock(&self.0.ends);
         if self.1 {
