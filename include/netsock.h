@@ -16,14 +16,21 @@
  *    Strings netsock returns (const char *) are owned by netsock; never free them.
  *  - Handles: ns_options_new/ns_options_free, ns_tcp_serve or ns_udp_serve/ns_server_free,
  *    ns_tcp_connect/ns_client_free, ns_loop_new/ns_loop_free. Free functions accept NULL.
- *  - Threads: a server runs loop threads of its own (one by default; see
- *    ns_options_set_threads), and a client runs on a loop of its own or a shared ns_loop. All
- *    callbacks of one connection run on one loop thread, in order; with one loop thread all of
- *    a server's callbacks run one at a time, with several, different connections' callbacks
- *    run at the same time. ns_conn functions are for the loop thread, inside callbacks.
- *    ns_server_*, ns_udp_reply, ns_client_* and the blocking clients may be called from any
- *    thread (ns_server_wait and ns_server_free not from the server's own callbacks without the
- *    consequences their comments state). ns_server_stop is also async-signal-safe.
+ *  - Loops and threads: a loop is one thread running an event loop; it owns a poller, timers,
+ *    posted tasks and an inbox for other threads, and the handles on it: listeners, streams
+ *    (connections) and datagram sockets. A server runs loops of its own (one by default; see
+ *    ns_options_set_threads), reachable with ns_server_loop; a client runs on a loop of its
+ *    own or a shared ns_loop (ns_options_set_loop, which may be a server's loop). Tasks
+ *    (ns_loop_post) and timers (ns_timer_start) run on a loop's first thread. All callbacks of
+ *    one connection run on one loop thread, in order; with one loop thread all of a server's
+ *    callbacks run one at a time, with several, different connections' callbacks run at the
+ *    same time. With run_in_wait, a loop's first thread is the one calling ns_server_wait or
+ *    ns_loop_run. ns_conn functions are for the loop thread, inside callbacks (a task of
+ *    ns_server_post or ns_client_post is one). ns_server_*, ns_loop_*, ns_timer_*,
+ *    ns_udp_reply, ns_client_* and the blocking clients may be called from any thread
+ *    (ns_server_wait, ns_loop_run and ns_server_free not from the loop's own callbacks without
+ *    the consequences their comments state). ns_server_stop and ns_loop_stop are also
+ *    async-signal-safe.
  *  - Delivery: a send that returned NS_OK (ns_conn_send*, ns_server_send*, ns_client_send*)
  *    reaches the peer, in order, after everything accepted before it from the same thread,
  *    unless the connection ends first (on_close says why; the peer sees the end after whole
@@ -175,8 +182,10 @@ typedef struct ns_client ns_client;
 typedef struct ns_conn ns_conn;
 
 /**
- * Loop threads that client connections share (`ns_options_set_loop()`), so many clients cost
- * no thread each. Made by `ns_loop_new()`, released by `ns_loop_free()`.
+ * Loop threads: posted tasks and timers run on the first of them, and client connections
+ * share them (`ns_options_set_loop()`), so many clients cost no thread each. Made by
+ * `ns_loop_new()` and released by `ns_loop_free()`, or lent by `ns_server_loop()` for as long as
+ * its server lives. Its functions may be called from any thread, callbacks included.
  */
 typedef struct ns_loop ns_loop;
 
@@ -194,6 +203,18 @@ typedef struct ns_options ns_options;
  * says otherwise.
  */
 typedef struct ns_server ns_server;
+
+/**
+ * Called on a connection's loop thread with the connection in hand (`ns_server_post()`,
+ * `ns_client_post()`), or with `conn` NULL if the connection ended before the task could run
+ * (so that `user` can be freed). `conn` is borrowed for the call only.
+ */
+typedef void (*ns_conn_task_cb)(struct ns_conn *conn, void *user);
+
+/**
+ * Called on a loop's first thread with the `user` given to `ns_loop_post()`.
+ */
+typedef void (*ns_task_cb)(void *user);
 
 /**
  * Called on the connection's loop thread exactly once per opened connection when it ends.
@@ -217,6 +238,12 @@ typedef void (*ns_drain_cb)(struct ns_conn *conn, void *user);
  * connection starts), before any data. `conn` is borrowed for the call only.
  */
 typedef void (*ns_open_cb)(struct ns_conn *conn, void *user);
+
+/**
+ * Called on the connection's loop thread when the timer set with `ns_conn_set_timer()` fires.
+ * `conn` is borrowed for the call only; set the timer again here for a periodic one.
+ */
+typedef void (*ns_conn_timer_cb)(struct ns_conn *conn, void *user);
 
 /**
  * The address of a datagram peer. A plain value: copy it (`ns_peer keep = *from;`) to answer
@@ -303,6 +330,11 @@ typedef void (*ns_log_cb)(int level, const char *msg);
 typedef void (*ns_data_cb)(struct ns_conn *conn, const uint8_t *data, size_t len, void *user);
 
 /**
+ * Called on a loop's first thread when a timer of `ns_timer_start()` fires.
+ */
+typedef void (*ns_timer_cb)(uint64_t timer_id, void *user);
+
+/**
  * Called on a loop thread of the server for each datagram. `srv` is the server
  * `ns_udp_serve()` returned; `from` and `data` (never NULL) are owned by netsock and valid until
  * the callback returns: copy the `ns_peer` to answer later.
@@ -335,6 +367,14 @@ void ns_client_free(struct ns_client *client);
 uint64_t ns_client_id(const struct ns_client *client);
 
 /**
+ * Runs `cb(conn, user)` on the client's loop thread with its connection in hand, as
+ * `ns_server_post()` does for a server's connection: `NS_ERR_CLOSED` (`cb` not run) if it is
+ * not open now; `cb(NULL, user)` if it closes before the task runs. `NS_ERR_INVALID` for NULL
+ * `client` or `cb`. Any thread.
+ */
+int ns_client_post(struct ns_client *client, ns_conn_task_cb cb, void *user);
+
+/**
  * Sends `len` bytes from `data` (copied) on the client connection, from any thread; the loop
  * writes them in order. `NS_ERR_CLOSED` once the connection has closed; `NS_ERR_LIMIT` as for
  * `ns_server_send()`.
@@ -361,6 +401,14 @@ int ns_conn_close(struct ns_conn *conn);
 uint64_t ns_conn_id(const struct ns_conn *conn);
 
 /**
+ * Stops reading from the peer: no `on_data` until `ns_conn_resume()` (what the peer sends
+ * waits in the kernel, and the peer stalls once the buffers are full). `NS_OK`;
+ * `NS_ERR_INVALID` for NULL. Loop thread only (inside a callback, or a task of
+ * `ns_server_post()` / `ns_client_post()` to pause a connection from another thread).
+ */
+int ns_conn_pause(struct ns_conn *conn);
+
+/**
  * Writes the peer's address as NUL-terminated text ("127.0.0.1:5000", "[::1]:5000", or
  * "unix:" for a Unix-domain peer, which has no name) into `buf` of `cap` bytes. `NS_OK`;
  * `NS_ERR_TRUNCATED` (nothing written) if it does not fit (64 bytes fit any IP address).
@@ -373,6 +421,12 @@ int ns_conn_peer(const struct ns_conn *conn, char *buf, size_t cap);
  * `ns_last_error()`). Loop thread only.
  */
 size_t ns_conn_pending(const struct ns_conn *conn);
+
+/**
+ * Reads from the peer again after `ns_conn_pause()`; what arrived meanwhile is delivered
+ * once the callback returns. `NS_OK`; `NS_ERR_INVALID` for NULL. Loop thread only.
+ */
+int ns_conn_resume(struct ns_conn *conn);
 
 /**
  * Sends `len` bytes from `data` (copied: the buffer is free again when this returns). What the
@@ -400,6 +454,14 @@ int ns_conn_send_frame(struct ns_conn *conn, const void *data, size_t len);
 struct ns_server *ns_conn_server(const struct ns_conn *conn);
 
 /**
+ * Arms the connection's one timer: `on_timer` (`ns_options_set_on_timer()`) runs on its loop
+ * `ms` milliseconds from now. Setting it again re-arms it (a heartbeat, a request deadline);
+ * `ms` 0 cancels it. It runs once per setting, and never after `on_close`. `NS_OK`;
+ * `NS_ERR_INVALID` for NULL. Loop thread only.
+ */
+int ns_conn_set_timer(struct ns_conn *conn, uint32_t ms);
+
+/**
  * Stores the application's pointer for this connection (its session state), so callbacks can
  * find it without a table of ids. netsock never reads or frees it: free what it points to in
  * `on_close` at the latest. Loop thread only (inside a callback).
@@ -422,16 +484,44 @@ const char *ns_last_error(void);
 
 /**
  * Releases the handle. The loop threads run on while clients (or options) still use the loop
- * and stop once the last of them is freed. NULL is a no-op.
+ * and stop once the last of them is freed. NULL is a no-op. Never for the loop of
+ * `ns_server_loop()`, which belongs to its server.
  */
 void ns_loop_free(struct ns_loop *lp);
 
 /**
- * Starts loop threads for client connections (`ns_options_set_threads()` of `opts` says how
- * many; NULL: one), written to `*out` on success. Give it to clients with
- * `ns_options_set_loop()`. Any thread.
+ * Starts loop threads (`ns_options_set_threads()` of `opts` says how many; NULL: one), written
+ * to `*out` on success. Give it to clients with `ns_options_set_loop()`; post tasks and start
+ * timers on it. With `ns_options_set_run_in_wait(opts, 1)` its first loop gets no thread:
+ * `ns_loop_run()` runs it on the calling thread, so a whole program can run on its main
+ * thread. Any thread.
  */
 int ns_loop_new(const struct ns_options *opts, struct ns_loop **out);
+
+/**
+ * Runs `cb(user)` on the loop's first thread, in the order posted from one thread (the loop's
+ * own included). `NS_ERR_CLOSED` (`cb` not run) once the loop stopped; a task queued when it
+ * stops still runs then, so `user` can be freed. `NS_ERR_INVALID` for NULL `lp` or `cb`.
+ * Any thread.
+ */
+int ns_loop_post(struct ns_loop *lp, ns_task_cb cb, void *user);
+
+/**
+ * Runs the loop until `ns_loop_stop()`, then returns `NS_OK`. With run_in_wait (see
+ * `ns_loop_new()`), its first loop runs on the calling thread meanwhile: every callback of
+ * what lives on it (clients, tasks, timers) runs here. Without, it waits like
+ * `ns_server_wait()`. `NS_ERR_MISUSE` inside one of the loop's own callbacks; `NS_ERR_INVALID`
+ * for NULL. Any thread but the loop's.
+ */
+int ns_loop_run(struct ns_loop *lp);
+
+/**
+ * Asks the loop to stop and returns at once: `ns_loop_run()` returns, its clients close with
+ * `NS_ERR_STOPPED`, its timers end, and posts fail with `NS_ERR_CLOSED`. Stopping a server's
+ * loop stops the server. Any thread, and async-signal-safe (from a SIGINT handler).
+ * `NS_ERR_INVALID` for NULL (recorded without allocating).
+ */
+int ns_loop_stop(struct ns_loop *lp);
 
 /**
  * Frees options made by `ns_options_new()`. NULL is a no-op.
@@ -486,7 +576,9 @@ int ns_options_set_keepalive(struct ns_options *opts, uint32_t idle_seconds);
 
 /**
  * Makes clients started with these options run on `lp` (NULL: each client on a loop thread of
- * its own, the default). The options keep the loop alive until they are freed or set again.
+ * its own, the default). `lp` may be a server's (`ns_server_loop()`): its clients then close
+ * when the server is freed. The options keep an `ns_loop_new()` loop alive until they are
+ * freed or set again.
  */
 int ns_options_set_loop(struct ns_options *opts, const struct ns_loop *lp);
 
@@ -538,13 +630,18 @@ int ns_options_set_on_drain(struct ns_options *opts, ns_drain_cb cb);
 int ns_options_set_on_open(struct ns_options *opts, ns_open_cb cb);
 
 /**
+ * Sets the callback for a connection's timer (`ns_conn_set_timer()`); NULL clears it.
+ */
+int ns_options_set_on_timer(struct ns_options *opts, ns_conn_timer_cb cb);
+
+/**
  * With `on` non-zero, a server started with these options runs its first loop inside
  * `ns_server_wait()`, on the thread that calls it, instead of on a thread of its own (like
  * `uv_run`): a one-loop server then adds no thread to the process, and its callbacks run on
  * the thread that waits. Until that call, connections wait in the listen backlog and
  * datagrams in the socket buffer. Other loops (`ns_options_set_threads`) still get threads.
- * A second `ns_server_wait` from another thread waits as usual. Default off; clients and
- * `ns_loop` ignore it.
+ * A second `ns_server_wait` from another thread waits as usual. For `ns_loop_new()` it works
+ * the same with `ns_loop_run()`. Default off; clients ignore it.
  */
 int ns_options_set_run_in_wait(struct ns_options *opts, int on);
 
@@ -591,6 +688,13 @@ int ns_peer_parse(const char *addr, struct ns_peer *out);
 int ns_server_addr(const struct ns_server *srv, char *buf, size_t cap);
 
 /**
+ * Closes connection `conn_id` once what was queued for it (also by earlier sends from any
+ * thread) is written; its `on_close` follows on its loop (`NS_OK`). `NS_ERR_CLOSED` if it is
+ * not open; `NS_ERR_INVALID` for NULL or a UDP server. Any thread.
+ */
+int ns_server_close(struct ns_server *srv, uint64_t conn_id);
+
+/**
  * Stops the server, waits for its loops to end, and frees it; no callback runs after it
  * returns. NULL is a no-op. Once it is called, no callback but `on_close` starts, and
  * `ns_conn_server()` gives NULL (also in a callback already running). Called inside one of the
@@ -603,10 +707,28 @@ int ns_server_addr(const struct ns_server *srv, char *buf, size_t cap);
 void ns_server_free(struct ns_server *srv);
 
 /**
+ * The server's loop: pass it to `ns_loop_post()` and the timer functions (they run on the
+ * server's first loop thread), or to `ns_options_set_loop()` so that clients share the
+ * server's loops. Borrowed: valid until `ns_server_free()`, and never to be freed with
+ * `ns_loop_free()`. NULL for NULL (with `NS_ERR_INVALID`). Any thread.
+ */
+struct ns_loop *ns_server_loop(const struct ns_server *srv);
+
+/**
  * The port the server is bound to (the one the OS chose for port 0); 0 for a Unix-domain
  * server; `NS_ERR_INVALID` for NULL. Any thread.
  */
 int ns_server_port(const struct ns_server *srv);
+
+/**
+ * Runs `cb(conn, user)` on the loop thread of connection `conn_id`, with the connection in
+ * hand: every `ns_conn_*` call works there, as in any callback (pause, resume, close, send,
+ * set a timer). `NS_ERR_CLOSED` (`cb` not run) if that connection is not open now or the
+ * server stopped; if it closes before the task runs, `cb(NULL, user)` runs instead, so `user`
+ * can be freed. Tasks to one connection run in the order posted from one thread.
+ * `NS_ERR_INVALID` for NULL `srv` or `cb`, or a UDP server. Any thread.
+ */
+int ns_server_post(struct ns_server *srv, uint64_t conn_id, ns_conn_task_cb cb, void *user);
 
 /**
  * Sends `len` bytes from `data` (copied) to the TCP connection `conn_id`, from any thread: the
@@ -719,6 +841,21 @@ int ns_tcp_send(const char *addr, const void *data, size_t len, void *reply, siz
  * `NS_ERR_INVALID` for NULL `addr`, `on_data` or `out`.
  */
 int ns_tcp_serve(const char *addr, ns_data_cb on_data, void *user, const struct ns_options *opts, struct ns_server **out);
+
+/**
+ * Starts a timer on the loop's first thread: `cb(id, user)` runs `after_ms` from now, then
+ * every `repeat_ms` (0: once). Its id (never 0) is written to `*timer_id`. `NS_ERR_CLOSED`
+ * once the loop stopped; `NS_ERR_INVALID` for NULL `lp`, `cb` or `timer_id`. Any thread.
+ */
+int ns_timer_start(struct ns_loop *lp, uint32_t after_ms, uint32_t repeat_ms, ns_timer_cb cb, void *user, uint64_t *timer_id);
+
+/**
+ * Stops a timer. From the loop's first thread (in any callback there) it never runs again;
+ * from another thread, no run starts after this returns (one may be running). `NS_ERR_CLOSED`
+ * for an id that is unknown, stopped, or a one-shot that has run. `NS_ERR_INVALID` for NULL.
+ * Any thread.
+ */
+int ns_timer_stop(struct ns_loop *lp, uint64_t timer_id);
 
 /**
  * Sends one datagram of `len` bytes from `data` (copied) from the UDP server's socket to `to`

@@ -5,8 +5,8 @@ use std::os::raw::c_char;
 use std::time::Duration;
 
 use super::options::{self, ns_data_cb, ns_options};
-use super::result::{code, fail, ns_result};
-use super::server::CTcp;
+use super::result::{code, fail, fail_static, ns_result};
+use super::server::{CTcp, User, conn_task, ns_conn_task_cb};
 use crate::{Client, ClientLoop, Error, client};
 
 /// `timeout_ms` as the core takes it: 0 means no limit.
@@ -117,11 +117,25 @@ pub extern "C" fn ns_tcp_request(
     }
 }
 
-/// Loop threads that client connections share (`ns_options_set_loop()`), so many clients cost
-/// no thread each. Made by `ns_loop_new()`, released by `ns_loop_free()`.
+/// Loop threads: posted tasks and timers run on the first of them, and client connections
+/// share them (`ns_options_set_loop()`), so many clients cost no thread each. Made by
+/// `ns_loop_new()` and released by `ns_loop_free()`, or lent by `ns_server_loop()` for as long as
+/// its server lives. Its functions may be called from any thread, callbacks included.
 pub struct ns_loop {
     inner: ClientLoop,
 }
+
+impl From<ClientLoop> for ns_loop {
+    fn from(inner: ClientLoop) -> ns_loop {
+        ns_loop { inner }
+    }
+}
+
+/// Called on a loop's first thread with the `user` given to `ns_loop_post()`.
+pub type ns_task_cb = Option<extern "C" fn(user: *mut c_void)>;
+
+/// Called on a loop's first thread when a timer of `ns_timer_start()` fires.
+pub type ns_timer_cb = Option<extern "C" fn(timer_id: u64, user: *mut c_void)>;
 
 /// A persistent client connection made by `ns_tcp_connect()`, freed by `ns_client_free()`. Its
 /// functions may be called from any thread.
@@ -129,9 +143,11 @@ pub struct ns_client {
     inner: Client,
 }
 
-/// Starts loop threads for client connections (`ns_options_set_threads()` of `opts` says how
-/// many; NULL: one), written to `*out` on success. Give it to clients with
-/// `ns_options_set_loop()`. Any thread.
+/// Starts loop threads (`ns_options_set_threads()` of `opts` says how many; NULL: one), written
+/// to `*out` on success. Give it to clients with `ns_options_set_loop()`; post tasks and start
+/// timers on it. With `ns_options_set_run_in_wait(opts, 1)` its first loop gets no thread:
+/// `ns_loop_run()` runs it on the calling thread, so a whole program can run on its main
+/// thread. Any thread.
 #[unsafe(no_mangle)]
 pub extern "C" fn ns_loop_new(opts: *const ns_options, out: *mut *mut ns_loop) -> c_int {
     ffi_panic_boundary! {
@@ -143,7 +159,8 @@ pub extern "C" fn ns_loop_new(opts: *const ns_options, out: *mut *mut ns_loop) -
 }
 
 /// Releases the handle. The loop threads run on while clients (or options) still use the loop
-/// and stop once the last of them is freed. NULL is a no-op.
+/// and stop once the last of them is freed. NULL is a no-op. Never for the loop of
+/// `ns_server_loop()`, which belongs to its server.
 #[unsafe(no_mangle)]
 pub extern "C" fn ns_loop_free(lp: *mut ns_loop) {
     ffi_panic_boundary! {
@@ -151,8 +168,97 @@ pub extern "C" fn ns_loop_free(lp: *mut ns_loop) {
     }
 }
 
+/// Runs `cb(user)` on the loop's first thread, in the order posted from one thread (the loop's
+/// own included). `NS_ERR_CLOSED` (`cb` not run) once the loop stopped; a task queued when it
+/// stops still runs then, so `user` can be freed. `NS_ERR_INVALID` for NULL `lp` or `cb`.
+/// Any thread.
+#[unsafe(no_mangle)]
+pub extern "C" fn ns_loop_post(lp: *mut ns_loop, cb: ns_task_cb, user: *mut c_void) -> c_int {
+    ffi_panic_boundary! {
+        let lp = try_ref!(lp);
+        let Some(cb) = cb else { invalid!("`cb` is NULL") };
+        let user = User(user);
+        code(lp.inner.post(move || {
+            let user = user;
+            cb(user.0)
+        }))
+    }
+}
+
+/// Starts a timer on the loop's first thread: `cb(id, user)` runs `after_ms` from now, then
+/// every `repeat_ms` (0: once). Its id (never 0) is written to `*timer_id`. `NS_ERR_CLOSED`
+/// once the loop stopped; `NS_ERR_INVALID` for NULL `lp`, `cb` or `timer_id`. Any thread.
+#[unsafe(no_mangle)]
+pub extern "C" fn ns_timer_start(
+    lp: *mut ns_loop,
+    after_ms: u32,
+    repeat_ms: u32,
+    cb: ns_timer_cb,
+    user: *mut c_void,
+    timer_id: *mut u64,
+) -> c_int {
+    ffi_panic_boundary! {
+        let lp = try_ref!(lp);
+        let Some(cb) = cb else { invalid!("`cb` is NULL") };
+        let timer_id = try_mut!(timer_id);
+        let user = User(user);
+        let after = Duration::from_millis(after_ms.into());
+        let repeat = (repeat_ms != 0).then(|| Duration::from_millis(repeat_ms.into()));
+        *timer_id = ns_try!(lp.inner.timer_start(after, repeat, move |id| {
+            let user = &user;
+            cb(id, user.0)
+        }));
+        code(Ok(()))
+    }
+}
+
+/// Stops a timer. From the loop's first thread (in any callback there) it never runs again;
+/// from another thread, no run starts after this returns (one may be running). `NS_ERR_CLOSED`
+/// for an id that is unknown, stopped, or a one-shot that has run. `NS_ERR_INVALID` for NULL.
+/// Any thread.
+#[unsafe(no_mangle)]
+pub extern "C" fn ns_timer_stop(lp: *mut ns_loop, timer_id: u64) -> c_int {
+    ffi_panic_boundary! {
+        code(try_ref!(lp).inner.timer_stop(timer_id))
+    }
+}
+
+/// Runs the loop until `ns_loop_stop()`, then returns `NS_OK`. With run_in_wait (see
+/// `ns_loop_new()`), its first loop runs on the calling thread meanwhile: every callback of
+/// what lives on it (clients, tasks, timers) runs here. Without, it waits like
+/// `ns_server_wait()`. `NS_ERR_MISUSE` inside one of the loop's own callbacks; `NS_ERR_INVALID`
+/// for NULL. Any thread but the loop's.
+#[unsafe(no_mangle)]
+pub extern "C" fn ns_loop_run(lp: *mut ns_loop) -> c_int {
+    ffi_panic_boundary! {
+        // The handle is not used after the wait begins: a callback may free it meanwhile.
+        let inner = try_ref!(lp).inner.clone();
+        code(inner.run())
+    }
+}
+
+/// Asks the loop to stop and returns at once: `ns_loop_run()` returns, its clients close with
+/// `NS_ERR_STOPPED`, its timers end, and posts fail with `NS_ERR_CLOSED`. Stopping a server's
+/// loop stops the server. Any thread, and async-signal-safe (from a SIGINT handler).
+/// `NS_ERR_INVALID` for NULL (recorded without allocating).
+#[unsafe(no_mangle)]
+pub extern "C" fn ns_loop_stop(lp: *mut ns_loop) -> c_int {
+    ffi_panic_boundary! {
+        // SAFETY: NULL or a live loop handle, per the header's rules.
+        match unsafe { lp.as_ref() } {
+            Some(lp) => {
+                lp.inner.stop();
+                ns_result::NS_OK as c_int
+            }
+            None => fail_static(ns_result::NS_ERR_INVALID, c"invalid argument: `lp` is NULL"),
+        }
+    }
+}
+
 /// Makes clients started with these options run on `lp` (NULL: each client on a loop thread of
-/// its own, the default). The options keep the loop alive until they are freed or set again.
+/// its own, the default). `lp` may be a server's (`ns_server_loop()`): its clients then close
+/// when the server is freed. The options keep an `ns_loop_new()` loop alive until they are
+/// freed or set again.
 #[unsafe(no_mangle)]
 pub extern "C" fn ns_options_set_loop(opts: *mut ns_options, lp: *const ns_loop) -> c_int {
     ffi_panic_boundary! {
@@ -217,6 +323,19 @@ pub extern "C" fn ns_client_send_frame(client: *mut ns_client, data: *const c_vo
 pub extern "C" fn ns_client_id(client: *const ns_client) -> u64 {
     ffi_panic_boundary! {
         try_ref!(client).inner.id()
+    }
+}
+
+/// Runs `cb(conn, user)` on the client's loop thread with its connection in hand, as
+/// `ns_server_post()` does for a server's connection: `NS_ERR_CLOSED` (`cb` not run) if it is
+/// not open now; `cb(NULL, user)` if it closes before the task runs. `NS_ERR_INVALID` for NULL
+/// `client` or `cb`. Any thread.
+#[unsafe(no_mangle)]
+pub extern "C" fn ns_client_post(client: *mut ns_client, cb: ns_conn_task_cb, user: *mut c_void) -> c_int {
+    ffi_panic_boundary! {
+        let client = try_ref!(client);
+        let Some(cb) = cb else { invalid!("`cb` is NULL") };
+        code(client.inner.post(conn_task(cb, user)))
     }
 }
 

@@ -55,6 +55,41 @@ pub extern "C" fn ns_conn_close(conn: *mut ns_conn) -> c_int {
     }
 }
 
+/// Stops reading from the peer: no `on_data` until `ns_conn_resume()` (what the peer sends
+/// waits in the kernel, and the peer stalls once the buffers are full). `NS_OK`;
+/// `NS_ERR_INVALID` for NULL. Loop thread only (inside a callback, or a task of
+/// `ns_server_post()` / `ns_client_post()` to pause a connection from another thread).
+#[unsafe(no_mangle)]
+pub extern "C" fn ns_conn_pause(conn: *mut ns_conn) -> c_int {
+    ffi_panic_boundary! {
+        try_conn!(conn).pause();
+        code(Ok(()))
+    }
+}
+
+/// Reads from the peer again after `ns_conn_pause()`; what arrived meanwhile is delivered
+/// once the callback returns. `NS_OK`; `NS_ERR_INVALID` for NULL. Loop thread only.
+#[unsafe(no_mangle)]
+pub extern "C" fn ns_conn_resume(conn: *mut ns_conn) -> c_int {
+    ffi_panic_boundary! {
+        try_conn!(conn).resume();
+        code(Ok(()))
+    }
+}
+
+/// Arms the connection's one timer: `on_timer` (`ns_options_set_on_timer()`) runs on its loop
+/// `ms` milliseconds from now. Setting it again re-arms it (a heartbeat, a request deadline);
+/// `ms` 0 cancels it. It runs once per setting, and never after `on_close`. `NS_OK`;
+/// `NS_ERR_INVALID` for NULL. Loop thread only.
+#[unsafe(no_mangle)]
+pub extern "C" fn ns_conn_set_timer(conn: *mut ns_conn, ms: u32) -> c_int {
+    ffi_panic_boundary! {
+        let conn = try_conn!(conn);
+        conn.set_timer((ms != 0).then(|| std::time::Duration::from_millis(ms.into())));
+        code(Ok(()))
+    }
+}
+
 /// The connection's id: unique for the server's lifetime and never 0 (0 means `conn` was NULL,
 /// with `NS_ERR_INVALID` in `ns_last_error()`).
 /// Loop thread only (inside a callback); the id itself may be used from any thread.

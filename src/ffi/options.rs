@@ -22,6 +22,10 @@ pub type ns_data_cb = Option<extern "C" fn(conn: *mut ns_conn, data: *const u8, 
 /// reading resumes, and it is a good moment to produce more output.
 pub type ns_drain_cb = Option<extern "C" fn(conn: *mut ns_conn, user: *mut c_void)>;
 
+/// Called on the connection's loop thread when the timer set with `ns_conn_set_timer()` fires.
+/// `conn` is borrowed for the call only; set the timer again here for a periodic one.
+pub type ns_conn_timer_cb = Option<extern "C" fn(conn: *mut ns_conn, user: *mut c_void)>;
+
 /// Called on the connection's loop thread exactly once per opened connection when it ends.
 /// `reason` is `NS_OK` for an orderly close (the peer's end-of-stream, or `ns_conn_close()` after
 /// the queue was flushed); `NS_ERR_RESET` or `NS_ERR_IO` for a failure; `NS_ERR_TIMEOUT` for the
@@ -63,6 +67,7 @@ pub struct ns_options {
     pub(crate) opts: Options,
     pub(crate) on_open: ns_open_cb,
     pub(crate) on_drain: ns_drain_cb,
+    pub(crate) on_timer: ns_conn_timer_cb,
     pub(crate) on_close: ns_close_cb,
     pub(crate) client_loop: Option<ClientLoop>,
 }
@@ -126,6 +131,15 @@ pub extern "C" fn ns_options_set_on_drain(opts: *mut ns_options, cb: ns_drain_cb
     }) }
 }
 
+/// Sets the callback for a connection's timer (`ns_conn_set_timer()`); NULL clears it.
+#[unsafe(no_mangle)]
+pub extern "C" fn ns_options_set_on_timer(opts: *mut ns_options, cb: ns_conn_timer_cb) -> c_int {
+    ffi_panic_boundary! { update(opts, |o| {
+        o.on_timer = cb;
+        Ok(())
+    }) }
+}
+
 /// Sets the number of loop threads of a server (or of an `ns_loop`): 0 means one per CPU the
 /// process may run on (its affinity mask and CPU quota), at most 256. Loops sharing a core take
 /// turns (each lets the others run after 200 us) and cost a few percent more CPU per message
@@ -151,8 +165,8 @@ pub extern "C" fn ns_options_set_threads(opts: *mut ns_options, threads: usize) 
 /// `uv_run`): a one-loop server then adds no thread to the process, and its callbacks run on
 /// the thread that waits. Until that call, connections wait in the listen backlog and
 /// datagrams in the socket buffer. Other loops (`ns_options_set_threads`) still get threads.
-/// A second `ns_server_wait` from another thread waits as usual. Default off; clients and
-/// `ns_loop` ignore it.
+/// A second `ns_server_wait` from another thread waits as usual. For `ns_loop_new()` it works
+/// the same with `ns_loop_run()`. Default off; clients ignore it.
 #[unsafe(no_mangle)]
 pub extern "C" fn ns_options_set_run_in_wait(opts: *mut ns_options, on: c_int) -> c_int {
     ffi_panic_boundary! { update(opts, |o| {

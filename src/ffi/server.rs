@@ -6,8 +6,9 @@ use std::os::raw::c_char;
 use socket2::SockAddr;
 
 use super::boundary::write_text;
+use super::client::ns_loop;
 use super::conn::{conn_ptr, ns_conn};
-use super::options::{ns_close_cb, ns_data_cb, ns_drain_cb, ns_open_cb, ns_options};
+use super::options::{ns_close_cb, ns_conn_timer_cb, ns_data_cb, ns_drain_cb, ns_open_cb, ns_options};
 use super::peer::ns_peer;
 use super::result::{code, fail_static, ns_result, reason_code};
 use super::stats::ns_stats;
@@ -18,6 +19,15 @@ use crate::{Conn, Responder, Server, TcpHandler, UdpHandler};
 /// says otherwise.
 pub struct ns_server {
     inner: Server,
+    /// What `ns_server_loop()` lends.
+    lp: ns_loop,
+}
+
+impl ns_server {
+    fn new(inner: Server) -> ns_server {
+        let lp = ns_loop::from(inner.event_loop());
+        ns_server { inner, lp }
+    }
 }
 
 /// Called on a loop thread of the server for each datagram. `srv` is the server
@@ -39,6 +49,7 @@ pub(crate) struct CTcp {
     pub(crate) on_open: ns_open_cb,
     pub(crate) on_data: extern "C" fn(*mut ns_conn, *const u8, usize, *mut c_void),
     pub(crate) on_drain: ns_drain_cb,
+    pub(crate) on_timer: ns_conn_timer_cb,
     pub(crate) on_close: ns_close_cb,
     pub(crate) user: User,
 }
@@ -53,6 +64,7 @@ impl CTcp {
             on_open: opts.on_open,
             on_data,
             on_drain: opts.on_drain,
+            on_timer: opts.on_timer,
             on_close: opts.on_close,
             user: User(user),
         }
@@ -72,6 +84,12 @@ impl TcpHandler for CTcp {
 
     fn on_drain(&self, conn: &mut Conn<'_>) {
         if let Some(cb) = self.on_drain {
+            cb(conn_ptr(conn), self.user.0);
+        }
+    }
+
+    fn on_timer(&self, conn: &mut Conn<'_>) {
+        if let Some(cb) = self.on_timer {
             cb(conn_ptr(conn), self.user.0);
         }
     }
@@ -129,7 +147,7 @@ pub extern "C" fn ns_tcp_serve(
         let Some(on_data) = on_data else { invalid!("`on_data` is NULL") };
         let out = try_mut!(out);
         let opts = unsafe { opts.as_ref() }.cloned().unwrap_or_default();
-        let srv = Box::into_raw(Box::new(ns_server { inner: ns_try!(Server::tcp(addr, &opts.opts)) }));
+        let srv = Box::into_raw(Box::new(ns_server::new(ns_try!(Server::tcp(addr, &opts.opts)))));
         // SAFETY: just allocated; connections only hand `srv` back through `ns_conn_server()`.
         let started = unsafe { &*srv }.inner.start_tcp_owned(CTcp::new(on_data, &opts, user), srv.expose_provenance());
         if let Err(e) = started {
@@ -160,7 +178,7 @@ pub extern "C" fn ns_udp_serve(
         let Some(on_datagram) = on_datagram else { invalid!("`on_datagram` is NULL") };
         let out = try_mut!(out);
         let opts = unsafe { opts.as_ref() }.map(|o| o.opts.clone()).unwrap_or_default();
-        let srv = Box::into_raw(Box::new(ns_server { inner: ns_try!(Server::udp(addr, &opts)) }));
+        let srv = Box::into_raw(Box::new(ns_server::new(ns_try!(Server::udp(addr, &opts)))));
         // SAFETY: just allocated; the loop only hands `srv` back to the callback.
         if let Err(e) = unsafe { &*srv }.inner.start_udp(CUdp { on_datagram, srv, user: User(user) }) {
             // SAFETY: the loop never started, so nothing else holds `srv`.
@@ -254,6 +272,59 @@ pub extern "C" fn ns_server_send(srv: *mut ns_server, conn_id: u64, data: *const
     ffi_panic_boundary! {
         let srv = try_ref!(srv);
         code(srv.inner.send(conn_id, try_slice!(data, len)))
+    }
+}
+
+/// Called on a connection's loop thread with the connection in hand (`ns_server_post()`,
+/// `ns_client_post()`), or with `conn` NULL if the connection ended before the task could run
+/// (so that `user` can be freed). `conn` is borrowed for the call only.
+pub type ns_conn_task_cb = Option<extern "C" fn(conn: *mut ns_conn, user: *mut c_void)>;
+
+/// The task of `ns_server_post()` and `ns_client_post()` as the core takes it.
+pub(crate) fn conn_task(
+    cb: extern "C" fn(*mut ns_conn, *mut c_void),
+    user: *mut c_void,
+) -> impl FnOnce(Option<&mut Conn<'_>>) + Send + 'static {
+    let user = User(user);
+    move |conn| {
+        let user = user;
+        cb(conn.map_or(std::ptr::null_mut(), conn_ptr), user.0)
+    }
+}
+
+/// The server's loop: pass it to `ns_loop_post()` and the timer functions (they run on the
+/// server's first loop thread), or to `ns_options_set_loop()` so that clients share the
+/// server's loops. Borrowed: valid until `ns_server_free()`, and never to be freed with
+/// `ns_loop_free()`. NULL for NULL (with `NS_ERR_INVALID`). Any thread.
+#[unsafe(no_mangle)]
+pub extern "C" fn ns_server_loop(srv: *const ns_server) -> *mut ns_loop {
+    ffi_panic_boundary! {
+        (&try_ref!(srv).lp as *const ns_loop).cast_mut()
+    }
+}
+
+/// Runs `cb(conn, user)` on the loop thread of connection `conn_id`, with the connection in
+/// hand: every `ns_conn_*` call works there, as in any callback (pause, resume, close, send,
+/// set a timer). `NS_ERR_CLOSED` (`cb` not run) if that connection is not open now or the
+/// server stopped; if it closes before the task runs, `cb(NULL, user)` runs instead, so `user`
+/// can be freed. Tasks to one connection run in the order posted from one thread.
+/// `NS_ERR_INVALID` for NULL `srv` or `cb`, or a UDP server. Any thread.
+#[unsafe(no_mangle)]
+pub extern "C" fn ns_server_post(srv: *mut ns_server, conn_id: u64, cb: ns_conn_task_cb, user: *mut c_void) -> c_int {
+    ffi_panic_boundary! {
+        let srv = try_ref!(srv);
+        let Some(cb) = cb else { invalid!("`cb` is NULL") };
+        code(srv.inner.post(conn_id, conn_task(cb, user)))
+    }
+}
+
+/// Closes connection `conn_id` once what was queued for it (also by earlier sends from any
+/// thread) is written; its `on_close` follows on its loop (`NS_OK`). `NS_ERR_CLOSED` if it is
+/// not open; `NS_ERR_INVALID` for NULL or a UDP server. Any thread.
+#[unsafe(no_mangle)]
+pub extern "C" fn ns_server_close(srv: *mut ns_server, conn_id: u64) -> c_int {
+    ffi_panic_boundary! {
+        code(try_ref!(srv).inner.close(conn_id))
     }
 }
 
