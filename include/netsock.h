@@ -347,7 +347,8 @@ extern "C" {
 
 /**
  * Closes the connection once what was sent before is written; `on_close` follows (`NS_OK`).
- * Any thread. Free the client afterwards.
+ * The client does not reconnect after this, also while it waits to reconnect (then the
+ * result is `NS_ERR_CLOSED`: nothing was open). Any thread. Free the client afterwards.
  */
 int ns_client_close(struct ns_client *client);
 
@@ -635,6 +636,17 @@ int ns_options_set_on_open(struct ns_options *opts, ns_open_cb cb);
 int ns_options_set_on_timer(struct ns_options *opts, ns_conn_timer_cb cb);
 
 /**
+ * Makes a client (`ns_tcp_connect()` or `ns_tcp_connect_async()`) connect again whenever it
+ * closes for any reason but `ns_client_close()` or `ns_client_free()`: after `min_ms`, then
+ * after twice as long for each failed attempt, up to `max_ms`, each wait shortened by up to a
+ * quarter at random. Every connection gets `on_open`, and `on_close` when it ends (a failed
+ * attempt too); the client handle and its id stay the same; sends while it is disconnected
+ * return `NS_ERR_CLOSED`. `0, 0` (the default) never reconnects; `NS_ERR_INVALID` for `min_ms`
+ * 0 with `max_ms` not 0, or `max_ms` under `min_ms`.
+ */
+int ns_options_set_reconnect(struct ns_options *opts, uint32_t min_ms, uint32_t max_ms);
+
+/**
  * With `on` non-zero, a server started with these options runs its first loop inside
  * `ns_server_wait()`, on the thread that calls it, instead of on a thread of its own (like
  * `uv_run`): a one-loop server then adds no thread to the process, and its callbacks run on
@@ -796,9 +808,21 @@ const char *ns_strerror(int code);
  * run on that loop thread with `user`, with the framing, limits and timeouts of `opts`, as for
  * a server's connections; `on_open` runs first. The client is written to `*out` on success.
  * `NS_ERR_REFUSED`, `NS_ERR_TIMEOUT`, `NS_ERR_ADDR` when connecting fails. A closed client
- * stays closed: to reconnect (say, after the server restarted), free it and connect again.
+ * stays closed unless `ns_options_set_reconnect()` says otherwise (or free it and connect
+ * again). Blocks: inside a loop callback, use `ns_tcp_connect_async()`.
  */
 int ns_tcp_connect(const char *addr, ns_data_cb on_data, void *user, const struct ns_options *opts, struct ns_client **out);
+
+/**
+ * Like `ns_tcp_connect()`, but returns at once, without blocking: the connect runs on the
+ * loop, within the connect timeout of `opts`, trying each address of a name in turn (a name
+ * is resolved on a thread of netsock's, never on a loop thread). Then `on_open` runs; or, if it
+ * fails, `on_close(conn, NS_ERR_REFUSED | NS_ERR_TIMEOUT | NS_ERR_ADDR)` runs with no `on_open`
+ * before it. Only text that cannot be parsed fails at once (`NS_ERR_ADDR`). Sends before
+ * `on_open` return `NS_ERR_CLOSED`. The client is written to `*out` on success; free it with
+ * `ns_client_free()` as usual. Any thread, callbacks included (a proxy opening its upstream).
+ */
+int ns_tcp_connect_async(const char *addr, ns_data_cb on_data, void *user, const struct ns_options *opts, struct ns_client **out);
 
 /**
  * Sends one message of `len` bytes from `data` in `framing` (`NS_FRAMING_LINE` or

@@ -42,6 +42,15 @@ impl Addr {
         }
     }
 
+    /// Parses address text without looking names up: `None` for a name, which only
+    /// [`Addr::parse`] resolves (it may block).
+    pub fn parse_without_lookup(text: &str) -> Result<Option<Addr>> {
+        match Addr::parse_text(text)? {
+            Parsed::Addr(addr) => Ok(Some(addr)),
+            Parsed::Name(..) => Ok(None),
+        }
+    }
+
     /// Reads address text as far as it goes without DNS: a name is handed back to be resolved.
     fn parse_text(text: &str) -> Result<Parsed<'_>> {
         let bad = |why: &str| Error::Addr(format!("{why} in {text:?}").into());

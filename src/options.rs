@@ -35,6 +35,9 @@ pub struct Options {
     pub drain_timeout: Option<Duration>,
     /// How long a client connection may take to connect.
     pub connect_timeout: Option<Duration>,
+    /// A client that closed for any reason but its owner's close connects again after the
+    /// first wait, doubled after each failed attempt up to the second (with jitter).
+    pub reconnect: Option<(Duration, Duration)>,
 }
 
 impl Default for Options {
@@ -54,6 +57,7 @@ impl Default for Options {
             keepalive: None,
             drain_timeout: None,
             connect_timeout: Some(Duration::from_secs(10)),
+            reconnect: None,
         }
     }
 }

@@ -104,20 +104,16 @@ impl Client {
     /// Connects to `addr` within `opts.connect_timeout`, blocking the caller, then hands the
     /// connection to `lp` (or to a loop of its own) where `handler` runs with `opts`.
     pub fn connect<H: TcpHandler>(addr: &str, handler: H, opts: &Options, lp: Option<&ClientLoop>) -> Result<Client> {
-        let (sock, _) = socket::connect(&Addr::parse(addr)?, Deadline::after(opts.connect_timeout))?;
-        let lp = match lp {
-            Some(lp) => lp.clone(),
-            None => ClientLoop::new(&Options {
-                threads: 1,
-                run_in_wait: false,
-                ..opts.clone()
-            })?,
-        };
+        let addr = Addr::parse(addr)?;
+        let (sock, _) = socket::connect(&addr, Deadline::after(opts.connect_timeout))?;
+        let lp = Self::loop_for(opts, lp)?;
         let group = &lp.group;
         let shared = group.pick_loop();
         let id = shared.new_id();
         let inet = sock.peer_addr().is_ok_and(|a| a.as_socket().is_some());
         let svc = Arc::new(Service::new(Arc::new(handler), opts.clone(), 0, inet));
+        // Kept for reconnecting, which happens on the loop and never resolves names there.
+        let _ = svc.target.set(addr.sock_addrs()?);
         handles::adopt(group, shared, id, sock, Some(svc.clone()))?;
         Ok(Client {
             group: lp.group,
@@ -125,6 +121,64 @@ impl Client {
             id,
             svc,
         })
+    }
+
+    /// Like [`Client::connect`], but returns at once: the connect runs on the loop (a name is
+    /// resolved on a thread of its own first, never on a loop thread), then `on_open`; or
+    /// `on_close` with `Refused`, `Timeout` or `Addr` and no `on_open`. Only text that cannot be
+    /// parsed fails here. Sends before `on_open` are `Closed`.
+    pub fn connect_async<H: TcpHandler>(
+        addr: &str,
+        handler: H,
+        opts: &Options,
+        lp: Option<&ClientLoop>,
+    ) -> Result<Client> {
+        let parsed = Addr::parse_without_lookup(addr)?;
+        let lp = Self::loop_for(opts, lp)?;
+        let group = lp.group.clone();
+        let id = group.pick_loop().new_id();
+        let inet = !matches!(parsed, Some(Addr::Unix(_)));
+        let svc = Arc::new(Service::new(Arc::new(handler), opts.clone(), 0, inet));
+        let connect = move |group: &Group, svc: Arc<Service>| {
+            let cmd = Cmd::Handle(HandleCmd::Connect { id, svc });
+            group.loop_of(id).and_then(|l| l.push(group, None, cmd))
+        };
+        match parsed {
+            Some(addr) => {
+                let _ = svc.target.set(addr.sock_addrs()?);
+                connect(&group, svc.clone())?;
+            }
+            None => {
+                let (text, svc, group) = (addr.to_owned(), svc.clone(), group.clone());
+                std::thread::Builder::new()
+                    .name("netsock-resolve".into())
+                    .spawn(move || {
+                        // A failed lookup leaves no address: the loop reports it in on_close.
+                        let addrs = Addr::parse(&text).and_then(|a| a.sock_addrs()).unwrap_or_default();
+                        let _ = svc.target.set(addrs);
+                        let _ = connect(&group, svc);
+                    })
+                    .map_err(|e| crate::Error::io("spawning a resolver thread", e))?;
+            }
+        }
+        Ok(Client {
+            group: lp.group,
+            _owner: lp.owner,
+            id,
+            svc,
+        })
+    }
+
+    /// The loop a client runs on: `lp`, or one of its own.
+    fn loop_for(opts: &Options, lp: Option<&ClientLoop>) -> Result<ClientLoop> {
+        match lp {
+            Some(lp) => Ok(lp.clone()),
+            None => ClientLoop::new(&Options {
+                threads: 1,
+                run_in_wait: false,
+                ..opts.clone()
+            }),
+        }
     }
 
     /// Runs `task` on the connection's loop with the connection in hand, or with `None` if it
@@ -153,8 +207,9 @@ impl Client {
         self.push_send(msg, Some(envelope))
     }
 
-    /// Closes the connection after its queued output is written.
+    /// Closes the connection after its queued output is written; it does not reconnect.
     pub fn close(&self) -> Result<()> {
+        self.svc.by_user.store(true, std::sync::atomic::Ordering::Release);
         self.push(Cmd::Handle(HandleCmd::Close { id: self.id }))
     }
 

@@ -275,7 +275,8 @@ pub extern "C" fn ns_options_set_loop(opts: *mut ns_options, lp: *const ns_loop)
 /// run on that loop thread with `user`, with the framing, limits and timeouts of `opts`, as for
 /// a server's connections; `on_open` runs first. The client is written to `*out` on success.
 /// `NS_ERR_REFUSED`, `NS_ERR_TIMEOUT`, `NS_ERR_ADDR` when connecting fails. A closed client
-/// stays closed: to reconnect (say, after the server restarted), free it and connect again.
+/// stays closed unless `ns_options_set_reconnect()` says otherwise (or free it and connect
+/// again). Blocks: inside a loop callback, use `ns_tcp_connect_async()`.
 #[unsafe(no_mangle)]
 pub extern "C" fn ns_tcp_connect(
     addr: *const c_char,
@@ -291,6 +292,33 @@ pub extern "C" fn ns_tcp_connect(
         let opts = unsafe { opts.as_ref() }.cloned().unwrap_or_default();
         let handler = CTcp::new(on_data, &opts, user);
         let client = ns_try!(Client::connect(addr, handler, &opts.opts, opts.client_loop.as_ref()));
+        *out = Box::into_raw(Box::new(ns_client { inner: client }));
+        code(Ok(()))
+    }
+}
+
+/// Like `ns_tcp_connect()`, but returns at once, without blocking: the connect runs on the
+/// loop, within the connect timeout of `opts`, trying each address of a name in turn (a name
+/// is resolved on a thread of netsock's, never on a loop thread). Then `on_open` runs; or, if it
+/// fails, `on_close(conn, NS_ERR_REFUSED | NS_ERR_TIMEOUT | NS_ERR_ADDR)` runs with no `on_open`
+/// before it. Only text that cannot be parsed fails at once (`NS_ERR_ADDR`). Sends before
+/// `on_open` return `NS_ERR_CLOSED`. The client is written to `*out` on success; free it with
+/// `ns_client_free()` as usual. Any thread, callbacks included (a proxy opening its upstream).
+#[unsafe(no_mangle)]
+pub extern "C" fn ns_tcp_connect_async(
+    addr: *const c_char,
+    on_data: ns_data_cb,
+    user: *mut c_void,
+    opts: *const ns_options,
+    out: *mut *mut ns_client,
+) -> c_int {
+    ffi_panic_boundary! {
+        let addr = try_addr!(addr);
+        let Some(on_data) = on_data else { invalid!("`on_data` is NULL") };
+        let out = try_mut!(out);
+        let opts = unsafe { opts.as_ref() }.cloned().unwrap_or_default();
+        let handler = CTcp::new(on_data, &opts, user);
+        let client = ns_try!(Client::connect_async(addr, handler, &opts.opts, opts.client_loop.as_ref()));
         *out = Box::into_raw(Box::new(ns_client { inner: client }));
         code(Ok(()))
     }
@@ -340,7 +368,8 @@ pub extern "C" fn ns_client_post(client: *mut ns_client, cb: ns_conn_task_cb, us
 }
 
 /// Closes the connection once what was sent before is written; `on_close` follows (`NS_OK`).
-/// Any thread. Free the client afterwards.
+/// The client does not reconnect after this, also while it waits to reconnect (then the
+/// result is `NS_ERR_CLOSED`: nothing was open). Any thread. Free the client afterwards.
 #[unsafe(no_mangle)]
 pub extern "C" fn ns_client_close(client: *mut ns_client) -> c_int {
     ffi_panic_boundary! {

@@ -131,6 +131,27 @@ pub extern "C" fn ns_options_set_on_drain(opts: *mut ns_options, cb: ns_drain_cb
     }) }
 }
 
+/// Makes a client (`ns_tcp_connect()` or `ns_tcp_connect_async()`) connect again whenever it
+/// closes for any reason but `ns_client_close()` or `ns_client_free()`: after `min_ms`, then
+/// after twice as long for each failed attempt, up to `max_ms`, each wait shortened by up to a
+/// quarter at random. Every connection gets `on_open`, and `on_close` when it ends (a failed
+/// attempt too); the client handle and its id stay the same; sends while it is disconnected
+/// return `NS_ERR_CLOSED`. `0, 0` (the default) never reconnects; `NS_ERR_INVALID` for `min_ms`
+/// 0 with `max_ms` not 0, or `max_ms` under `min_ms`.
+#[unsafe(no_mangle)]
+pub extern "C" fn ns_options_set_reconnect(opts: *mut ns_options, min_ms: u32, max_ms: u32) -> c_int {
+    ffi_panic_boundary! { update(opts, |o| {
+        o.opts.reconnect = match (min_ms, max_ms) {
+            (0, 0) => None,
+            (min, max) if min == 0 || max < min => {
+                return Err(Error::Invalid(format!("reconnect waits {min_ms} to {max_ms} ms: need 0 < min <= max").into()))
+            }
+            (min, max) => Some((Duration::from_millis(min.into()), Duration::from_millis(max.into()))),
+        };
+        Ok(())
+    }) }
+}
+
 /// Sets the callback for a connection's timer (`ns_conn_set_timer()`); NULL clears it.
 #[unsafe(no_mangle)]
 pub extern "C" fn ns_options_set_on_timer(opts: *mut ns_options, cb: ns_conn_timer_cb) -> c_int {

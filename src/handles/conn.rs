@@ -20,6 +20,8 @@ use crate::sys;
 /// Where a connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Phase {
+    /// A client's connect is in progress (`on_open` has not run).
+    Connecting,
     /// Reading and writing.
     Open,
     /// The application closed it: flush the queue, then close.
@@ -64,10 +66,21 @@ pub(crate) struct ConnState {
     pub(crate) timer_moved: bool,
     /// The earliest deadline entry the loop holds for this connection.
     pub(crate) next_check: Option<Instant>,
+    /// With `Phase::Connecting`: the connect in progress.
+    pub(crate) dialing: Option<Dialing>,
     /// The output accepted for this connection, as other threads' senders see it.
     pub(crate) budget: Arc<SendBudget>,
     out: Vec<u8>,
     out_pos: usize,
+}
+
+/// A connect in progress: the next address to try if this one fails, and until when.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Dialing {
+    pub(crate) next: usize,
+    pub(crate) until: Instant,
+    /// Failed attempts since the client was last connected (for the reconnect backoff).
+    pub(crate) attempt: u32,
 }
 
 /// Queues above this size are released once they drain, so a burst does not pin memory.
@@ -93,6 +106,7 @@ impl ConnState {
             timer_at: None,
             timer_moved: false,
             next_check: None,
+            dialing: None,
             budget,
             out: Vec::new(),
             out_pos: 0,

@@ -4,6 +4,7 @@
 //! loop body that holds them and routes the core's events, commands and deadlines to them.
 
 pub(crate) mod conn;
+mod connect;
 pub(crate) mod datagram;
 mod listener;
 pub(crate) mod stream;
@@ -44,6 +45,8 @@ pub(crate) enum HandleCmd {
     Drop { id: u64, done: Sender<()> },
     /// Run `task` with the connection in hand (`None` if it is no longer open).
     Task { id: u64, task: ConnTask },
+    /// Connect a client on the loop to its service's addresses.
+    Connect { id: u64, svc: Arc<Service> },
     /// Take over a connected socket: a client's, with its own service, or one the server's
     /// acceptor (loop 0) hands over, with `None` for the server's service.
     Adopt {
@@ -165,7 +168,7 @@ impl Body<HandleCmd> for Handles<'_> {
                     d.readable();
                 }
             }
-            Token(t) => self.streams.event(t - FIRST_STREAM, ev),
+            Token(t) => self.streams.event(core.poll.registry(), t - FIRST_STREAM, ev),
         }
     }
 
@@ -174,7 +177,7 @@ impl Body<HandleCmd> for Handles<'_> {
     }
 
     fn expire(&mut self, core: &mut Core<'_, HandleCmd>) {
-        self.streams.expire(core.now);
+        self.streams.expire(core.poll.registry(), core.now);
     }
 
     fn stop_step(&mut self, core: &mut Core<'_, HandleCmd>) -> bool {

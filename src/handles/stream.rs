@@ -7,17 +7,18 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::io;
 use std::os::fd::AsRawFd;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use mio::event::Event;
 use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
 use slab::Slab;
-use socket2::{Socket, TcpKeepalive};
+use socket2::{SockAddr, Socket, TcpKeepalive};
 
 use super::conn::{Conn, ConnState, Phase};
+use super::connect::Reconnect;
 use super::listener::Listener;
 use super::{FIRST_STREAM, Group, HandleCmd};
 use crate::error::{Error, Result};
@@ -76,6 +77,10 @@ pub(crate) struct Service {
     /// TCP rather than Unix-domain: TCP options apply (known up front, so accepting a
     /// connection costs no getsockname).
     pub(crate) inet: bool,
+    /// A client's addresses, to connect (again) on the loop.
+    pub(crate) target: OnceLock<Vec<SockAddr>>,
+    /// The client's owner closed it: it does not reconnect.
+    pub(crate) by_user: AtomicBool,
 }
 
 /// How long a closed connection may linger, discarding the peer's late data.
@@ -83,23 +88,25 @@ const LINGER: Duration = Duration::from_secs(2);
 
 /// The streams of one loop.
 pub(crate) struct Streams<'g> {
-    group: &'g Group,
-    me: &'g LoopShared<HandleCmd>,
+    pub(super) group: &'g Group,
+    pub(super) me: &'g LoopShared<HandleCmd>,
     /// A server's listening socket (its service is slot 0 of `services`). Only loop 0 accepts:
     /// it hands connections round-robin to the loops, which spreads them evenly (a listener
     /// polled by every loop lets whichever wakes first take them all).
     listener: Option<Listener>,
-    services: Slab<Arc<Service>>,
-    conns: Slab<ConnState>,
-    ids: HashMap<u64, usize>,
+    pub(super) services: Slab<Arc<Service>>,
+    pub(super) conns: Slab<ConnState>,
+    pub(super) ids: HashMap<u64, usize>,
     buf: Vec<u8>,
     /// Connections that still had input when their turn ended.
     again: Vec<(usize, u64)>,
     /// Idle and linger deadlines; an entry is checked against the connection when it is due.
     timers: BinaryHeap<Reverse<(Instant, usize, u64)>>,
-    now: Instant,
+    pub(super) now: Instant,
     /// Set once stopping began: when queued output stops being flushed.
     drain_until: Option<Instant>,
+    /// Clients waiting to connect again.
+    pub(super) reconnects: Vec<Reconnect>,
 }
 
 impl Service {
@@ -110,6 +117,8 @@ impl Service {
             owner: AtomicUsize::new(owner),
             released: AtomicBool::new(false),
             inet,
+            target: OnceLock::new(),
+            by_user: AtomicBool::new(false),
         }
     }
 
@@ -144,6 +153,7 @@ impl<'g> Streams<'g> {
             timers: BinaryHeap::new(),
             now: Instant::now(),
             drain_until: None,
+            reconnects: Vec::new(),
         }
     }
 
@@ -169,10 +179,13 @@ impl<'g> Streams<'g> {
     }
 
     /// An event for the stream with slab key `key`.
-    pub(crate) fn event(&mut self, key: usize, ev: &Event) {
+    pub(crate) fn event(&mut self, reg: &Registry, key: usize, ev: &Event) {
         // Stopped by a callback (a free inside it, say): nothing more is dispatched.
         if self.group.stopping() && self.drain_until.is_none() {
             return;
+        }
+        if self.conns.get(key).is_some_and(|st| st.phase == Phase::Connecting) {
+            return self.dialed(reg, key);
         }
         let read = match (ev.is_readable(), ev.is_read_closed()) {
             (_, true) => Some(ReadTo::End),
@@ -274,10 +287,18 @@ impl<'g> Streams<'g> {
         }
         entry.insert(ConnState::new(sock, id, svc, budget, self.now));
         self.ids.insert(id, key);
+        self.opened(key);
+    }
+
+    /// A connection is up (accepted, adopted, or connected on the loop): `on_open`.
+    pub(super) fn opened(&mut self, key: usize) {
         self.me.stats.opened.add(1);
-        if opts.idle_timeout.is_some() {
+        let st = &mut self.conns[key];
+        st.since = self.now;
+        if self.services[st.svc].opts.idle_timeout.is_some() {
             self.schedule(key);
         }
+        let svc = self.conns[key].svc;
         let (st, svc) = (&mut self.conns[key], &self.services[svc]);
         if let Err(e) = guard(|| svc.handler.on_open(&mut Conn::new(st, svc))) {
             st.failed = Some(e);
@@ -419,6 +440,12 @@ impl<'g> Streams<'g> {
 
     /// Runs `on_close` once, then drops the socket (or lingers after an orderly close of ours).
     fn close(&mut self, key: usize, reason: Result<()>) {
+        self.end(key, reason, 0)
+    }
+
+    /// `close`, for a client whose connect attempts since it was last up are `attempt`: it
+    /// connects again later if its policy says so.
+    pub(super) fn end(&mut self, key: usize, reason: Result<()>, attempt: u32) {
         let st = &mut self.conns[key];
         let svc = &self.services[st.svc];
         self.ids.remove(&st.id);
@@ -435,18 +462,21 @@ impl<'g> Streams<'g> {
         // reset the connection and destroy it.
         let drained = self.drain_until.is_some() && matches!(reason, Err(Error::Stopped));
         let orderly = reason.is_ok() && !self.group.stopping();
+        let (id, client) = (st.id, svc.target.get().is_some().then(|| svc.clone()));
         if (orderly || drained) && !st.peer_eof {
             st.start_linger(self.now);
-            let id = st.id;
             self.add_timer(self.now + LINGER, key, id);
         } else {
             self.remove(key);
+        }
+        if let Some(svc) = client {
+            self.reconnect_later(id, &svc, attempt);
         }
     }
 
     /// Drops a closed connection's socket. It counts toward `max_conns` until here: a
     /// lingering socket holds a descriptor as an open one does.
-    fn remove(&mut self, key: usize) {
+    pub(super) fn remove(&mut self, key: usize) {
         let st = self.conns.remove(key);
         self.group.active.fetch_sub(1, Ordering::Relaxed);
         self.release_service(st.svc);
@@ -497,11 +527,19 @@ impl<'g> Streams<'g> {
                     self.settle(key);
                 }
                 HandleCmd::Drop { id, done } => {
-                    if let Some(&key) = self.ids.get(&id) {
-                        self.close(key, Err(Error::Stopped));
+                    self.reconnects.retain(|r| r.id != id);
+                    match self.ids.get(&id).map(|&key| (key, self.conns[key].phase)) {
+                        // Not up yet: no `on_open`, so no `on_close` either.
+                        Some((key, Phase::Connecting)) => {
+                            self.ids.remove(&id);
+                            self.remove(key);
+                        }
+                        Some((key, _)) => self.close(key, Err(Error::Stopped)),
+                        None => {}
                     }
                     let _ = done.send(());
                 }
+                HandleCmd::Connect { id, svc } => self.dial(reg, id, svc, 0),
                 HandleCmd::Adopt { id, sock, svc, budget } => {
                     let released = svc.as_ref().is_some_and(|s| s.released.load(Ordering::Acquire));
                     // A server's connections were counted by the acceptor; a client's are here.
@@ -527,10 +565,10 @@ impl<'g> Streams<'g> {
     /// The next idle or linger deadline, or the end of the drain.
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
         let timer = self.timers.peek().map(|Reverse((at, _, _))| *at);
-        match (timer, self.drain_until) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [timer, self.drain_until, self.next_reconnect()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Adds a deadline for connection `key` (`id`). The entries of connections closed since
@@ -552,6 +590,7 @@ impl<'g> Streams<'g> {
     fn due(&self, key: usize) -> Option<Instant> {
         let st = &self.conns[key];
         match st.phase {
+            Phase::Connecting => st.dialing.map(|d| d.until),
             Phase::Lingering => Some(st.since + LINGER),
             Phase::Open | Phase::Closing => {
                 let idle = self.services[st.svc].opts.idle_timeout.map(|idle| st.since + idle);
@@ -566,7 +605,7 @@ impl<'g> Streams<'g> {
 
     /// Makes sure an entry is due no later than the connection's next deadline. Deadlines that
     /// move later (traffic, a timer set again) need none: the earlier entry finds them.
-    fn schedule(&mut self, key: usize) {
+    pub(super) fn schedule(&mut self, key: usize) {
         let Some(due) = self.due(key) else { return };
         let st = &self.conns[key];
         if st.next_check.is_none_or(|c| due < c) {
@@ -577,8 +616,11 @@ impl<'g> Streams<'g> {
 
     /// Runs the connections' timers that are due, closes the connections idle too long, and
     /// ends the lingering ones whose time is up.
-    pub(crate) fn expire(&mut self, now: Instant) {
+    pub(crate) fn expire(&mut self, reg: &Registry, now: Instant) {
         self.now = now;
+        if !self.reconnects.is_empty() && !self.group.stopping() {
+            self.reconnect_due(reg);
+        }
         while let Some(&Reverse((at, key, id))) = self.timers.peek() {
             if at > self.now {
                 return;
@@ -610,6 +652,7 @@ impl<'g> Streams<'g> {
                 None => {}
                 Some(due) if due > self.now => self.schedule(key),
                 Some(_) if self.conns[key].phase == Phase::Lingering => self.remove(key),
+                Some(_) if self.conns[key].phase == Phase::Connecting => self.dial_timed_out(key),
                 Some(_) => {
                     let st = &mut self.conns[key];
                     if st.timer_at.is_some_and(|t| t <= self.now) {
@@ -630,7 +673,7 @@ impl<'g> Streams<'g> {
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
             match self.conns[key].phase {
-                Phase::Lingering | Phase::Closed => self.remove(key),
+                Phase::Connecting | Phase::Lingering | Phase::Closed => self.remove(key),
                 Phase::Open | Phase::Closing => self.close(key, Err(Error::Stopped)),
             }
         }
