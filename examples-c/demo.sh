@@ -11,7 +11,7 @@ set -eu
 
 bindir=${1:-build}
 for prog in tcp_server tcp_client udp_server udp_client echo_server kv_server kv_client \
-    chat_server; do
+    chat_server tcp_proxy; do
     if [ ! -x "$bindir/$prog" ]; then
         printf 'demo: %s not found (build the examples first)\n' "$bindir/$prog" >&2
         exit 1
@@ -50,7 +50,7 @@ section() {
 start_server() {
     server_log=$tmp/$1.log
     : >"$server_log" # exists before we poll it, even if the server is slow to start
-    "$bindir/$1" "$2" >>"$server_log" 2>&1 &
+    "$bindir/$1" "$2" ${3:+"$3"} >>"$server_log" 2>&1 &
     server_pid=$!
     tries=0
     while :; do
@@ -222,6 +222,39 @@ alice.expect("* bob left")
 ' "$server_addr"
     stop_server
     server_said "<alice> hello"
+else
+    echo "(python3 not found, skipping)"
+fi
+
+section "TCP proxy: plain Python socket client -> tcp_proxy -> echo_server"
+if command -v python3 >/dev/null 2>&1; then
+    start_server echo_server 127.0.0.1:0
+    upstream=$server_addr upstream_pid=$server_pid upstream_log=$server_log
+    start_server tcp_proxy 127.0.0.1:0 "$upstream"
+    client "python3 -c '<1 MiB through the proxy and back, reading while writing>' $server_addr" \
+        "1048576 bytes came back through the proxy" python3 -c '
+import os, socket, sys, threading
+host, _, port = sys.argv[1].rpartition(":")
+data = os.urandom(1 << 20)
+s = socket.create_connection((host.strip("[]"), int(port)), timeout=5)
+got = bytearray()
+def read():
+    while len(got) < len(data):
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        got.extend(chunk)
+reader = threading.Thread(target=read)
+reader.start()
+s.sendall(data)
+reader.join(10)
+s.close()
+print("%d bytes came back through the proxy" % len(got) if bytes(got) == data else "mismatch")
+sys.exit(0 if bytes(got) == data else 1)
+' "$server_addr"
+    stop_server
+    server_pid=$upstream_pid server_log=$upstream_log
+    stop_server
 else
     echo "(python3 not found, skipping)"
 fi
