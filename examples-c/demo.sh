@@ -11,7 +11,7 @@ set -eu
 
 bindir=${1:-build}
 for prog in tcp_server tcp_client udp_server udp_client echo_server kv_server kv_client \
-    chat_server tcp_proxy; do
+    chat_server tcp_proxy one_loop; do
     if [ ! -x "$bindir/$prog" ]; then
         printf 'demo: %s not found (build the examples first)\n' "$bindir/$prog" >&2
         exit 1
@@ -255,6 +255,33 @@ sys.exit(0 if bytes(got) == data else 1)
     stop_server
     server_pid=$upstream_pid server_log=$upstream_log
     stop_server
+else
+    echo "(python3 not found, skipping)"
+fi
+
+section "One thread: TCP echo, UDP echo and a heartbeat on one loop (one_loop)"
+if command -v python3 >/dev/null 2>&1; then
+    start_server one_loop 127.0.0.1:0
+    client "python3 -c '<a TCP line and a UDP datagram to the same port>' $server_addr" \
+        "tcp and udp echoed" python3 -c '
+import socket, sys
+host, _, port = sys.argv[1].rpartition(":")
+addr = (host.strip("[]"), int(port))
+with socket.create_connection(addr, timeout=5) as t:
+    t.sendall(b"over tcp\n")
+    got = b""
+    while not got.endswith(b"\n"):
+        got += t.recv(64)
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.settimeout(5)
+u.sendto(b"over udp", addr)
+back, _ = u.recvfrom(64)
+ok = got == b"over tcp\n" and back == b"over udp"
+print("tcp and udp echoed" if ok else "mismatch: %r %r" % (got, back))
+sys.exit(0 if ok else 1)
+' "$server_addr"
+    stop_server
+    server_said "stopped after"
 else
     echo "(python3 not found, skipping)"
 fi

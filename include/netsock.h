@@ -550,8 +550,8 @@ int ns_options_set_backlog(struct ns_options *opts, int backlog);
 int ns_options_set_connect_timeout_ms(struct ns_options *opts, uint32_t ms);
 
 /**
- * Sets how long `ns_server_stop()` lets a TCP server flush queued output (0, the default: not
- * at all). When it stops, the server stops accepting and reading; each connection closes (with
+ * Sets how long `ns_server_stop()` lets a TCP server on loops of its own flush queued output
+ * (0, the default: not at all; a server on a shared loop closes its connections at once). When it stops, the server stops accepting and reading; each connection closes (with
  * `NS_ERR_STOPPED`) as soon as its queue is empty, and those still sending when the time is up
  * close then.
  */
@@ -576,10 +576,11 @@ int ns_options_set_idle_timeout_ms(struct ns_options *opts, uint32_t ms);
 int ns_options_set_keepalive(struct ns_options *opts, uint32_t idle_seconds);
 
 /**
- * Makes clients started with these options run on `lp` (NULL: each client on a loop thread of
- * its own, the default). `lp` may be a server's (`ns_server_loop()`): its clients then close
- * when the server is freed. The options keep an `ns_loop_new()` loop alive until they are
- * freed or set again.
+ * Makes clients and servers started with these options run on `lp` (NULL: each on loop
+ * threads of its own, the default), so that a TCP server, a UDP server, clients, tasks and
+ * timers can share one thread. `lp` may be a server's (`ns_server_loop()`): what runs on it
+ * then ends when that server is freed. The options keep an `ns_loop_new()` loop alive until
+ * they are freed or set again, and a server or client keeps the loop it runs on alive.
  */
 int ns_options_set_loop(struct ns_options *opts, const struct ns_loop *lp);
 
@@ -771,7 +772,8 @@ int ns_server_stats(const struct ns_server *srv, struct ns_stats *out);
 /**
  * Asks the server to stop and returns at once: it stops accepting, and every open connection
  * gets `on_close` with `NS_ERR_STOPPED` (after flushing its output, within the drain timeout
- * if one is set). Any thread, repeatable, and async-signal-safe (call it from a SIGINT
+ * if one is set). On a shared loop (`ns_options_set_loop`), only this server stops: its
+ * connections close at once, and the loop goes on with the rest. Any thread, repeatable, and async-signal-safe (call it from a SIGINT
  * handler). `NS_ERR_INVALID` for NULL, recorded in `ns_last_error()` like every other
  * function's failure (without allocating, so still async-signal-safe).
  */
@@ -779,7 +781,8 @@ int ns_server_stop(struct ns_server *srv);
 
 /**
  * Blocks until the server has stopped (after `ns_server_stop()` from a signal handler or another
- * thread) and its last callback has returned. With `ns_options_set_run_in_wait`, the first
+ * thread) and its last callback has returned. A server on a shared loop (`ns_options_set_loop`)
+ * has stopped once that loop let go of it (the loop runs on). With `ns_options_set_run_in_wait`, the first
  * call serves loop 0 on its own thread meanwhile (its callbacks run there). Any thread but the
  * server's own loop threads: from inside one of its callbacks it returns `NS_ERR_MISUSE`
  * instead of deadlocking. A callback run by this wait may free the server
@@ -854,9 +857,9 @@ int ns_tcp_send(const char *addr, const void *data, size_t len, void *reply, siz
  * scoped to an interface (by name or index), or "unix:/path/to.sock" for a Unix stream socket;
  * port 0 lets the OS choose) and returns once it listens, with the server in `*out` (written
  * only on success). The server runs on loop threads of its own (one unless
- * `ns_options_set_threads()` says otherwise) until stopped; `on_data` (required) and the
- * callbacks of `opts` run there with `user` as their last argument, one at a time per loop
- * thread. `opts` may be NULL (defaults) and is copied: free it whenever you like. Callbacks
+ * `ns_options_set_threads()` says otherwise), or, with `ns_options_set_loop()`, on that loop's
+ * threads beside what else runs there, until stopped; `on_data` (required) and the callbacks
+ * of `opts` run there with `user` as their last argument, one at a time per loop thread. `opts` may be NULL (defaults) and is copied: free it whenever you like. Callbacks
  * may run before this returns: inside them, reach the server with `ns_conn_server()`, not
  * through `*out`. Listening sockets set SO_REUSEADDR; a stale Unix socket file (nobody
  * answering) is replaced, and the file is removed when the server is freed. `NS_ERR_ADDR` for
@@ -917,7 +920,8 @@ int ns_udp_send(const char *addr, const void *data, size_t len);
  * socket) and returns once it is bound, with the server in `*out` (written only on success).
  * `on_datagram` (required) runs on a loop thread of the server for each datagram, with `user`
  * (with several threads, on several at once). Answer with `ns_udp_reply()`. `opts` may be NULL;
- * of its settings, only the thread count and `ns_options_set_run_in_wait()` apply.
+ * of its settings, only the thread count, `ns_options_set_run_in_wait()` and
+ * `ns_options_set_loop()` (serve on that loop's threads) apply.
  */
 int ns_udp_serve(const char *addr, ns_datagram_cb on_datagram, void *user, const struct ns_options *opts, struct ns_server **out);
 

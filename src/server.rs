@@ -1,6 +1,7 @@
 //! A server handle: binds at creation, runs its loop threads once started, and stops, waits,
 //! sends and reports from any thread.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use mio::Poll;
@@ -10,59 +11,109 @@ use crate::addr::{self, Addr};
 use crate::error::{Error, Result};
 use crate::framing;
 use crate::handles::datagram::{Responder, UdpHandler};
-use crate::handles::stream::{Service, TcpHandler};
-use crate::handles::{self, Cmd, Group, HandleCmd, Start};
+use crate::handles::service::{Counters, Ending, Service};
+use crate::handles::stream::TcpHandler;
+use crate::handles::{self, Cmd, DatagramServer, Group, HandleCmd};
 use crate::loop_core::lock;
 use crate::options::Options;
 use crate::socket::{self, Bound};
 use crate::stats::{Counter, Stats};
 use crate::{ClientLoop, Conn};
 
-/// A bound TCP or UDP server. Dropping it stops it and waits for its loops to end.
+/// A bound TCP or UDP server. It runs on loops of its own, or on loops it shares with other
+/// servers and clients ([`Server::tcp_on`], [`Server::udp_on`]). Dropping it stops it and waits
+/// until its loops let go of it.
 pub struct Server {
     group: Arc<Group>,
+    /// The loops it shares (kept running while it lives); `None`: loops of its own.
+    shared: Option<ClientLoop>,
     bound: Arc<Bound>,
     kind: Type,
     opts: Options,
     /// Datagrams sent by replies, from any thread.
     replies: Arc<Counter>,
-    /// The loops' polls, until `start` hands them to the threads.
+    /// Loops of its own: their polls, until `start` hands them to the threads.
     polls: Mutex<Option<Vec<Poll>>>,
+    started: AtomicBool,
     /// A TCP server's service, released when the server is dropped.
     service: OnceLock<Arc<Service>>,
+    /// A UDP server's counters.
+    counters: OnceLock<Arc<Counters>>,
+    /// The server's end on shared loops.
+    ending: OnceLock<Arc<Ending>>,
 }
 
 impl Server {
     /// Binds a TCP (or `unix:` stream) server socket and starts listening. It serves nothing
     /// until [`Server::start_tcp`].
     pub fn tcp(addr: &str, opts: &Options) -> Result<Server> {
-        Server::bind(addr, Type::STREAM, opts)
+        Server::bind(addr, Type::STREAM, opts, None)
     }
 
     /// Binds a UDP (or `unix:` datagram) server socket. It serves nothing until
     /// [`Server::start_udp`].
     pub fn udp(addr: &str, opts: &Options) -> Result<Server> {
-        Server::bind(addr, Type::DGRAM, opts)
+        Server::bind(addr, Type::DGRAM, opts, None)
     }
 
-    fn bind(addr: &str, kind: Type, opts: &Options) -> Result<Server> {
+    /// Like [`Server::tcp`], on the loops of `lp` instead of loops of its own.
+    pub fn tcp_on(addr: &str, opts: &Options, lp: &ClientLoop) -> Result<Server> {
+        Server::bind(addr, Type::STREAM, opts, Some(lp))
+    }
+
+    /// Like [`Server::udp`], on the loops of `lp` instead of loops of its own.
+    pub fn udp_on(addr: &str, opts: &Options, lp: &ClientLoop) -> Result<Server> {
+        Server::bind(addr, Type::DGRAM, opts, Some(lp))
+    }
+
+    fn bind(addr: &str, kind: Type, opts: &Options, lp: Option<&ClientLoop>) -> Result<Server> {
         let bound = socket::bind(&Addr::parse(addr)?, kind, opts.backlog)?;
-        let (group, polls) = Group::new(opts.loop_count())?;
+        let (group, polls) = match lp {
+            Some(lp) => (lp.group().clone(), None),
+            None => {
+                let (group, polls) = Group::new(opts.loop_count())?;
+                (group, Some(polls))
+            }
+        };
         Ok(Server {
             group,
+            shared: lp.cloned(),
             bound: Arc::new(bound),
             kind,
             opts: opts.clone(),
             replies: Arc::default(),
-            polls: Mutex::new(Some(polls)),
+            polls: Mutex::new(polls),
+            started: AtomicBool::new(false),
             service: OnceLock::new(),
+            counters: OnceLock::new(),
+            ending: OnceLock::new(),
         })
     }
 
-    fn take_polls(&self) -> Result<Vec<Poll>> {
-        lock(&self.polls)
-            .take()
-            .ok_or_else(|| Error::Misuse("the server was already started".into()))
+    /// Hands each loop what it serves of this server (`cmd(loop index)`), counting the loops
+    /// that hold it until they let go, then starts the loops if they are its own.
+    fn start(&self, ending: Arc<Ending>, cmd: impl Fn(usize) -> HandleCmd) -> Result<()> {
+        if self.started.swap(true, Ordering::AcqRel) {
+            return Err(Error::Misuse("the server was already started".into()));
+        }
+        let _ = self.ending.set(ending.clone());
+        ending.hold(self.group.loops.len());
+        for (index, l) in self.group.loops.iter().enumerate() {
+            if let Err(e) = l.push(&self.group, None, Cmd::Handle(cmd(index))) {
+                // The loops stopped already; the ones that took the command let go as they end.
+                for _ in index..self.group.loops.len() {
+                    ending.let_go();
+                }
+                return Err(e);
+            }
+        }
+        let Some(polls) = lock(&self.polls).take() else {
+            return Ok(());
+        };
+        let group = self.group.clone();
+        self.group.spawn(polls, self.opts.run_in_wait, move |index, poll| {
+            handles::run(&group, index, poll)
+        })
     }
 
     /// Starts serving TCP connections on the loop threads.
@@ -76,13 +127,14 @@ impl Server {
             return Err(Error::Invalid("not a TCP server".into()));
         }
         let inet = self.bound.local.as_socket().is_some();
-        let svc = Arc::new(Service::new(Arc::new(handler), self.opts.clone(), owner, inet));
+        let loops = self.group.loops.len();
+        let svc = Arc::new(Service::new(Arc::new(handler), self.opts.clone(), owner, inet, loops));
         let _ = self.service.set(svc.clone());
-        let (group, bound) = (self.group.clone(), self.bound.clone());
-        self.group
-            .spawn(self.take_polls()?, self.opts.run_in_wait, move |index, poll| {
-                handles::run(&group, index, poll, Start::Listener(bound.clone(), svc.clone()));
-            })
+        let bound = self.bound.clone();
+        self.start(svc.ending.clone(), |index| HandleCmd::Serve {
+            svc: svc.clone(),
+            bound: (index == 0).then(|| bound.clone()),
+        })
     }
 
     /// Starts serving datagrams on the loop threads.
@@ -91,12 +143,18 @@ impl Server {
             return Err(Error::Invalid("not a UDP server".into()));
         }
         let handler: Arc<dyn UdpHandler> = Arc::new(handler);
-        let (group, bound, replies) = (self.group.clone(), self.bound.clone(), self.replies.clone());
-        self.group
-            .spawn(self.take_polls()?, self.opts.run_in_wait, move |index, poll| {
-                let start = Start::Datagram(bound.clone(), replies.clone(), handler.clone());
-                handles::run(&group, index, poll, start);
-            })
+        let counters = Arc::new(Counters::new(self.group.loops.len()));
+        let _ = self.counters.set(counters.clone());
+        let ending: Arc<Ending> = Arc::default();
+        self.start(ending.clone(), |_| {
+            HandleCmd::ServeDatagrams(Box::new(DatagramServer {
+                bound: self.bound.clone(),
+                sent: self.replies.clone(),
+                handler: handler.clone(),
+                counters: counters.clone(),
+                ending: ending.clone(),
+            }))
+        })
     }
 
     /// The bound address (after port 0, the port the OS chose).
@@ -114,10 +172,18 @@ impl Server {
         addr::format(&self.bound.local)
     }
 
-    /// Asks the server to stop and returns at once. Safe from any thread and from a signal
-    /// handler: it only stores a flag and writes to eventfds.
+    /// Asks the server to stop and returns at once: loops of its own stop; on shared loops,
+    /// its listener and sockets go and its connections close, the rest goes on. Safe from any
+    /// thread and from a signal handler: it only stores flags and writes to eventfds.
     pub fn stop(&self) {
-        self.group.stop();
+        match (&self.shared, self.ending.get()) {
+            (None, _) => self.group.stop(),
+            (Some(_), Some(ending)) => {
+                ending.request();
+                self.group.request_ends();
+            }
+            (Some(_), None) => {}
+        }
     }
 
     /// Blocks until the server's loops have ended (after [`Server::stop`]). With
@@ -129,10 +195,13 @@ impl Server {
     /// What [`Server::wait`] does, without borrowing the server: a callback that runs inside
     /// the wait (`run_in_wait`) may free it.
     pub(crate) fn waiter(&self) -> Result<Waiter> {
-        if lock(&self.polls).is_some() {
+        let Some(ending) = self.ending.get() else {
             return Err(Error::Misuse("the server was never started".into()));
-        }
-        Ok(Waiter(self.group.clone()))
+        };
+        Ok(match self.shared {
+            None => Waiter::Own(self.group.clone()),
+            Some(_) => Waiter::Shared(self.group.clone(), ending.clone()),
+        })
     }
 
     /// Sends `data` (copied) to the TCP connection `id`, from any thread.
@@ -202,18 +271,36 @@ impl Server {
 
     /// The server's counters.
     pub fn stats(&self) -> Stats {
-        let mut stats = self.group.stats();
+        let mut stats = match (self.service.get(), self.counters.get()) {
+            (Some(svc), _) => svc.counters.sum(),
+            (None, Some(counters)) => counters.sum(),
+            (None, None) => Stats::default(),
+        };
         stats.datagrams_out += self.replies.get();
         stats
     }
 }
 
-/// Waits for a server's loops (see [`Server::waiter`]).
-pub(crate) struct Waiter(Arc<Group>);
+/// Waits for a server's end (see [`Server::waiter`]).
+pub(crate) enum Waiter {
+    /// Its own loops, which end with it.
+    Own(Arc<Group>),
+    /// Shared loops, which let go of it.
+    Shared(Arc<Group>, Arc<Ending>),
+}
 
 impl Waiter {
     pub(crate) fn wait(self) -> Result<()> {
-        self.0.wait()
+        match self {
+            Waiter::Own(group) => group.wait(),
+            Waiter::Shared(group, _) if group.on_loop_thread() => Err(Error::Misuse(
+                "waiting for a server inside a callback of its loops would deadlock".into(),
+            )),
+            Waiter::Shared(_, ending) => {
+                ending.wait();
+                Ok(())
+            }
+        }
     }
 }
 
@@ -224,6 +311,15 @@ impl Drop for Server {
         if let Some(svc) = self.service.get() {
             svc.release();
         }
-        self.group.shutdown();
+        match &self.shared {
+            None => self.group.shutdown(),
+            Some(_) => {
+                self.stop();
+                // Inside a callback of its loops the end follows when the callback returns.
+                if let Some(ending) = self.ending.get().filter(|_| !self.group.on_loop_thread()) {
+                    ending.wait();
+                }
+            }
+        }
     }
 }

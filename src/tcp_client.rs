@@ -8,8 +8,9 @@ use crate::addr::Addr;
 use crate::deadline::Deadline;
 use crate::error::Result;
 use crate::framing;
-use crate::handles::stream::{Service, TcpHandler};
-use crate::handles::{self, Cmd, Group, HandleCmd, Start};
+use crate::handles::service::{Service, Slot};
+use crate::handles::stream::TcpHandler;
+use crate::handles::{self, Cmd, Group, HandleCmd};
 use crate::options::Options;
 use crate::socket;
 
@@ -39,12 +40,16 @@ impl ClientLoop {
         let (group, polls) = Group::new(opts.loop_count())?;
         let g = group.clone();
         group.spawn(polls, opts.run_in_wait, move |index, poll| {
-            handles::run(&g, index, poll, Start::Nothing)
+            handles::run(&g, index, poll)
         })?;
         Ok(ClientLoop {
             owner: Some(Arc::new(Owner(group.clone()))),
             group,
         })
+    }
+
+    pub(crate) fn group(&self) -> &Arc<Group> {
+        &self.group
     }
 
     /// A handle on a server's loops, which the server owns.
@@ -111,10 +116,16 @@ impl Client {
         let shared = group.pick_loop();
         let id = shared.new_id();
         let inet = sock.peer_addr().is_ok_and(|a| a.as_socket().is_some());
-        let svc = Arc::new(Service::new(Arc::new(handler), opts.clone(), 0, inet));
+        let svc = Arc::new(Service::new(
+            Arc::new(handler),
+            opts.clone(),
+            0,
+            inet,
+            lp.group.loops.len(),
+        ));
         // Kept for reconnecting, which happens on the loop and never resolves names there.
         let _ = svc.target.set(addr.sock_addrs()?);
-        handles::adopt(group, shared, id, sock, Some(svc.clone()))?;
+        handles::adopt(group, shared, id, sock, Slot::take(&svc, 0).expect("no limit"))?;
         Ok(Client {
             group: lp.group,
             _owner: lp.owner,
@@ -138,7 +149,13 @@ impl Client {
         let group = lp.group.clone();
         let id = group.pick_loop().new_id();
         let inet = !matches!(parsed, Some(Addr::Unix(_)));
-        let svc = Arc::new(Service::new(Arc::new(handler), opts.clone(), 0, inet));
+        let svc = Arc::new(Service::new(
+            Arc::new(handler),
+            opts.clone(),
+            0,
+            inet,
+            lp.group.loops.len(),
+        ));
         let connect = move |group: &Group, svc: Arc<Service>| {
             let cmd = Cmd::Handle(HandleCmd::Connect { id, svc });
             group.loop_of(id).and_then(|l| l.push(group, None, cmd))

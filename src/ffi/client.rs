@@ -255,10 +255,11 @@ pub extern "C" fn ns_loop_stop(lp: *mut ns_loop) -> c_int {
     }
 }
 
-/// Makes clients started with these options run on `lp` (NULL: each client on a loop thread of
-/// its own, the default). `lp` may be a server's (`ns_server_loop()`): its clients then close
-/// when the server is freed. The options keep an `ns_loop_new()` loop alive until they are
-/// freed or set again.
+/// Makes clients and servers started with these options run on `lp` (NULL: each on loop
+/// threads of its own, the default), so that a TCP server, a UDP server, clients, tasks and
+/// timers can share one thread. `lp` may be a server's (`ns_server_loop()`): what runs on it
+/// then ends when that server is freed. The options keep an `ns_loop_new()` loop alive until
+/// they are freed or set again, and a server or client keeps the loop it runs on alive.
 #[unsafe(no_mangle)]
 pub extern "C" fn ns_options_set_loop(opts: *mut ns_options, lp: *const ns_loop) -> c_int {
     ffi_panic_boundary! {

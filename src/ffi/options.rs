@@ -301,8 +301,8 @@ pub extern "C" fn ns_options_set_keepalive(opts: *mut ns_options, idle_seconds: 
     }
 }
 
-/// Sets how long `ns_server_stop()` lets a TCP server flush queued output (0, the default: not
-/// at all). When it stops, the server stops accepting and reading; each connection closes (with
+/// Sets how long `ns_server_stop()` lets a TCP server on loops of its own flush queued output
+/// (0, the default: not at all; a server on a shared loop closes its connections at once). When it stops, the server stops accepting and reading; each connection closes (with
 /// `NS_ERR_STOPPED`) as soon as its queue is empty, and those still sending when the time is up
 /// close then.
 #[unsafe(no_mangle)]

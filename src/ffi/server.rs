@@ -125,9 +125,9 @@ impl UdpHandler for CUdp {
 /// scoped to an interface (by name or index), or "unix:/path/to.sock" for a Unix stream socket;
 /// port 0 lets the OS choose) and returns once it listens, with the server in `*out` (written
 /// only on success). The server runs on loop threads of its own (one unless
-/// `ns_options_set_threads()` says otherwise) until stopped; `on_data` (required) and the
-/// callbacks of `opts` run there with `user` as their last argument, one at a time per loop
-/// thread. `opts` may be NULL (defaults) and is copied: free it whenever you like. Callbacks
+/// `ns_options_set_threads()` says otherwise), or, with `ns_options_set_loop()`, on that loop's
+/// threads beside what else runs there, until stopped; `on_data` (required) and the callbacks
+/// of `opts` run there with `user` as their last argument, one at a time per loop thread. `opts` may be NULL (defaults) and is copied: free it whenever you like. Callbacks
 /// may run before this returns: inside them, reach the server with `ns_conn_server()`, not
 /// through `*out`. Listening sockets set SO_REUSEADDR; a stale Unix socket file (nobody
 /// answering) is replaced, and the file is removed when the server is freed. `NS_ERR_ADDR` for
@@ -147,7 +147,10 @@ pub extern "C" fn ns_tcp_serve(
         let Some(on_data) = on_data else { invalid!("`on_data` is NULL") };
         let out = try_mut!(out);
         let opts = unsafe { opts.as_ref() }.cloned().unwrap_or_default();
-        let srv = Box::into_raw(Box::new(ns_server::new(ns_try!(Server::tcp(addr, &opts.opts)))));
+        let srv = Box::into_raw(Box::new(ns_server::new(ns_try!(match &opts.client_loop {
+            Some(lp) => Server::tcp_on(addr, &opts.opts, lp),
+            None => Server::tcp(addr, &opts.opts),
+        }))));
         // SAFETY: just allocated; connections only hand `srv` back through `ns_conn_server()`.
         let started = unsafe { &*srv }.inner.start_tcp_owned(CTcp::new(on_data, &opts, user), srv.expose_provenance());
         if let Err(e) = started {
@@ -164,7 +167,8 @@ pub extern "C" fn ns_tcp_serve(
 /// socket) and returns once it is bound, with the server in `*out` (written only on success).
 /// `on_datagram` (required) runs on a loop thread of the server for each datagram, with `user`
 /// (with several threads, on several at once). Answer with `ns_udp_reply()`. `opts` may be NULL;
-/// of its settings, only the thread count and `ns_options_set_run_in_wait()` apply.
+/// of its settings, only the thread count, `ns_options_set_run_in_wait()` and
+/// `ns_options_set_loop()` (serve on that loop's threads) apply.
 #[unsafe(no_mangle)]
 pub extern "C" fn ns_udp_serve(
     addr: *const c_char,
@@ -177,8 +181,11 @@ pub extern "C" fn ns_udp_serve(
         let addr = try_addr!(addr);
         let Some(on_datagram) = on_datagram else { invalid!("`on_datagram` is NULL") };
         let out = try_mut!(out);
-        let opts = unsafe { opts.as_ref() }.map(|o| o.opts.clone()).unwrap_or_default();
-        let srv = Box::into_raw(Box::new(ns_server::new(ns_try!(Server::udp(addr, &opts)))));
+        let opts = unsafe { opts.as_ref() }.cloned().unwrap_or_default();
+        let srv = Box::into_raw(Box::new(ns_server::new(ns_try!(match &opts.client_loop {
+            Some(lp) => Server::udp_on(addr, &opts.opts, lp),
+            None => Server::udp(addr, &opts.opts),
+        }))));
         // SAFETY: just allocated; the loop only hands `srv` back to the callback.
         if let Err(e) = unsafe { &*srv }.inner.start_udp(CUdp { on_datagram, srv, user: User(user) }) {
             // SAFETY: the loop never started, so nothing else holds `srv`.
@@ -212,7 +219,8 @@ pub extern "C" fn ns_server_addr(srv: *const ns_server, buf: *mut c_char, cap: u
 
 /// Asks the server to stop and returns at once: it stops accepting, and every open connection
 /// gets `on_close` with `NS_ERR_STOPPED` (after flushing its output, within the drain timeout
-/// if one is set). Any thread, repeatable, and async-signal-safe (call it from a SIGINT
+/// if one is set). On a shared loop (`ns_options_set_loop`), only this server stops: its
+/// connections close at once, and the loop goes on with the rest. Any thread, repeatable, and async-signal-safe (call it from a SIGINT
 /// handler). `NS_ERR_INVALID` for NULL, recorded in `ns_last_error()` like every other
 /// function's failure (without allocating, so still async-signal-safe).
 #[unsafe(no_mangle)]
@@ -230,7 +238,8 @@ pub extern "C" fn ns_server_stop(srv: *mut ns_server) -> c_int {
 }
 
 /// Blocks until the server has stopped (after `ns_server_stop()` from a signal handler or another
-/// thread) and its last callback has returned. With `ns_options_set_run_in_wait`, the first
+/// thread) and its last callback has returned. A server on a shared loop (`ns_options_set_loop`)
+/// has stopped once that loop let go of it (the loop runs on). With `ns_options_set_run_in_wait`, the first
 /// call serves loop 0 on its own thread meanwhile (its callbacks run there). Any thread but the
 /// server's own loop threads: from inside one of its callbacks it returns `NS_ERR_MISUSE`
 /// instead of deadlocking. A callback run by this wait may free the server

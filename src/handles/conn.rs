@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use socket2::{SockAddr, Socket};
 
-use super::stream::Service;
+use super::service::{Service, Slot};
 use crate::error::{Error, Result};
 use crate::framing::{self, Framing};
 use crate::loop_core::SendBudget;
@@ -70,6 +70,8 @@ pub(crate) struct ConnState {
     pub(crate) dialing: Option<Dialing>,
     /// The output accepted for this connection, as other threads' senders see it.
     pub(crate) budget: Arc<SendBudget>,
+    /// Counts the connection as open for its service, until it is dropped.
+    _slot: Slot,
     out: Vec<u8>,
     out_pos: usize,
 }
@@ -87,7 +89,14 @@ pub(crate) struct Dialing {
 const KEEP_QUEUE_CAPACITY: usize = 64 * 1024;
 
 impl ConnState {
-    pub(crate) fn new(sock: Socket, id: u64, svc: usize, budget: Arc<SendBudget>, now: Instant) -> ConnState {
+    pub(crate) fn new(
+        sock: Socket,
+        id: u64,
+        svc: usize,
+        slot: Slot,
+        budget: Arc<SendBudget>,
+        now: Instant,
+    ) -> ConnState {
         ConnState {
             sock,
             id,
@@ -108,6 +117,7 @@ impl ConnState {
             next_check: None,
             dialing: None,
             budget,
+            _slot: slot,
             out: Vec::new(),
             out_pos: 0,
         }

@@ -10,12 +10,13 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use mio::unix::SourceFd;
-use mio::{Interest, Registry, Token};
+use mio::{Interest, Registry};
 use socket2::{Domain, SockAddr, Socket, Type};
 
-use super::FIRST_STREAM;
 use super::conn::{ConnState, Dialing, Phase};
-use super::stream::{Service, Streams};
+use super::service::{Service, Slot};
+use super::stream::Streams;
+use super::stream_token;
 use crate::error::{Error, Result};
 use crate::log::log;
 use crate::socket::connect_error;
@@ -34,9 +35,7 @@ impl Streams<'_> {
         if svc.released.load(Ordering::Acquire) || svc.by_user.load(Ordering::Acquire) {
             return;
         }
-        self.group.active.fetch_add(1, Ordering::Relaxed);
-        let svc = self.services.insert(svc);
-        let until = self.now + self.services[svc].opts.connect_timeout.unwrap_or(Duration::MAX / 4);
+        let until = self.now + svc.opts.connect_timeout.unwrap_or(Duration::MAX / 4);
         self.dial_from(
             reg,
             id,
@@ -52,8 +51,8 @@ impl Streams<'_> {
 
     /// Tries the addresses from `dialing.next` on until one is in progress or connected; all
     /// failed: the client fails with the last reason (or `last`).
-    fn dial_from(&mut self, reg: &Registry, id: u64, svc: usize, mut dialing: Dialing, mut last: Option<Error>) {
-        let addrs = self.services[svc].target.get().cloned().unwrap_or_default();
+    fn dial_from(&mut self, reg: &Registry, id: u64, svc: Arc<Service>, mut dialing: Dialing, mut last: Option<Error>) {
+        let addrs = svc.target.get().cloned().unwrap_or_default();
         while let Some(addr) = addrs.get(dialing.next) {
             dialing.next += 1;
             let text = crate::addr::format(addr);
@@ -62,12 +61,13 @@ impl Streams<'_> {
                     let key = self.conns.vacant_entry().key();
                     let fd = sock.as_raw_fd();
                     let interest = Interest::READABLE | Interest::WRITABLE;
-                    if let Err(e) = reg.register(&mut SourceFd(&fd), Token(key + FIRST_STREAM), interest) {
+                    if let Err(e) = reg.register(&mut SourceFd(&fd), stream_token(key), interest) {
                         last = Some(Error::io("epoll_ctl", e));
                         continue;
                     }
-                    let budget = Arc::default();
-                    let mut st = ConnState::new(sock, id, svc, budget, self.now);
+                    let slot = Slot::take(&svc, 0).expect("no limit");
+                    let svc_key = self.service_key(&svc);
+                    let mut st = ConnState::new(sock, id, svc_key, slot, Arc::default(), self.now);
                     st.phase = Phase::Connecting;
                     st.dialing = Some(dialing);
                     self.conns.insert(st);
@@ -103,10 +103,11 @@ impl Streams<'_> {
             Some(e) => {
                 let text = st.sock.peer_addr().map(|a| crate::addr::format(&a)).unwrap_or_default();
                 let why = connect_error(if text.is_empty() { "the server" } else { &text }, e);
-                let (id, svc, dialing) = (st.id, st.svc, st.dialing.take().expect("a connecting stream dials"));
+                let (id, dialing) = (st.id, st.dialing.take().expect("a connecting stream dials"));
+                let svc = self.services[st.svc].0.clone();
                 let _ = reg.deregister(&mut SourceFd(&st.sock.as_raw_fd()));
                 self.ids.remove(&id);
-                self.conns.remove(key);
+                self.remove(key);
                 self.dial_from(reg, id, svc, dialing, Some(why));
             }
         }
@@ -116,13 +117,10 @@ impl Streams<'_> {
     pub(crate) fn dial_timed_out(&mut self, key: usize) {
         let st = &mut self.conns[key];
         let text = st.sock.peer_addr().map(|a| crate::addr::format(&a)).unwrap_or_default();
-        let limit = self.services[st.svc]
-            .opts
-            .connect_timeout
-            .unwrap_or_default()
-            .as_millis();
+        let svc = self.services[st.svc].0.clone();
+        let limit = svc.opts.connect_timeout.unwrap_or_default().as_millis();
         let why = Error::Timeout(format!("could not connect to the server {text} within {limit} ms").into());
-        let (id, svc, attempt) = (st.id, st.svc, st.dialing.as_ref().map_or(0, |d| d.attempt));
+        let (id, attempt) = (st.id, st.dialing.as_ref().map_or(0, |d| d.attempt));
         self.dial_failed(Some(key), id, svc, attempt, why);
     }
 
@@ -136,22 +134,21 @@ impl Streams<'_> {
     }
 
     /// No address answered: `on_close` with `why` (there was no `on_open`), then maybe again.
-    fn dial_failed(&mut self, key: Option<usize>, id: u64, svc: usize, attempt: u32, why: Error) {
+    fn dial_failed(&mut self, key: Option<usize>, id: u64, svc: Arc<Service>, attempt: u32, why: Error) {
         let key = match key {
             Some(key) => key,
             // No socket of its own: a placeholder carries the connection through `on_close`.
             None => match Socket::new(Domain::UNIX, Type::STREAM, None) {
                 Ok(sock) => {
-                    let key = self
-                        .conns
-                        .insert(ConnState::new(sock, id, svc, Arc::default(), self.now));
+                    let slot = Slot::take(&svc, 0).expect("no limit");
+                    let svc_key = self.service_key(&svc);
+                    let st = ConnState::new(sock, id, svc_key, slot, Arc::default(), self.now);
+                    let key = self.conns.insert(st);
                     self.ids.insert(id, key);
                     key
                 }
                 Err(e) => {
                     log!(Error, "client {id}: {why}; and no socket for its on_close: {e}");
-                    self.group.active.fetch_sub(1, Ordering::Relaxed);
-                    self.services.remove(svc);
                     return;
                 }
             },

@@ -6,18 +6,17 @@
 use std::cell::RefCell;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::Arc;
 
 use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
 use socket2::{SockAddr, Socket};
 
-use super::Group;
+use super::service::Ending;
+use super::{DatagramServer, Group};
 use crate::error::{Error, Result};
 use crate::log::log;
 use crate::mmsg::{BATCH, QUEUE_MAX, RecvBatch, SendBatch};
 use crate::panic::guard;
-use crate::socket::Bound;
 use crate::stats::Counter;
 
 /// Sends replies on a datagram server's socket.
@@ -119,50 +118,48 @@ const BATCHES_PER_TURN: usize = 4;
 pub(crate) struct Datagrams<'g> {
     group: &'g Group,
     index: usize,
-    bound: Arc<Bound>,
-    sent: Arc<Counter>,
-    handler: Arc<dyn UdpHandler>,
+    server: DatagramServer,
     batch: RecvBatch,
+    /// The replies queued by callbacks, lent to the thread while they run.
+    queue: SendBatch,
     /// The socket was not read dry in its last turn.
     again: bool,
-    /// The reply queue of a loop this one runs inside (a wait nested in a callback), put
-    /// back by `finish`.
-    outer: Option<(RawFd, SendBatch)>,
+}
+
+impl Drop for Datagrams<'_> {
+    fn drop(&mut self) {
+        self.server.ending.let_go();
+    }
 }
 
 impl<'g> Datagrams<'g> {
-    pub(crate) fn new(
-        group: &'g Group,
-        index: usize,
-        bound: Arc<Bound>,
-        sent: Arc<Counter>,
-        handler: Arc<dyn UdpHandler>,
-    ) -> Datagrams<'g> {
+    pub(crate) fn new(group: &'g Group, index: usize, server: DatagramServer) -> Datagrams<'g> {
         Datagrams {
             group,
             index,
-            bound,
-            sent,
-            handler,
+            server,
             batch: RecvBatch::new(),
+            queue: SendBatch::default(),
             again: false,
-            outer: None,
         }
     }
 
-    /// Starts reading (events with `token`) and queueing this thread's replies.
+    /// Starts reading, with events for the socket coming with `token`.
     pub(crate) fn start(&mut self, registry: &Registry, token: Token) -> Result<()> {
-        let fd = self.bound.sock.as_raw_fd();
-        self.outer = QUEUED.replace(Some((fd, SendBatch::default())));
+        let fd = self.server.bound.sock.as_raw_fd();
         registry
             .register(&mut SourceFd(&fd), token, Interest::READABLE)
             .map_err(|e| Error::io("epoll_ctl", e))
     }
 
-    /// Sends what is still queued and gives the thread's queue back to an outer loop.
-    pub(crate) fn finish(&mut self) {
-        flush(self.bound.sock.as_raw_fd(), &self.sent);
-        QUEUED.set(self.outer.take());
+    /// Stops reading on this loop, which lets go of the server.
+    pub(crate) fn stop(self, registry: &Registry) {
+        let _ = registry.deregister(&mut SourceFd(&self.server.bound.sock.as_raw_fd()));
+        // Let go of by the drop.
+    }
+
+    pub(crate) fn ending(&self) -> &Ending {
+        &self.server.ending
     }
 
     pub(crate) fn busy(&self) -> bool {
@@ -176,12 +173,23 @@ impl<'g> Datagrams<'g> {
         }
     }
 
+    /// Reads and hands out a few batches, with the thread's reply queue set to this socket's
+    /// meanwhile (and the queue of a loop this one runs inside, if any, put back after).
+    pub(crate) fn readable(&mut self) {
+        let fd = self.server.bound.sock.as_raw_fd();
+        let outer = QUEUED.replace(Some((fd, std::mem::take(&mut self.queue))));
+        self.read_batches(fd);
+        flush(fd, &self.server.sent);
+        if let Some((_, queue)) = QUEUED.replace(outer) {
+            self.queue = queue;
+        }
+    }
+
     /// Reads and hands out a few batches; unless the socket runs dry meanwhile, it gets
     /// another turn after the others.
-    pub(crate) fn readable(&mut self) {
-        let fd = self.bound.sock.as_raw_fd();
-        let stats = &self.group.loops[self.index].stats;
-        let responder = Responder::new(&self.bound.sock, &self.sent);
+    fn read_batches(&mut self, fd: RawFd) {
+        let stats = self.server.counters.of(self.index);
+        let responder = Responder::new(&self.server.bound.sock, &self.server.sent);
         self.again = true;
         for _ in 0..BATCHES_PER_TURN {
             let n = match self.batch.recv(fd) {
@@ -208,12 +216,12 @@ impl<'g> Datagrams<'g> {
                 stats.bytes_in.add(dgram.data.len() as u64);
                 unnamed_if_empty(&mut dgram.from);
                 // A panicking handler loses only this datagram.
-                let handler = &self.handler;
+                let handler = &self.server.handler;
                 if let Err(e) = guard(|| handler.on_datagram(&responder, &dgram.from, dgram.data)) {
                     log!(Error, "datagram handler failed: {e}");
                 }
             }
-            flush(fd, &self.sent);
+            flush(fd, &self.server.sent);
             if n < BATCH {
                 self.again = false;
                 return;

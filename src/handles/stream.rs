@@ -7,25 +7,25 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::io;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use mio::event::Event;
 use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
 use slab::Slab;
-use socket2::{SockAddr, Socket, TcpKeepalive};
+use socket2::{Socket, TcpKeepalive};
 
 use super::conn::{Conn, ConnState, Phase};
 use super::connect::Reconnect;
 use super::listener::Listener;
-use super::{FIRST_STREAM, Group, HandleCmd};
+use super::service::{Service, Slot};
+use super::{Group, HandleCmd, stream_token};
 use crate::error::{Error, Result};
 use crate::framing::{self, Framing};
 use crate::log::log;
 use crate::loop_core::{LoopShared, SendBudget};
-use crate::options::Options;
 use crate::panic::guard;
 use crate::socket::Bound;
 use crate::sys;
@@ -64,25 +64,6 @@ enum ReadTo {
     End,
 }
 
-/// A handler with the options its connections follow.
-pub(crate) struct Service {
-    pub(crate) handler: Arc<dyn TcpHandler>,
-    pub(crate) opts: Options,
-    /// A word naming who owns the connections (the C layer keeps its `ns_server *` here);
-    /// cleared when the owner is freed, so callbacks still to come never see a dangling handle.
-    pub(crate) owner: AtomicUsize,
-    /// Set when the owner let go (a server freed, a client dropped), possibly inside one of
-    /// these callbacks: from then on only `on_close` runs.
-    pub(crate) released: AtomicBool,
-    /// TCP rather than Unix-domain: TCP options apply (known up front, so accepting a
-    /// connection costs no getsockname).
-    pub(crate) inet: bool,
-    /// A client's addresses, to connect (again) on the loop.
-    pub(crate) target: OnceLock<Vec<SockAddr>>,
-    /// The client's owner closed it: it does not reconnect.
-    pub(crate) by_user: AtomicBool,
-}
-
 /// How long a closed connection may linger, discarding the peer's late data.
 const LINGER: Duration = Duration::from_secs(2);
 
@@ -90,11 +71,14 @@ const LINGER: Duration = Duration::from_secs(2);
 pub(crate) struct Streams<'g> {
     pub(super) group: &'g Group,
     pub(super) me: &'g LoopShared<HandleCmd>,
-    /// A server's listening socket (its service is slot 0 of `services`). Only loop 0 accepts:
+    /// Servers' listening sockets, with their service's key. Only loop 0 of a group listens:
     /// it hands connections round-robin to the loops, which spreads them evenly (a listener
     /// polled by every loop lets whichever wakes first take them all).
-    listener: Option<Listener>,
-    pub(super) services: Slab<Arc<Service>>,
+    listeners: Slab<(Listener, usize)>,
+    /// The services of this loop's connections and listeners, with how many use each.
+    pub(super) services: Slab<(Arc<Service>, usize)>,
+    /// The servers whose connections this loop serves (for their drain and their end).
+    servers: Vec<Arc<Service>>,
     pub(super) conns: Slab<ConnState>,
     pub(super) ids: HashMap<u64, usize>,
     buf: Vec<u8>,
@@ -109,43 +93,19 @@ pub(crate) struct Streams<'g> {
     pub(super) reconnects: Vec<Reconnect>,
 }
 
-impl Service {
-    pub(crate) fn new(handler: Arc<dyn TcpHandler>, opts: Options, owner: usize, inet: bool) -> Service {
-        Service {
-            handler,
-            opts,
-            owner: AtomicUsize::new(owner),
-            released: AtomicBool::new(false),
-            inet,
-            target: OnceLock::new(),
-            by_user: AtomicBool::new(false),
-        }
-    }
-
-    /// Releases the connections: no callback but `on_close` runs after this.
-    pub(crate) fn release(&self) {
-        self.owner.store(0, Ordering::Release);
-        self.released.store(true, Ordering::Release);
-    }
-}
-
 /// Whether callbacks other than `on_close` may still run for `svc`'s connections.
 fn live(group: &Group, svc: &Service) -> bool {
     !group.stopping() && !svc.released.load(Ordering::Acquire)
 }
 
 impl<'g> Streams<'g> {
-    pub(crate) fn new(group: &'g Group, index: usize, listener: Option<(Arc<Bound>, Arc<Service>)>) -> Self {
-        let mut services = Slab::new();
-        let listener = listener.map(|(bound, svc)| {
-            services.insert(svc);
-            Listener::new(bound)
-        });
+    pub(crate) fn new(group: &'g Group, index: usize) -> Self {
         Streams {
             group,
             me: &group.loops[index],
-            listener,
-            services,
+            listeners: Slab::new(),
+            services: Slab::new(),
+            servers: Vec::new(),
             conns: Slab::new(),
             ids: HashMap::new(),
             buf: vec![0; READ_BUF],
@@ -157,11 +117,92 @@ impl<'g> Streams<'g> {
         }
     }
 
-    /// Loop 0 of a server accepts, with events for its listener coming with `token`.
-    pub(crate) fn start(&mut self, reg: &Registry, token: Token) -> Result<()> {
-        match &mut self.listener {
-            Some(l) if self.me.index() == 0 => l.register(reg, token),
-            _ => Ok(()),
+    /// Serves `svc`'s connections here; with `bound`, also accepts them (events for the
+    /// listener come with the token `token_of(key)`). On a group already stopping, the server
+    /// is let go at once.
+    pub(crate) fn serve(
+        &mut self,
+        reg: &Registry,
+        svc: Arc<Service>,
+        bound: Option<Arc<Bound>>,
+        token_of: impl Fn(usize) -> Token,
+    ) {
+        if self.group.stopping() {
+            svc.ending.let_go();
+            return;
+        }
+        if let Some(bound) = bound {
+            let key = self.service_key(&svc);
+            let entry = self.listeners.vacant_entry();
+            let mut listener = Listener::new(bound);
+            match listener.register(reg, token_of(entry.key())) {
+                Ok(()) => {
+                    entry.insert((listener, key));
+                }
+                Err(e) => {
+                    log!(Error, "cannot listen: {e}");
+                    self.release_service(key);
+                }
+            }
+        }
+        self.servers.push(svc);
+    }
+
+    /// The key of `svc` among this loop's services, counted as used once more.
+    pub(super) fn service_key(&mut self, svc: &Arc<Service>) -> usize {
+        match self.services.iter_mut().find(|(_, (s, _))| Arc::ptr_eq(s, svc)) {
+            Some((key, (_, refs))) => {
+                *refs += 1;
+                key
+            }
+            None => self.services.insert((svc.clone(), 1)),
+        }
+    }
+
+    /// One use of service `key` less; gone with the last.
+    fn release_service(&mut self, key: usize) {
+        let refs = &mut self.services[key].1;
+        *refs -= 1;
+        if *refs == 0 {
+            self.services.remove(key);
+        }
+    }
+
+    /// This loop's counters of service `key`.
+    fn stats(&self, key: usize) -> &crate::stats::LoopStats {
+        self.services[key].0.counters.of(self.me.index())
+    }
+
+    /// Ends here the servers whose end was asked for: their listeners go, their connections
+    /// close (`Stopped`), and the loop lets go of them.
+    pub(crate) fn end_requested(&mut self, reg: &Registry) {
+        let ending: Vec<Arc<Service>> = self.servers.iter().filter(|s| s.ending.requested()).cloned().collect();
+        for svc in ending {
+            self.servers.retain(|s| !Arc::ptr_eq(s, &svc));
+            let listening: Vec<usize> = self
+                .listeners
+                .iter()
+                .filter(|(_, (_, k))| Arc::ptr_eq(&self.services[*k].0, &svc))
+                .map(|(key, _)| key)
+                .collect();
+            for key in listening {
+                let (listener, svc_key) = self.listeners.remove(key);
+                listener.deregister(reg);
+                self.release_service(svc_key);
+            }
+            let conns: Vec<usize> = self
+                .conns
+                .iter()
+                .filter(|(_, st)| Arc::ptr_eq(&self.services[st.svc].0, &svc))
+                .map(|(key, _)| key)
+                .collect();
+            for key in conns {
+                match self.conns[key].phase {
+                    Phase::Open | Phase::Closing => self.close(key, Err(Error::Stopped)),
+                    _ => self.remove(key),
+                }
+            }
+            svc.ending.let_go();
         }
     }
 
@@ -200,15 +241,10 @@ impl<'g> Streams<'g> {
     /// others close as their queues empty or when the time is up.
     pub(crate) fn stop_step(&mut self, reg: &Registry) -> bool {
         let Some(until) = self.drain_until else {
-            if let Some(l) = &self.listener {
+            for (_, (l, _)) in &self.listeners {
                 l.deregister(reg);
             }
-            let Some(drain) = self
-                .services
-                .get(0)
-                .and_then(|s| s.opts.drain_timeout)
-                .filter(|_| self.listener.is_some())
-            else {
+            let Some(drain) = self.servers.iter().filter_map(|s| s.opts.drain_timeout).max() else {
                 return true;
             };
             self.drain_until = Some(self.now + drain);
@@ -224,82 +260,78 @@ impl<'g> Streams<'g> {
         Instant::now() >= until || self.conns.is_empty()
     }
 
-    /// Takes the listener's pending connections and hands them round-robin to the loops.
-    pub(crate) fn accept(&mut self, reg: &Registry) {
-        if self.drain_until.is_some() || (self.group.stopping() && self.drain_until.is_none()) {
+    /// Takes listener `key`'s pending connections and hands them round-robin to the loops.
+    pub(crate) fn accept(&mut self, reg: &Registry, key: usize) {
+        if self.drain_until.is_some() || self.group.stopping() {
             return;
         }
-        let max = self.services[0].opts.max_conns;
-        while let Some(sock) = self.listener.as_mut().and_then(|l| l.next(&self.me.stats.rejected)) {
+        let Some(&(_, svc_key)) = self.listeners.get(key) else {
+            return;
+        };
+        let svc = self.services[svc_key].0.clone();
+        let stats = svc.counters.of(self.me.index());
+        while let Some(sock) = self.listeners[key].0.next(&stats.rejected) {
             // The slot is taken here, before the connection reaches its loop, so that a burst
             // of connections handed to several loops cannot pass the limit.
-            if !self.reserve_slot(max) {
-                self.me.stats.rejected.add(1);
-                log!(Info, "connection refused: {max} connections are open (the limit)");
+            let Some(slot) = Slot::take(&svc, svc.opts.max_conns) else {
+                stats.rejected.add(1);
+                log!(
+                    Info,
+                    "connection refused: {} connections are open (the limit)",
+                    svc.opts.max_conns
+                );
                 continue;
-            }
+            };
             let target = self.group.pick_loop();
             let id = target.new_id();
             if target.index() == self.me.index() {
                 let budget = Arc::new(SendBudget::default());
                 self.me.add_live(id, budget.clone());
-                self.open(reg, sock, id, 0, budget);
-            } else if let Err(e) = super::adopt(self.group, target, id, sock, None) {
-                self.group.active.fetch_sub(1, Ordering::Relaxed);
+                self.open(reg, sock, id, slot, budget);
+            } else if let Err(e) = super::adopt(self.group, target, id, sock, slot) {
                 log!(Debug, "connection dropped while stopping: {e}");
             }
         }
     }
 
-    /// Counts one more open connection unless `max` (0: no limit) are open already.
-    fn reserve_slot(&self, max: usize) -> bool {
-        let before = self.group.active.fetch_add(1, Ordering::Relaxed);
-        if max > 0 && before >= max {
-            self.group.active.fetch_sub(1, Ordering::Relaxed);
-            return false;
-        }
-        true
-    }
-
-    /// Registers a connection (already listed as live and counted as active) and runs `on_open`.
-    fn open(&mut self, reg: &Registry, sock: Socket, id: u64, svc: usize, budget: Arc<SendBudget>) {
-        let Service { opts, inet, .. } = &*self.services[svc];
+    /// Registers a connection (already listed as live, and holding its slot) and runs
+    /// `on_open`.
+    fn open(&mut self, reg: &Registry, sock: Socket, id: u64, slot: Slot, budget: Arc<SendBudget>) {
+        let Service { opts, inet, .. } = &**slot.service();
         if *inet {
             let _ = sock.set_tcp_nodelay(opts.nodelay);
             if let Some(idle) = opts.keepalive {
                 let _ = sock.set_tcp_keepalive(&TcpKeepalive::new().with_time(idle));
             }
         }
-        let entry = self.conns.vacant_entry();
-        let key = entry.key();
+        let key = self.conns.vacant_entry().key();
         let fd = sock.as_raw_fd();
         let registered = reg.register(
             &mut SourceFd(&fd),
-            Token(key + FIRST_STREAM),
+            stream_token(key),
             Interest::READABLE | Interest::WRITABLE,
         );
         if let Err(e) = registered {
             log!(Warn, "cannot poll a new connection: {e}");
             self.me.remove_live(id);
-            self.group.active.fetch_sub(1, Ordering::Relaxed);
-            self.release_service(svc);
             return;
         }
-        entry.insert(ConnState::new(sock, id, svc, budget, self.now));
+        let svc = self.service_key(slot.service());
+        self.conns.insert(ConnState::new(sock, id, svc, slot, budget, self.now));
         self.ids.insert(id, key);
         self.opened(key);
     }
 
     /// A connection is up (accepted, adopted, or connected on the loop): `on_open`.
     pub(super) fn opened(&mut self, key: usize) {
-        self.me.stats.opened.add(1);
+        self.stats(self.conns[key].svc).opened.add(1);
         let st = &mut self.conns[key];
         st.since = self.now;
-        if self.services[st.svc].opts.idle_timeout.is_some() {
+        if self.services[st.svc].0.opts.idle_timeout.is_some() {
             self.schedule(key);
         }
         let svc = self.conns[key].svc;
-        let (st, svc) = (&mut self.conns[key], &self.services[svc]);
+        let (st, svc) = (&mut self.conns[key], &self.services[svc].0);
         if let Err(e) = guard(|| svc.handler.on_open(&mut Conn::new(st, svc))) {
             st.failed = Some(e);
         }
@@ -334,7 +366,8 @@ impl<'g> Streams<'g> {
     /// Reads a turn's worth from the socket, handing chunks or messages to `on_data`.
     fn read(&mut self, key: usize, to: ReadTo) {
         let st = &mut self.conns[key];
-        let svc = &self.services[st.svc];
+        let svc = &self.services[st.svc].0;
+        let stats = svc.counters.of(self.me.index());
         for _ in 0..READS_PER_TURN {
             let backlogged = st.paused || st.user_paused || st.pending() > svc.opts.low_water();
             if st.phase != Phase::Open || st.failed.is_some() || st.peer_eof || backlogged || !live(self.group, svc) {
@@ -345,15 +378,15 @@ impl<'g> Streams<'g> {
                     st.peer_eof = true;
                     finish_input(self.group, st, svc);
                     if matches!(st.failed, Some(Error::Limit(_))) {
-                        self.me.stats.frames_too_large.add(1);
+                        stats.frames_too_large.add(1);
                     }
                 }
                 Ok(n) => {
-                    self.me.stats.bytes_in.add(n as u64);
+                    stats.bytes_in.add(n as u64);
                     st.since = self.now;
                     deliver(self.group, st, svc, &self.buf[..n]);
                     if matches!(st.failed, Some(Error::Limit(_))) {
-                        self.me.stats.frames_too_large.add(1);
+                        stats.frames_too_large.add(1);
                     }
                     if to == ReadTo::Short && n < self.buf.len() {
                         return;
@@ -391,13 +424,13 @@ impl<'g> Streams<'g> {
     /// closes it if its state says it is time.
     fn settle(&mut self, key: usize) {
         let st = &mut self.conns[key];
-        let svc = &self.services[st.svc];
+        let svc = &self.services[st.svc].0;
         // Already closed (lingering): `on_close` has run and must not run again.
         if !matches!(st.phase, Phase::Open | Phase::Closing) {
             return;
         }
         if st.written > 0 {
-            self.me.stats.bytes_out.add(st.written as u64);
+            svc.counters.of(self.me.index()).bytes_out.add(st.written as u64);
             st.written = 0;
             st.since = self.now;
         }
@@ -447,10 +480,10 @@ impl<'g> Streams<'g> {
     /// connects again later if its policy says so.
     pub(super) fn end(&mut self, key: usize, reason: Result<()>, attempt: u32) {
         let st = &mut self.conns[key];
-        let svc = &self.services[st.svc];
+        let svc = &self.services[st.svc].0;
         self.ids.remove(&st.id);
         self.me.remove_live(st.id);
-        self.me.stats.closed.add(1);
+        svc.counters.of(self.me.index()).closed.add(1);
         st.phase = Phase::Closed;
         if let Err(e) = &reason {
             log!(Debug, "connection {} closed: {e}", st.id);
@@ -478,15 +511,7 @@ impl<'g> Streams<'g> {
     /// lingering socket holds a descriptor as an open one does.
     pub(super) fn remove(&mut self, key: usize) {
         let st = self.conns.remove(key);
-        self.group.active.fetch_sub(1, Ordering::Relaxed);
         self.release_service(st.svc);
-    }
-
-    /// Client connections have a service each; a server's is shared and stays.
-    fn release_service(&mut self, svc: usize) {
-        if svc != 0 || self.listener.is_none() {
-            self.services.remove(svc);
-        }
     }
 
     /// A command from another thread (or a callback) for a connection of this loop.
@@ -499,19 +524,19 @@ impl<'g> Streams<'g> {
                     let st = &mut self.conns[key];
                     st.budget.taken(bytes);
                     // Fails only if the connection is ending: then `on_close` says why.
-                    let _ = Conn::new(st, &self.services[st.svc]).send_accepted(&data, frame);
+                    let _ = Conn::new(st, &self.services[st.svc].0).send_accepted(&data, frame);
                     self.settle(key);
                 }
                 HandleCmd::Close { id } => {
                     let Some(&key) = self.ids.get(&id) else { return };
                     let st = &mut self.conns[key];
-                    Conn::new(st, &self.services[st.svc]).close();
+                    Conn::new(st, &self.services[st.svc].0).close();
                     self.settle(key);
                 }
                 HandleCmd::Task { id, task } => {
                     let key = self.ids.get(&id).copied().filter(|&key| {
                         let st = &self.conns[key];
-                        matches!(st.phase, Phase::Open | Phase::Closing) && live(self.group, &self.services[st.svc])
+                        matches!(st.phase, Phase::Open | Phase::Closing) && live(self.group, &self.services[st.svc].0)
                     });
                     let Some(key) = key else {
                         if let Err(e) = guard(|| task(None)) {
@@ -520,7 +545,7 @@ impl<'g> Streams<'g> {
                         return;
                     };
                     let st = &mut self.conns[key];
-                    let svc = &self.services[st.svc];
+                    let svc = &self.services[st.svc].0;
                     if let Err(e) = guard(|| task(Some(&mut Conn::new(st, svc)))) {
                         st.failed = Some(e);
                     }
@@ -540,24 +565,17 @@ impl<'g> Streams<'g> {
                     let _ = done.send(());
                 }
                 HandleCmd::Connect { id, svc } => self.dial(reg, id, svc, 0),
-                HandleCmd::Adopt { id, sock, svc, budget } => {
-                    let released = svc.as_ref().is_some_and(|s| s.released.load(Ordering::Acquire));
-                    // A server's connections were counted by the acceptor; a client's are here.
-                    let svc = match svc {
-                        Some(svc) => {
-                            self.group.active.fetch_add(1, Ordering::Relaxed);
-                            self.services.insert(svc)
-                        }
-                        None => 0,
-                    };
+                HandleCmd::Adopt { id, sock, slot, budget } => {
+                    let released = slot.service().released.load(Ordering::Acquire);
                     if self.group.stopping() || released {
                         self.me.remove_live(id);
-                        self.group.active.fetch_sub(1, Ordering::Relaxed);
-                        self.release_service(svc);
                     } else {
-                        self.open(reg, sock, id, svc, budget);
+                        self.open(reg, sock, id, slot, budget);
                     }
                 }
+                HandleCmd::Serve { svc, bound } => self.serve(reg, svc, bound, super::listener_token),
+                // Taken by the loop's datagram handles.
+                HandleCmd::ServeDatagrams(_) => {}
             }
         }
     }
@@ -593,7 +611,7 @@ impl<'g> Streams<'g> {
             Phase::Connecting => st.dialing.map(|d| d.until),
             Phase::Lingering => Some(st.since + LINGER),
             Phase::Open | Phase::Closing => {
-                let idle = self.services[st.svc].opts.idle_timeout.map(|idle| st.since + idle);
+                let idle = self.services[st.svc].0.opts.idle_timeout.map(|idle| st.since + idle);
                 match (idle, st.timer_at) {
                     (Some(a), Some(b)) => Some(a.min(b)),
                     (a, b) => a.or(b),
@@ -637,7 +655,7 @@ impl<'g> Streams<'g> {
             let open = matches!(st.phase, Phase::Open | Phase::Closing);
             if open && st.timer_at.is_some_and(|t| t <= self.now) {
                 st.timer_at = None;
-                let svc = &self.services[st.svc];
+                let svc = &self.services[st.svc].0;
                 if live(self.group, svc)
                     && let Err(e) = guard(|| svc.handler.on_timer(&mut Conn::new(st, svc)))
                 {
@@ -660,11 +678,18 @@ impl<'g> Streams<'g> {
                         self.add_timer(self.now + Duration::from_millis(1), key, id);
                         continue;
                     }
-                    self.me.stats.timeouts.add(1);
+                    self.services[st.svc].0.counters.of(self.me.index()).timeouts.add(1);
                     st.failed = Some(Error::Timeout("the connection was idle too long".into()));
                     self.settle(key);
                 }
             }
+        }
+    }
+
+    /// Lets go of every server this loop serves (it ends).
+    pub(crate) fn let_go_all(&mut self) {
+        for svc in self.servers.drain(..) {
+            svc.ending.let_go();
         }
     }
 
@@ -736,10 +761,19 @@ mod tests {
     #[test]
     fn timers_of_closed_connections_do_not_pile_up() {
         let (group, polls) = Group::new(1).unwrap();
-        let mut lp = Streams::new(&group, 0, None);
+        let mut lp = Streams::new(&group, 0);
         drop(polls);
+        struct Nop;
+        impl TcpHandler for Nop {
+            fn on_data(&self, _: &mut Conn<'_>, _: &[u8]) {}
+        }
+        let svc = Arc::new(Service::new(Arc::new(Nop), Default::default(), 0, true, 1));
+        let slot = Slot::take(&svc, 0).unwrap();
+        let svc_key = lp.service_key(&svc);
         let sock = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-        let key = lp.conns.insert(ConnState::new(sock, 7, 0, Arc::default(), lp.now));
+        let key = lp
+            .conns
+            .insert(ConnState::new(sock, 7, svc_key, slot, Arc::default(), lp.now));
         let later = lp.now + Duration::from_secs(600);
         lp.add_timer(later, key, 7);
         // Deadlines of connections long gone (as a connect-and-reset flood leaves them).

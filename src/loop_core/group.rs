@@ -15,7 +15,6 @@ use super::WAKER;
 use super::inbox::{Cmd, Inbox, SendBudget, Task};
 use super::timers::TimerCb;
 use crate::error::{Error, Result};
-use crate::stats::{LoopStats, Stats};
 
 /// How long a loop sharing its CPU with other loops runs before it lets them (`take_turns`):
 /// short enough to bound their wait well below a scheduler slice, long enough that switching
@@ -27,7 +26,6 @@ pub(crate) struct LoopShared<H> {
     index: u64,
     waker: Waker,
     pub(crate) inbox: Mutex<Inbox<H>>,
-    pub(crate) stats: LoopStats,
     next_seq: AtomicU64,
     /// The number (`thread_no`) of the thread running this loop; 0 while none does.
     runner: AtomicU64,
@@ -117,8 +115,6 @@ impl<H> LoopShared<H> {
 pub(crate) struct Group<H> {
     stop: AtomicBool,
     pub(crate) loops: Vec<LoopShared<H>>,
-    /// Connections open across all loops (for the connection limit).
-    pub(crate) active: AtomicUsize,
     next_loop: AtomicUsize,
     /// More loops than CPUs this process may use: loops take turns (see `take_turns`).
     crowded: bool,
@@ -129,6 +125,8 @@ pub(crate) struct Group<H> {
     /// The user timers not yet done, by id, with the flag their loop reads before each run.
     timers: Mutex<HashMap<u64, Arc<AtomicBool>>>,
     next_timer: AtomicU64,
+    /// How many times an end of something on the loops (a server sharing them) was asked.
+    end_requests: AtomicU64,
 }
 
 /// How many loops were started and how many have ended, and loop 0 when `wait` runs it.
@@ -160,7 +158,6 @@ impl<H> Group<H> {
                 index: index as u64,
                 waker,
                 inbox: Mutex::new(Inbox::default()),
-                stats: LoopStats::default(),
                 next_seq: AtomicU64::new(1),
                 runner: AtomicU64::new(0),
             });
@@ -169,7 +166,6 @@ impl<H> Group<H> {
         let group = Group {
             stop: AtomicBool::new(false),
             loops,
-            active: AtomicUsize::new(0),
             next_loop: AtomicUsize::new(0),
             crowded: n > std::thread::available_parallelism().map_or(1, |c| c.get()),
             threads: Mutex::new(Vec::new()),
@@ -181,6 +177,7 @@ impl<H> Group<H> {
             ends_cv: Condvar::new(),
             timers: Mutex::new(HashMap::new()),
             next_timer: AtomicU64::new(1),
+            end_requests: AtomicU64::new(0),
         };
         Ok((Arc::new(group), polls))
     }
@@ -212,6 +209,19 @@ impl<H> Group<H> {
         for l in &self.loops {
             let _ = l.waker.wake();
         }
+    }
+
+    /// Wakes every loop to look for what asked to end (a flag its owner set). Only an atomic
+    /// add and eventfd writes: safe in a signal handler.
+    pub(crate) fn request_ends(&self) {
+        self.end_requests.fetch_add(1, Ordering::AcqRel);
+        for l in &self.loops {
+            let _ = l.waker.wake();
+        }
+    }
+
+    pub(crate) fn ends_requested(&self) -> u64 {
+        self.end_requests.load(Ordering::Acquire)
     }
 
     pub(crate) fn stopping(&self) -> bool {
@@ -248,10 +258,6 @@ impl<H> Group<H> {
     /// The next loop in turn, for a new connection.
     pub(crate) fn pick_loop(&self) -> &LoopShared<H> {
         &self.loops[self.next_loop.fetch_add(1, Ordering::Relaxed) % self.loops.len()]
-    }
-
-    pub(crate) fn stats(&self) -> Stats {
-        Stats::sum(self.loops.iter().map(|l| &l.stats))
     }
 
     /// Runs `task` on loop 0, in the order posted from one thread; `Closed` once stopped.

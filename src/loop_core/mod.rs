@@ -36,6 +36,8 @@ pub(crate) trait Body<H> {
     fn resume(&mut self, core: &mut Core<'_, H>);
     fn event(&mut self, core: &mut Core<'_, H>, ev: &Event);
     fn command(&mut self, core: &mut Core<'_, H>, cmd: H);
+    /// The loop was woken (after its inbox was taken): a stop or an end may have been asked.
+    fn woken(&mut self, core: &mut Core<'_, H>);
     /// The body's deadlines due by `core.now`.
     fn expire(&mut self, core: &mut Core<'_, H>);
     /// One step of stopping; true once the loop may end.
@@ -99,7 +101,10 @@ impl<H> Core<'_, H> {
             body.resume(self);
             for ev in events.iter() {
                 match ev.token() {
-                    WAKER => self.drain_inbox(body),
+                    WAKER => {
+                        self.drain_inbox(body);
+                        body.woken(self);
+                    }
                     _ => body.event(self, ev),
                 }
             }

@@ -559,6 +559,171 @@ static void test_conn_timer(void)
     ns_server_free(srv);
 }
 
+/* ---- 9. servers and clients sharing one loop on one thread ------------------------------- */
+
+struct shared_run {
+    ns_loop *lp;
+    ns_server *tcp, *udp;
+    ns_client *cl;
+    int off_main, tcp_bytes, datagrams, client_bytes, ticks, udp_replies;
+    char tcp_addr[64], udp_addr[64];
+    int udp_fd;
+};
+static struct shared_run sr;
+
+static void sr_check_thread(void)
+{
+    if (!pthread_equal(pthread_self(), main_thread))
+        sr.off_main++;
+}
+
+static void sr_tcp(ns_conn *conn, const uint8_t *data, size_t len, void *user)
+{
+    (void)user;
+    sr_check_thread();
+    sr.tcp_bytes += (int)len;
+    ns_conn_send(conn, data, len);
+}
+
+static void sr_udp(ns_server *srv, const ns_peer *from, const uint8_t *data, size_t len, void *user)
+{
+    (void)user;
+    sr_check_thread();
+    sr.datagrams++;
+    CHECK_EQ_INT(ns_udp_reply(srv, from, data, len), NS_OK);
+}
+
+static void sr_client_data(ns_conn *conn, const uint8_t *data, size_t len, void *user)
+{
+    (void)conn, (void)data, (void)user;
+    sr_check_thread();
+    sr.client_bytes += (int)len;
+}
+
+static void sr_client_open(ns_conn *conn, void *user)
+{
+    (void)user;
+    sr_check_thread();
+    CHECK_EQ_INT(ns_conn_send(conn, "over tcp", 8), NS_OK);
+}
+
+static void sr_tick(uint64_t id, void *user)
+{
+    char buf[16];
+    (void)id, (void)user;
+    sr_check_thread();
+    sr.ticks++;
+    /* a plain UDP socket's answers, read here without blocking */
+    while (recv(sr.udp_fd, buf, sizeof buf, MSG_DONTWAIT) > 0)
+        sr.udp_replies++;
+    if (sr.ticks == 1) {
+        struct sockaddr_in sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sin_family = AF_INET;
+        sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        sa.sin_port = htons((uint16_t)ns_server_port(sr.udp));
+        CHECK_EQ_INT(sendto(sr.udp_fd, "dgram", 5, 0, (struct sockaddr *)&sa, sizeof sa), 5);
+    }
+    if (sr.client_bytes == 8 && sr.udp_replies == 1 && sr.tcp_bytes == 8)
+        CHECK_EQ_INT(ns_loop_stop(sr.lp), NS_OK);
+    else if (sr.ticks > 200)
+        CHECK_EQ_INT(ns_loop_stop(sr.lp), NS_OK); /* give up: the checks below say what failed */
+}
+
+static void sr_connect(void *user)
+{
+    ns_options *o = ns_options_new();
+    (void)user;
+    sr_check_thread();
+    CHECK_EQ_INT(ns_options_set_loop(o, sr.lp), NS_OK);
+    CHECK_EQ_INT(ns_options_set_on_open(o, sr_client_open), NS_OK);
+    /* from a task on the loop: the connect must not block it */
+    CHECK_EQ_INT(ns_tcp_connect_async(sr.tcp_addr, sr_client_data, NULL, o, &sr.cl), NS_OK);
+    ns_options_free(o);
+}
+
+static void test_shared_loop(void)
+{
+    ns_options *o = ns_options_new();
+    uint64_t tick = 0;
+    int64_t t0;
+
+    SECTION("one thread: a TCP server, a UDP server, an async client, a timer and a task on ns_loop_run");
+    memset(&sr, 0, sizeof sr);
+    sr.udp_fd = bound_socket4(SOCK_DGRAM);
+    CHECK_EQ_INT(ns_options_set_run_in_wait(o, 1), NS_OK);
+    CHECK_EQ_INT(ns_loop_new(o, &sr.lp), NS_OK);
+    CHECK_EQ_INT(ns_options_set_loop(o, sr.lp), NS_OK);
+    CHECK_EQ_INT(ns_tcp_serve("127.0.0.1:0", sr_tcp, NULL, o, &sr.tcp), NS_OK);
+    CHECK_EQ_INT(ns_udp_serve("127.0.0.1:0", sr_udp, NULL, o, &sr.udp), NS_OK);
+    ns_options_free(o);
+    if (!sr.tcp || !sr.udp)
+        return;
+    CHECK(ns_server_loop(sr.tcp) != NULL);
+    CHECK_EQ_INT(ns_server_addr(sr.tcp, sr.tcp_addr, sizeof sr.tcp_addr), NS_OK);
+    CHECK_EQ_INT(ns_loop_post(sr.lp, sr_connect, NULL), NS_OK);
+    CHECK_EQ_INT(ns_timer_start(sr.lp, 5, 10, sr_tick, NULL, &tick), NS_OK);
+    t0 = now_ms();
+    CHECK_EQ_INT(ns_loop_run(sr.lp), NS_OK);
+    printf("one thread, %lld ms: TCP %d bytes in, client %d bytes back, %d datagram(s) echoed, %d ticks\n",
+           (long long)(now_ms() - t0), sr.tcp_bytes, sr.client_bytes, sr.datagrams, sr.ticks);
+    CHECK_EQ_INT(sr.off_main, 0);
+    CHECK_EQ_INT(sr.tcp_bytes, 8);
+    CHECK_EQ_INT(sr.client_bytes, 8);
+    CHECK_EQ_INT(sr.datagrams, 1);
+    CHECK_EQ_INT(sr.udp_replies, 1);
+    /* the loop stopped: its servers have stopped too */
+    CHECK_EQ_INT(ns_server_wait(sr.tcp), NS_OK);
+    CHECK_EQ_INT(ns_server_wait(sr.udp), NS_OK);
+    ns_client_free(sr.cl);
+    ns_server_free(sr.udp);
+    ns_server_free(sr.tcp);
+    ns_loop_free(sr.lp);
+    close(sr.udp_fd);
+}
+
+static void test_stop_one_server_of_a_shared_loop(void)
+{
+    ns_options *o = ns_options_new();
+    ns_loop *lp = NULL;
+    ns_server *a = NULL, *b = NULL;
+    char addr_a[64], addr_b[64], reply[16];
+    size_t rlen = 0;
+    int fd;
+    ns_stats st;
+
+    SECTION("a server stopped on a shared loop: its connections close, the other server goes on");
+    CHECK_EQ_INT(ns_options_set_threads(o, 2), NS_OK);
+    CHECK_EQ_INT(ns_loop_new(o, &lp), NS_OK);
+    CHECK_EQ_INT(ns_options_set_loop(o, lp), NS_OK);
+    CHECK_EQ_INT(ns_tcp_serve("127.0.0.1:0", echo_on_data, NULL, o, &a), NS_OK);
+    CHECK_EQ_INT(ns_tcp_serve("127.0.0.1:0", echo_on_data, NULL, o, &b), NS_OK);
+    ns_options_free(o);
+    if (!a || !b)
+        return;
+    CHECK_EQ_INT(ns_server_addr(a, addr_a, sizeof addr_a), NS_OK);
+    CHECK_EQ_INT(ns_server_addr(b, addr_b, sizeof addr_b), NS_OK);
+    CHECK_EQ_INT(ns_tcp_send(addr_a, "a", 1, reply, sizeof reply, &rlen, 3000), NS_OK);
+    CHECK_EQ_INT(ns_tcp_send(addr_b, "b", 1, reply, sizeof reply, &rlen, 3000), NS_OK);
+    fd = tcp_connect4(ns_server_port(a)); /* held open across the stop */
+    CHECK(fd >= 0);
+    sleep_ms(50);
+    CHECK_EQ_INT(ns_server_stop(a), NS_OK);
+    CHECK_EQ_INT(ns_server_wait(a), NS_OK);
+    CHECK_EQ_INT(wait_eof(fd, 3000), 1); /* its connection was closed */
+    st = server_stats(a);
+    CHECK_EQ_INT(st.accepted, 2);
+    CHECK_EQ_INT(st.active, 0);
+    CHECK_EQ_INT(ns_tcp_send(addr_b, "still", 5, reply, sizeof reply, &rlen, 3000), NS_OK);
+    CHECK_EQ_INT(rlen, 5);
+    st = server_stats(b);
+    CHECK_EQ_INT(st.accepted, 2); /* each server counts its own */
+    ns_server_free(a);
+    ns_server_free(b);
+    ns_loop_free(lp);
+    close(fd);
+}
+
 /* ---- 8. argument rules ------------------------------------------------------------------- */
 
 static void nop_task(void *user)
@@ -614,5 +779,7 @@ int main(void)
     test_post_and_close_by_id();
     test_pause_resume();
     test_conn_timer();
+    test_shared_loop();
+    test_stop_one_server_of_a_shared_loop();
     return CHECK_DONE();
 }
