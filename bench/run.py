@@ -20,7 +20,7 @@ Environment:
     BENCH_ROUNDS=n      rounds (default 5)
     BENCH_QUICK=1       smoke run: 1 round, 1 s windows, short warm-up
     BENCH_WINDOW=s      measured window (default 3; quick 1)
-    BENCH_WARMUP=s      warm-up before it (default 0.5; quick 0.3)
+    BENCH_WARMUP=s      warm-up before it (default 0.5; quick 0.3; the timer scenarios: 1, quick 0.5)
     BENCH_IDLE_CONNS=n  connections of the idle scenario (default 5000)
     BENCH_TIMERS=n      repeating timers of the timers scenario (default 100000)
     BENCH_TIMER_CONNS=n connections of the conn-timers scenario (default 10000)
