@@ -11,7 +11,8 @@
 BENCH_OUT    := $(BUILD)/bench
 BENCH_PYTHON ?= python3
 BENCH_CFLAGS := -O2 -g -std=gnu11 -Wall -Wextra -Werror -Iinclude
-BENCH_BINS   := $(BENCH_OUT)/loadgen $(BENCH_OUT)/epoll_echo $(BENCH_OUT)/uv_echo $(BENCH_OUT)/ns_echo
+BENCH_BINS   := $(BENCH_OUT)/loadgen $(BENCH_OUT)/epoll_echo $(BENCH_OUT)/uv_echo $(BENCH_OUT)/ns_echo \
+                $(BENCH_OUT)/uv_timers $(BENCH_OUT)/ns_timers
 
 .PHONY: bench bench-build bench-deps bench-syscalls bench-instructions
 
@@ -45,7 +46,15 @@ $(BENCH_OUT)/uv_echo: bench/uv_echo.c | bench-deps
 	@mkdir -p $(BENCH_OUT)
 	$(CC) $(BENCH_CFLAGS) $$(pkg-config --cflags libuv) $< -o $@ $$(pkg-config --libs libuv)
 
-# `lib` is phony, so this relinks every time: cheap, and always against the current library.
+$(BENCH_OUT)/uv_timers: bench/uv_timers.c bench/timers_common.h | bench-deps
+	@mkdir -p $(BENCH_OUT)
+	$(CC) $(BENCH_CFLAGS) $$(pkg-config --cflags libuv) $< -o $@ $$(pkg-config --libs libuv)
+
+# `lib` is phony, so these relink every time: cheap, and always against the current library.
 $(BENCH_OUT)/ns_echo: bench/ns_echo.c lib
+	@mkdir -p $(BENCH_OUT)
+	$(CC) $(BENCH_CFLAGS) $< -o $@ -L$(BUILD) -Wl,-rpath,'$$ORIGIN/..' -lnetsock -lpthread
+
+$(BENCH_OUT)/ns_timers: bench/ns_timers.c bench/timers_common.h lib
 	@mkdir -p $(BENCH_OUT)
 	$(CC) $(BENCH_CFLAGS) $< -o $@ -L$(BUILD) -Wl,-rpath,'$$ORIGIN/..' -lnetsock -lpthread

@@ -742,6 +742,18 @@ static int run_idle(const struct cfg *c)
 
 /* ---- main ---- */
 
+/* Many connections need more descriptors than the usual soft limit of 1024: raises it as far as
+ * the hard limit allows (the runner raises both where it may). */
+static void raise_nofile(int conns)
+{
+    struct rlimit rl;
+    rlim_t need = (rlim_t)conns + 64;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= need)
+        return;
+    rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= need ? need : rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+}
+
 static void usage(void)
 {
     fprintf(stderr,
@@ -813,6 +825,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "loadgen: refusing host '%s': only 127.0.0.1 and ::1 are allowed\n", c.host);
         return 2;
     }
+
+    raise_nofile(c.conns);
 
     /* Whatever happens, the run ends: a hang is killed by the alarm. */
     signal(SIGPIPE, SIG_IGN);

@@ -20,14 +20,17 @@ Environment:
     BENCH_ROUNDS=n      rounds (default 5)
     BENCH_QUICK=1       smoke run: 1 round, 1 s windows, short warm-up
     BENCH_WINDOW=s      measured window (default 3; quick 1)
-    BENCH_WARMUP=s      warm-up before it (default 0.5; quick 0.3)
+    BENCH_WARMUP=s      warm-up before it (default 0.5; quick 0.3; the timer scenarios: 1, quick 0.5)
     BENCH_IDLE_CONNS=n  connections of the idle scenario (default 5000)
+    BENCH_TIMERS=n      repeating timers of the timers scenario (default 100000)
+    BENCH_TIMER_CONNS=n connections of the conn-timers scenario (default 10000)
     BENCH_QUIET_WAIT=s  before each run, wait up to s seconds for the machine to be quiet
                         (default 5; quick 1; 0 disables)
     BENCH_KEPT_ROUNDS=n rounds of the scenarios whose servers are kept up (tcp-pp-64,
                         tcp-pp-64-loops, udp-pp-64) (default 40; quick 3)
     BENCH_ONLY=a,b      only these scenarios (tcp-pp-64, tcp-pp-64-loops, tcp-pp-4k, tcp-stream,
-                        udp-pp-64, idle)
+                        udp-pp-64, idle, timers, conn-timers); `timers` also names both timer
+                        scenarios (timers and conn-timers)
     BENCH_SERVERS=a,b   only these servers (netsock, netsock-thr, netsock-2t, libuv, epoll,
                         epoll-2t)
     BENCH_WAIT_BUDGET=s at most s seconds in all spent on such waits and on repeating runs
@@ -56,6 +59,12 @@ ROUNDS = int(os.environ.get("BENCH_ROUNDS", "1" if QUICK else "5"))
 WINDOW = float(os.environ.get("BENCH_WINDOW", "1" if QUICK else "3"))
 WARMUP = float(os.environ.get("BENCH_WARMUP", "0.3" if QUICK else "0.5"))
 IDLE_CONNS = int(os.environ.get("BENCH_IDLE_CONNS", "5000"))
+TIMERS = int(os.environ.get("BENCH_TIMERS", "100000"))
+TIMER_PERIOD_MS = 100
+TIMER_CONNS = int(os.environ.get("BENCH_TIMER_CONNS", "10000"))
+# The timer scenarios warm up longer: every timer armed and firing, every connection open and
+# its timer set, before the window.
+TIMER_WARMUP = float(os.environ.get("BENCH_WARMUP", "0.5" if QUICK else "1"))
 KEPT_ROUNDS = int(os.environ.get("BENCH_KEPT_ROUNDS", "3" if QUICK else "40"))
 KEPT_WINDOW, KEPT_WARMUP = 0.5, 0.2
 QUIET_WAIT = float(os.environ.get("BENCH_QUIET_WAIT", "1" if QUICK else "5"))
@@ -65,7 +74,8 @@ RETRIES = 2
 SERVER_CPU, LOADGEN_CPU = "1", "0"
 ADDR = "127.0.0.1:0"
 
-BIN = {name: os.path.join(OUT, name) for name in ("loadgen", "ns_echo", "uv_echo", "epoll_echo")}
+BIN = {name: os.path.join(OUT, name) for name in ("loadgen", "ns_echo", "uv_echo", "epoll_echo", "ns_timers",
+                                                   "uv_timers")}
 
 # Servers: how to start each for a protocol.
 SERVERS = {
@@ -92,6 +102,18 @@ SCENARIOS = [
          proto="udp", mode="udp-pingpong", conns=8, size=64, servers=["netsock", "libuv", "epoll"], kept_up=True),
     dict(name="idle", title=f"{IDLE_CONNS} idle connections, then one echo each", proto="tcp", mode="idle",
          conns=IDLE_CONNS, size=16, servers=["netsock", "libuv", "epoll"]),
+    # Issue 13's timers: a program of each library runs its own timers on its loop, pinned to
+    # the server's core, and measures itself (no load generator).
+    dict(name="timers", group="timers", title=f"{TIMERS:,} repeating timers ({TIMER_PERIOD_MS} ms), one loop "
+         f"thread, first expiries spread over the first period ({TIMER_WARMUP:g} s warm-up)", mode="timers",
+         servers=["netsock", "libuv"], warmup=TIMER_WARMUP,
+         cmd={"netsock": lambda w, d: [BIN["ns_timers"], "timers", str(TIMERS), str(TIMER_PERIOD_MS), str(w), str(d)],
+              "libuv": lambda w, d: [BIN["uv_timers"], "timers", str(TIMERS), str(TIMER_PERIOD_MS), str(w), str(d)]}),
+    dict(name="conn-timers", group="timers", title=f"TCP ping-pong, {TIMER_CONNS:,} conns x 64 B, every message "
+         f"re-arming its connection's timer (5 s) ({TIMER_WARMUP:g} s warm-up)", proto="tcp", mode="tcp-pingpong",
+         conns=TIMER_CONNS, size=64, servers=["netsock", "libuv"], warmup=TIMER_WARMUP,
+         cmd={"netsock": lambda proto: [BIN["ns_timers"], "conn", ADDR, "timer"],
+              "libuv": lambda proto: [BIN["uv_timers"], "conn", ADDR, "timer"]}),
 ]
 
 SERVERS_ONLY = [x for x in os.environ.get("BENCH_SERVERS", "").split(",") if x]
@@ -104,10 +126,10 @@ if SERVERS_ONLY:
 
 ONLY = [x for x in os.environ.get("BENCH_ONLY", "").split(",") if x]
 if ONLY:
-    unknown = set(ONLY) - {sc["name"] for sc in SCENARIOS}
+    unknown = set(ONLY) - {sc["name"] for sc in SCENARIOS} - {sc.get("group") for sc in SCENARIOS}
     if unknown:
         sys.exit(f"bench: unknown scenario(s) in BENCH_ONLY: {', '.join(sorted(unknown))}")
-    SCENARIOS = [sc for sc in SCENARIOS if sc["name"] in ONLY]
+    SCENARIOS = [sc for sc in SCENARIOS if sc["name"] in ONLY or sc.get("group") in ONLY]
 
 
 def log(msg):
@@ -175,8 +197,8 @@ def wait_quiet(limit):
             return waited, cores
 
 
-def start_server(server, proto):
-    cmd = ["taskset", "-c", SERVER_CPU] + SERVERS[server](proto)
+def start_server(server, proto, sc=None):
+    cmd = ["taskset", "-c", SERVER_CPU] + (sc.get("cmd") or SERVERS)[server](proto)
     errlog = open(os.path.join(OUT, "server.log"), "a")
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errlog, text=True)
     errlog.close()
@@ -247,14 +269,32 @@ def run_measured(sc, server, raw, rnd, running=None):
         raw.write(f"round={rnd} scenario={sc['name']} server={server} DISCARDED(disturbed) {line}\n")
 
 
+def run_self_measured(sc, server):
+    """One run of a program that loads and measures itself (the timers scenario), pinned to
+    the server's core."""
+    warmup = sc.get("warmup", WARMUP)
+    cmd = ["taskset", "-c", SERVER_CPU] + sc["cmd"][server](warmup, WINDOW)
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=warmup + WINDOW + 60)
+    line, res = parse_result(r.stdout)
+    if res is None or r.returncode != 0:
+        raise RuntimeError(f"{sc['name']}/{server} gave no result: rc={r.returncode} {r.stderr.strip()}")
+    if r.stderr.strip():
+        log(f"  {server} said: {r.stderr.strip()}")
+    return line, res
+
+
 def run_one(sc, server, running=None):
     if QUIET_WAIT > 0 and running is None:
         waited, cores = wait_quiet(min(QUIET_WAIT, max(0.3, BUDGET.left)))
         BUDGET.spend(max(0.0, waited - 0.3))
     else:
         waited, cores = 0.0, -1.0
-    p, port = running or start_server(server, sc["proto"])
-    window, warmup = (KEPT_WINDOW, KEPT_WARMUP) if running else (WINDOW, WARMUP)
+    if sc["mode"] == "timers":
+        line, res = run_self_measured(sc, server)
+        res["quiet_wait_s"], res["pre_busy_cores"], res["server_alive"] = waited, cores, True
+        return line, res
+    p, port = running or start_server(server, sc["proto"], sc)
+    window, warmup = (KEPT_WINDOW, KEPT_WARMUP) if running else (WINDOW, sc.get("warmup", WARMUP))
     try:
         cmd = ["taskset", "-c", LOADGEN_CPU, BIN["loadgen"], sc["mode"], "--host", "127.0.0.1",
                "--port", str(port), "--conns", str(sc["conns"]), "--size", str(sc["size"]), "--pid", str(p.pid)]
@@ -333,6 +373,9 @@ METRICS = {
                    ("user_ms_per_gb", "of it user ms/GB", 0, False)],
     "idle": [("held_b_per_conn", "B/conn held", 0, False), ("after_b_per_conn", "B/conn after echo", 0, False),
              ("connect_s", "connect all s", 2, False), ("echoed", "echoed", 0, True)],
+    "timers": [("fires_per_s", "fires/s", 0, True), ("cpu_ns_per_fire", "CPU ns/fire", 1, False),
+               ("user_ns_per_fire", "of it user ns/fire", 1, False), ("b_per_timer", "B/armed timer", 1, False),
+               ("sleeps_per_s", "loop sleeps/s", 0, False)],
 }
 
 # The issue's targets: (scenario, metric, server, against, limit)
@@ -350,6 +393,9 @@ TARGETS = [
     ("udp-pp-64", "cpu_us_per_req", "netsock", "epoll", 1.00),
     ("udp-pp-64", "p99_us", "netsock", "libuv", 1.00),
     ("idle", "after_b_per_conn", "netsock", None, 256),
+    ("timers", "cpu_ns_per_fire", "netsock", "libuv", 1.00),
+    ("timers", "b_per_timer", "netsock", "libuv", None),  # shown beside libuv, no target set
+    ("conn-timers", "cpu_us_per_req", "netsock", "libuv", 1.00),
 ]
 
 
@@ -433,7 +479,7 @@ def build_table(results, info, started, elapsed):
             # The verdict pairs the runs of each round (seconds apart, so slow drifts of the
             # machine cancel) and takes the median of those ratios.
             r = med(paired) if any(x is not None for x in paired) else ratio(v, medians.get((scn, ref), {}).get(key))
-            ok = r is not None and r <= limit + 1e-9
+            ok = r is not None and limit is not None and r <= limit + 1e-9
             if kept_up:
                 # Many rounds: their spread, not each of them.
                 xs = [x for x in paired if x is not None]
@@ -446,8 +492,8 @@ def build_table(results, info, started, elapsed):
             else:
                 shown = fmt_ratio(r)
                 each = " ".join(fmt_ratio(x) for x in paired)
-            lines.append(f"| {scn} | {key} | {name(srv)} | {name(ref)} | {shown} | <= {limit:.2f}x | "
-                         f"{'yes' if ok else 'NO'} | {each} |")
+            target, met = (f"<= {limit:.2f}x", "yes" if ok else "NO") if limit is not None else ("-", "-")
+            lines.append(f"| {scn} | {key} | {name(srv)} | {name(ref)} | {shown} | {target} | {met} | {each} |")
     lines.append("")
     lines.append("`ratio` is the median of the `per round` ratios, each pairing the runs of one round (they ran "
                  "within seconds of each other; the tables above give the ratio of the medians). Noise between runs on this machine is about +-10-15%: a ratio "
@@ -496,7 +542,7 @@ def run_kept_up(sc, raw, results):
     running = {}
     try:
         for srv in sc["servers"]:
-            running[srv] = start_server(srv, sc["proto"])
+            running[srv] = start_server(srv, sc["proto"], sc)
         if QUIET_WAIT > 0:
             waited, _ = wait_quiet(min(QUIET_WAIT, max(0.3, BUDGET.left)))
             BUDGET.spend(max(0.0, waited - 0.3))
@@ -517,7 +563,7 @@ def main():
     for name, path in BIN.items():
         if not os.access(path, os.X_OK):
             sys.exit(f"bench: {path} is missing: build it with `make bench-build`")
-    raise_nofile(2 * IDLE_CONNS + 1024)
+    raise_nofile(max(2 * IDLE_CONNS, TIMER_CONNS) + 1024)
     info = machine()
     started = datetime.datetime.now(datetime.timezone.utc)
     t0 = time.monotonic()
