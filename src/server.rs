@@ -118,17 +118,12 @@ impl Server {
 
     /// Starts serving TCP connections on the loop threads.
     pub fn start_tcp<H: TcpHandler>(&self, handler: H) -> Result<()> {
-        self.start_tcp_owned(handler, 0)
-    }
-
-    /// Like [`Server::start_tcp`], with a word its connections report as their owner.
-    pub(crate) fn start_tcp_owned<H: TcpHandler>(&self, handler: H, owner: usize) -> Result<()> {
         if self.kind != Type::STREAM {
             return Err(Error::Invalid("not a TCP server".into()));
         }
         let inet = self.bound.local.as_socket().is_some();
         let loops = self.group.loops.len();
-        let svc = Arc::new(Service::new(Arc::new(handler), self.opts.clone(), owner, inet, loops));
+        let svc = Arc::new(Service::new(Arc::new(handler), self.opts.clone(), inet, loops));
         let _ = self.service.set(svc.clone());
         let bound = self.bound.clone();
         self.start(svc.ending.clone(), |index| HandleCmd::Serve {
@@ -249,6 +244,11 @@ impl Server {
             task: Box::new(task),
         });
         self.group.loop_of(id)?.push(&self.group, Some(id), cmd)
+    }
+
+    /// A TCP server's handler, once started.
+    pub fn handler(&self) -> Option<&dyn TcpHandler> {
+        self.service.get().map(|svc| &*svc.handler)
     }
 
     /// The server's loops as a handle, for posted work and timers (they run on its first

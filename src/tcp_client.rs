@@ -119,7 +119,6 @@ impl Client {
         let svc = Arc::new(Service::new(
             Arc::new(handler),
             opts.clone(),
-            0,
             inet,
             lp.group.loops.len(),
         ));
@@ -152,7 +151,6 @@ impl Client {
         let svc = Arc::new(Service::new(
             Arc::new(handler),
             opts.clone(),
-            0,
             inet,
             lp.group.loops.len(),
         ));

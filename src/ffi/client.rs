@@ -152,6 +152,7 @@ pub struct ns_client {
 pub extern "C" fn ns_loop_new(opts: *const ns_options, out: *mut *mut ns_loop) -> c_int {
     ffi_panic_boundary! {
         let out = try_mut!(out);
+        // SAFETY: NULL or live options, per the header's rules.
         let opts = unsafe { opts.as_ref() }.map(|o| o.opts.clone()).unwrap_or_default();
         *out = Box::into_raw(Box::new(ns_loop { inner: ns_try!(ClientLoop::new(&opts)) }));
         code(Ok(()))
@@ -290,6 +291,7 @@ pub extern "C" fn ns_tcp_connect(
         let addr = try_addr!(addr);
         let Some(on_data) = on_data else { invalid!("`on_data` is NULL") };
         let out = try_mut!(out);
+        // SAFETY: NULL or live options, per the header's rules.
         let opts = unsafe { opts.as_ref() }.cloned().unwrap_or_default();
         let handler = CTcp::new(on_data, &opts, user);
         let client = ns_try!(Client::connect(addr, handler, &opts.opts, opts.client_loop.as_ref()));
@@ -317,6 +319,7 @@ pub extern "C" fn ns_tcp_connect_async(
         let addr = try_addr!(addr);
         let Some(on_data) = on_data else { invalid!("`on_data` is NULL") };
         let out = try_mut!(out);
+        // SAFETY: NULL or live options, per the header's rules.
         let opts = unsafe { opts.as_ref() }.cloned().unwrap_or_default();
         let handler = CTcp::new(on_data, &opts, user);
         let client = ns_try!(Client::connect_async(addr, handler, &opts.opts, opts.client_loop.as_ref()));

@@ -5,8 +5,10 @@ use std::os::raw::c_char;
 
 use super::boundary::write_text;
 use super::result::code;
-use super::server::ns_server;
+use super::server::{CTcp, User, ns_server};
 use crate::Conn;
+use std::any::Any;
+use std::sync::atomic::Ordering;
 
 /// One TCP or Unix stream connection. Borrowed: valid only during the callback it was passed
 /// to, and only on that (the loop) thread. To reach a connection later or from another thread,
@@ -139,7 +141,8 @@ pub extern "C" fn ns_conn_pending(conn: *const ns_conn) -> usize {
 #[unsafe(no_mangle)]
 pub extern "C" fn ns_conn_set_user(conn: *mut ns_conn, user: *mut c_void) -> c_int {
     ffi_panic_boundary! {
-        try_conn!(conn).set_user(user.expose_provenance());
+        let conn = try_conn!(conn);
+        conn.set_user((!user.is_null()).then(|| Box::new(User(user)) as Box<dyn Any + Send>));
         code(Ok(()))
     }
 }
@@ -149,7 +152,7 @@ pub extern "C" fn ns_conn_set_user(conn: *mut ns_conn, user: *mut c_void) -> c_i
 #[unsafe(no_mangle)]
 pub extern "C" fn ns_conn_user(conn: *const ns_conn) -> *mut c_void {
     ffi_panic_boundary! {
-        std::ptr::with_exposed_provenance_mut(try_conn!(conn).user())
+        try_conn!(conn).user::<User>().map_or(std::ptr::null_mut(), |u| u.0)
     }
 }
 
@@ -160,6 +163,7 @@ pub extern "C" fn ns_conn_user(conn: *const ns_conn) -> *mut c_void {
 #[unsafe(no_mangle)]
 pub extern "C" fn ns_conn_server(conn: *const ns_conn) -> *mut ns_server {
     ffi_panic_boundary! {
-        std::ptr::with_exposed_provenance_mut(try_conn!(conn).owner())
+        let handler: &dyn Any = try_conn!(conn).handler();
+        handler.downcast_ref::<CTcp>().map_or(std::ptr::null_mut(), |h| h.srv.load(Ordering::Acquire))
     }
 }

@@ -1,7 +1,9 @@
 //! `ns_server`: TCP and UDP servers, and the adapters that call C callbacks from the loop.
 
+use std::any::Any;
 use std::ffi::{c_int, c_void};
 use std::os::raw::c_char;
+use std::sync::atomic::{AtomicPtr, Ordering};
 
 use socket2::SockAddr;
 
@@ -21,6 +23,16 @@ pub struct ns_server {
     inner: Server,
     /// What `ns_server_loop()` lends.
     lp: ns_loop,
+}
+
+impl Drop for ns_server {
+    /// Connections still closing (a free inside a callback) must not see the freed handle.
+    fn drop(&mut self) {
+        let handler: Option<&dyn Any> = self.inner.handler().map(|h| h as &dyn Any);
+        if let Some(h) = handler.and_then(|h| h.downcast_ref::<CTcp>()) {
+            h.srv.store(std::ptr::null_mut(), Ordering::Release);
+        }
+    }
 }
 
 impl ns_server {
@@ -46,6 +58,9 @@ unsafe impl Sync for User {}
 
 /// C callbacks as a connection handler, for servers and clients alike.
 pub(crate) struct CTcp {
+    /// The server whose connections these are (NULL for a client's), cleared when it is freed
+    /// so that no callback still to come hands out a dangling handle.
+    pub(crate) srv: AtomicPtr<ns_server>,
     pub(crate) on_open: ns_open_cb,
     pub(crate) on_data: extern "C" fn(*mut ns_conn, *const u8, usize, *mut c_void),
     pub(crate) on_drain: ns_drain_cb,
@@ -61,6 +76,7 @@ impl CTcp {
         user: *mut c_void,
     ) -> CTcp {
         CTcp {
+            srv: AtomicPtr::new(std::ptr::null_mut()),
             on_open: opts.on_open,
             on_data,
             on_drain: opts.on_drain,
@@ -146,13 +162,17 @@ pub extern "C" fn ns_tcp_serve(
         let addr = try_addr!(addr);
         let Some(on_data) = on_data else { invalid!("`on_data` is NULL") };
         let out = try_mut!(out);
+        // SAFETY: NULL or live options, per the header's rules.
         let opts = unsafe { opts.as_ref() }.cloned().unwrap_or_default();
         let srv = Box::into_raw(Box::new(ns_server::new(ns_try!(match &opts.client_loop {
             Some(lp) => Server::tcp_on(addr, &opts.opts, lp),
             None => Server::tcp(addr, &opts.opts),
         }))));
-        // SAFETY: just allocated; connections only hand `srv` back through `ns_conn_server()`.
-        let started = unsafe { &*srv }.inner.start_tcp_owned(CTcp::new(on_data, &opts, user), srv.expose_provenance());
+        // Connections hand `srv` back only through `ns_conn_server()`.
+        let handler = CTcp::new(on_data, &opts, user);
+        handler.srv.store(srv, Ordering::Release);
+        // SAFETY: just allocated, and freed by nobody else before this returns.
+        let started = unsafe { &*srv }.inner.start_tcp(handler);
         if let Err(e) = started {
             // SAFETY: the loops never started, so nothing else holds `srv`.
             drop(unsafe { Box::from_raw(srv) });
@@ -181,6 +201,7 @@ pub extern "C" fn ns_udp_serve(
         let addr = try_addr!(addr);
         let Some(on_datagram) = on_datagram else { invalid!("`on_datagram` is NULL") };
         let out = try_mut!(out);
+        // SAFETY: NULL or live options, per the header's rules.
         let opts = unsafe { opts.as_ref() }.cloned().unwrap_or_default();
         let srv = Box::into_raw(Box::new(ns_server::new(ns_try!(match &opts.client_loop {
             Some(lp) => Server::udp_on(addr, &opts.opts, lp),

@@ -3,6 +3,7 @@
 //! loop lends its own read buffer to each read. Every write passes MSG_NOSIGNAL: a peer gone
 //! away must be an error code, not a SIGPIPE that kills the application.
 
+use std::any::Any;
 use std::io::{self, IoSlice};
 use std::net::Shutdown;
 use std::os::fd::AsRawFd;
@@ -12,6 +13,7 @@ use std::time::Instant;
 use socket2::{SockAddr, Socket};
 
 use super::service::{Service, Slot};
+use super::stream::TcpHandler;
 use crate::error::{Error, Result};
 use crate::framing::{self, Framing};
 use crate::loop_core::SendBudget;
@@ -48,8 +50,8 @@ pub(crate) struct ConnState {
     pub(crate) failed: Option<Error>,
     /// Last traffic (for the idle timeout), or when lingering began.
     pub(crate) since: Instant,
-    /// The application's word of state (the C layer keeps a `void *` here).
-    pub(crate) user: usize,
+    /// The application's state for the connection.
+    pub(crate) user: Option<Box<dyn Any + Send>>,
     /// The start of an incomplete incoming message (framed connections only).
     pub(crate) partial: Vec<u8>,
     /// Bytes written to the socket since the loop last counted them.
@@ -106,7 +108,7 @@ impl ConnState {
             paused: false,
             failed: None,
             since: now,
-            user: 0,
+            user: None,
             partial: Vec::new(),
             written: 0,
             read_again: false,
@@ -333,18 +335,19 @@ impl<'a> Conn<'a> {
         self.st.pending()
     }
 
-    /// The word naming the connection's owner (0 for client connections).
-    pub(crate) fn owner(&self) -> usize {
-        self.svc.owner.load(std::sync::atomic::Ordering::Acquire)
+    /// The handler the connection's callbacks go to (an adapter finds its own state there).
+    pub fn handler(&self) -> &dyn TcpHandler {
+        &*self.svc.handler
     }
 
-    /// The application's word of per-connection state (0 until set).
-    pub fn user(&self) -> usize {
-        self.st.user
+    /// The application's per-connection state, if it is a `T` (`None` until set).
+    pub fn user<T: Any>(&self) -> Option<&T> {
+        self.st.user.as_deref().and_then(|u| (u as &dyn Any).downcast_ref())
     }
 
-    /// Stores the application's word of per-connection state.
-    pub fn set_user(&mut self, user: usize) {
+    /// Stores the application's per-connection state (`None` clears it); it is dropped with
+    /// the connection.
+    pub fn set_user(&mut self, user: Option<Box<dyn Any + Send>>) {
         self.st.user = user;
     }
 }

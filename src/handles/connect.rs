@@ -127,6 +127,13 @@ impl Streams<'_> {
     /// The connection is up: it opens as an adopted one does.
     fn connected(&mut self, key: usize) {
         let st = &mut self.conns[key];
+        // Closed by its owner while it connected: it never opens.
+        if self.services[st.svc].0.by_user.load(Ordering::Acquire) {
+            let id = st.id;
+            self.ids.remove(&id);
+            return self.remove(key);
+        }
+        let st = &mut self.conns[key];
         st.phase = Phase::Open;
         st.dialing = None;
         self.me.add_live(st.id, st.budget.clone());

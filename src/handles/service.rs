@@ -16,9 +16,6 @@ use crate::stats::{LoopStats, Stats};
 pub(crate) struct Service {
     pub(crate) handler: Arc<dyn TcpHandler>,
     pub(crate) opts: Options,
-    /// A word naming who owns the connections (the C layer keeps its `ns_server *` here);
-    /// cleared when the owner is freed, so callbacks still to come never see a dangling handle.
-    pub(crate) owner: AtomicUsize,
     /// Set when the owner let go (a server freed, a client dropped), possibly inside one of
     /// these callbacks: from then on only `on_close` runs.
     pub(crate) released: AtomicBool,
@@ -37,11 +34,10 @@ pub(crate) struct Service {
 }
 
 impl Service {
-    pub(crate) fn new(handler: Arc<dyn TcpHandler>, opts: Options, owner: usize, inet: bool, loops: usize) -> Service {
+    pub(crate) fn new(handler: Arc<dyn TcpHandler>, opts: Options, inet: bool, loops: usize) -> Service {
         Service {
             handler,
             opts,
-            owner: AtomicUsize::new(owner),
             released: AtomicBool::new(false),
             inet,
             target: OnceLock::new(),
@@ -54,7 +50,6 @@ impl Service {
 
     /// Releases the connections: no callback but `on_close` runs after this.
     pub(crate) fn release(&self) {
-        self.owner.store(0, Ordering::Release);
         self.released.store(true, Ordering::Release);
     }
 }

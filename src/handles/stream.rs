@@ -3,6 +3,7 @@
 //! written as the socket drains, with backpressure, limits and timeouts; each connection
 //! closes exactly once with a reason.
 
+use std::any::Any;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::io;
@@ -38,7 +39,7 @@ const READ_BUF: usize = 64 * 1024;
 
 /// Callbacks of TCP connections. A connection's callbacks all run on one loop thread, in
 /// order; a server with several loop threads calls them concurrently for different connections.
-pub trait TcpHandler: Send + Sync + 'static {
+pub trait TcpHandler: Any + Send + Sync + 'static {
     /// A connection was accepted (or a client connection started).
     fn on_open(&self, _conn: &mut Conn<'_>) {}
     /// Bytes arrived: a chunk as read (raw framing) or one whole message (line, len32).
@@ -767,7 +768,7 @@ mod tests {
         impl TcpHandler for Nop {
             fn on_data(&self, _: &mut Conn<'_>, _: &[u8]) {}
         }
-        let svc = Arc::new(Service::new(Arc::new(Nop), Default::default(), 0, true, 1));
+        let svc = Arc::new(Service::new(Arc::new(Nop), Default::default(), true, 1));
         let slot = Slot::take(&svc, 0).unwrap();
         let svc_key = lp.service_key(&svc);
         let sock = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
