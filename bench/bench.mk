@@ -5,19 +5,31 @@
 #   BENCH_QUICK=1 make bench        a smoke run: 1 round, 1 s windows
 #   make bench-syscalls             syscalls per request of each server (strace -c)
 #   make bench-instructions         user-space instructions per request (callgrind)
+#   BENCH_BASE=<rev> make bench     also netsock at git revision <rev> (exported with git archive
+#                                   into build/bench/base-src, built there), as the server
+#                                   netsock-base beside the others: netsock / netsock-base ratios
 #
 # Results: build/bench/results.md (the table), build/bench/raw.txt (one line per run).
 
 BENCH_OUT    := $(BUILD)/bench
 BENCH_PYTHON ?= python3
-BENCH_CFLAGS := -O2 -g -std=gnu11 -Wall -Wextra -Werror -Iinclude
+BENCH_CWARN  := -O2 -g -std=gnu11 -Wall -Wextra -Werror
+BENCH_CFLAGS := $(BENCH_CWARN) -Iinclude
 BENCH_BINS   := $(BENCH_OUT)/loadgen $(BENCH_OUT)/epoll_echo $(BENCH_OUT)/uv_echo $(BENCH_OUT)/ns_echo \
                 $(BENCH_OUT)/uv_timers $(BENCH_OUT)/ns_timers
 
-.PHONY: bench bench-build bench-deps bench-syscalls bench-instructions
+# BENCH_BASE=<rev>: a second netsock, from that git revision, measured in the same run.
+BENCH_BASE     ?=
+BENCH_BASE_SRC := $(BENCH_OUT)/base-src
+BENCH_BASE_LIB := $(BENCH_OUT)/base-lib
+ifneq ($(strip $(BENCH_BASE)),)
+BENCH_BINS   += $(BENCH_OUT)/ns_echo_base
+endif
+
+.PHONY: bench bench-build bench-deps bench-syscalls bench-instructions bench-base-lib
 
 bench: bench-build
-	$(BENCH_PYTHON) bench/run.py $(BENCH_OUT)
+	BENCH_BASE='$(strip $(BENCH_BASE))' $(BENCH_PYTHON) bench/run.py $(BENCH_OUT)
 
 bench-syscalls: bench-build
 	sh bench/syscalls.sh $(BENCH_OUT)
@@ -58,3 +70,39 @@ $(BENCH_OUT)/ns_echo: bench/ns_echo.c lib
 $(BENCH_OUT)/ns_timers: bench/ns_timers.c bench/timers_common.h lib
 	@mkdir -p $(BENCH_OUT)
 	$(CC) $(BENCH_CFLAGS) $< -o $@ -L$(BUILD) -Wl,-rpath,'$$ORIGIN/..' -lnetsock -lpthread
+
+# The base revision: its tree exported with git archive (no worktree to leave behind; -m gives
+# the files the time of extraction, so cargo, with a target dir of its own that another
+# revision may have used, sees them as new), re-exported when BENCH_BASE names another commit,
+# and built by cargo there. Its library is laid out in base-lib/ under its soname.
+bench-base-lib:
+	@set -e; \
+	rev=$$(git rev-parse --verify --quiet '$(strip $(BENCH_BASE))^{commit}') || { \
+		echo "bench: BENCH_BASE=$(BENCH_BASE) is not a commit of this repository"; exit 1; }; \
+	if [ "$$(cat $(BENCH_OUT)/base.rev 2>/dev/null)" != "$$rev" ]; then \
+		echo "bench: exporting netsock at $$rev into $(BENCH_BASE_SRC)"; \
+		rm -rf $(BENCH_BASE_SRC) $(BENCH_OUT)/base.rev; mkdir -p $(BENCH_BASE_SRC); \
+		git archive "$$rev" | tar -x -m -C $(BENCH_BASE_SRC); \
+		echo "$$rev" > $(BENCH_OUT)/base.rev; \
+	fi
+	cd $(BENCH_BASE_SRC) && CARGO_TARGET_DIR=$(abspath $(BENCH_OUT)/base-target) $(CARGO) build --release
+	@set -e; mkdir -p $(BENCH_BASE_LIB); \
+	so=$(BENCH_OUT)/base-target/release/libnetsock.so; \
+	cp $$so $(BENCH_BASE_LIB)/.so.$$$$ && mv -f $(BENCH_BASE_LIB)/.so.$$$$ $(BENCH_BASE_LIB)/libnetsock.so; \
+	soname=$$(readelf -d $$so | sed -n 's/.*(SONAME).*\[\(.*\)\]/\1/p'); \
+	if [ -n "$$soname" ] && [ "$$soname" != libnetsock.so ]; then ln -sf libnetsock.so $(BENCH_BASE_LIB)/$$soname; fi
+
+# This tree's bench/ns_echo.c against the base's header and library (it uses long-standing API);
+# should it not build against an older header, the base revision's own bench/ns_echo.c is used,
+# and base-echo.txt says so (run.py prints it).
+$(BENCH_OUT)/ns_echo_base: bench/ns_echo.c bench-base-lib
+	@set -e; \
+	if $(CC) $(BENCH_CWARN) -I$(BENCH_BASE_SRC)/include $< -o $@ -L$(BENCH_BASE_LIB) \
+			-Wl,-rpath,'$$ORIGIN/base-lib' -lnetsock -lpthread; then \
+		echo "bench/ns_echo.c of this tree" > $(BENCH_OUT)/base-echo.txt; \
+	else \
+		echo "bench: bench/ns_echo.c does not build against $(BENCH_BASE)'s header: using its own"; \
+		$(CC) $(BENCH_CWARN) -I$(BENCH_BASE_SRC)/include $(BENCH_BASE_SRC)/bench/ns_echo.c -o $@ \
+			-L$(BENCH_BASE_LIB) -Wl,-rpath,'$$ORIGIN/base-lib' -lnetsock -lpthread; \
+		echo "bench/ns_echo.c of $$(cat $(BENCH_OUT)/base.rev)" > $(BENCH_OUT)/base-echo.txt; \
+	fi

@@ -32,7 +32,11 @@ Environment:
                         udp-pp-64, idle, timers, conn-timers); `timers` also names both timer
                         scenarios (timers and conn-timers)
     BENCH_SERVERS=a,b   only these servers (netsock, netsock-thr, netsock-2t, libuv, epoll,
-                        epoll-2t)
+                        epoll-2t, netsock-base)
+    BENCH_BASE=rev      (set by `make bench BENCH_BASE=rev`, which builds BUILD_DIR/ns_echo_base
+                        against netsock at that git revision) adds the server netsock-base to
+                        tcp-pp-64, tcp-pp-4k, tcp-stream and udp-pp-64, interleaved as netsock
+                        is, and the ratios netsock / netsock-base
     BENCH_WAIT_BUDGET=s at most s seconds in all spent on such waits and on repeating runs
                         that other processes disturbed (over 0.15 cores of theirs during the
                         window; up to 2 repeats each) (default 240; quick 30)
@@ -74,8 +78,11 @@ RETRIES = 2
 SERVER_CPU, LOADGEN_CPU = "1", "0"
 ADDR = "127.0.0.1:0"
 
+# BENCH_BASE: netsock at another git revision (bench/bench.mk builds ns_echo_base against it).
+BASE = os.environ.get("BENCH_BASE", "").strip()
+
 BIN = {name: os.path.join(OUT, name) for name in ("loadgen", "ns_echo", "uv_echo", "epoll_echo", "ns_timers",
-                                                   "uv_timers")}
+                                                   "uv_timers") + (("ns_echo_base",) if BASE else ())}
 
 # Servers: how to start each for a protocol.
 SERVERS = {
@@ -86,6 +93,8 @@ SERVERS = {
     "epoll": lambda proto: [BIN["epoll_echo"], proto, ADDR],
     "epoll-2t": lambda proto: [BIN["epoll_echo"], proto, ADDR, "2"],
 }
+if BASE:
+    SERVERS["netsock-base"] = lambda proto: [BIN["ns_echo_base"], proto, ADDR, "1", "wait"]
 REFS = ("libuv", "epoll")
 
 SCENARIOS = [
@@ -115,6 +124,14 @@ SCENARIOS = [
          cmd={"netsock": lambda proto: [BIN["ns_timers"], "conn", ADDR, "timer"],
               "libuv": lambda proto: [BIN["uv_timers"], "conn", ADDR, "timer"]}),
 ]
+
+# The base revision runs beside netsock (right after it in the rotation of each round).
+BASE_SCENARIOS = ("tcp-pp-64", "tcp-pp-4k", "tcp-stream", "udp-pp-64")
+if BASE:
+    for sc in SCENARIOS:
+        if sc["name"] in BASE_SCENARIOS:
+            i = sc["servers"].index("netsock")
+            sc["servers"].insert(i + 1, "netsock-base")
 
 SERVERS_ONLY = [x for x in os.environ.get("BENCH_SERVERS", "").split(",") if x]
 if SERVERS_ONLY:
@@ -159,8 +176,20 @@ def machine():
             lib = hashlib.sha256(f.read()).hexdigest()[:12]
     except OSError:
         lib = "?"
-    return {"nproc": os.cpu_count(), "cpu": model, "kernel": platform.release(), "libuv": uv,
+    info = {"nproc": os.cpu_count(), "cpu": model, "kernel": platform.release(), "libuv": uv,
             "rev": rev or "?", "lib": lib}
+    if BASE:
+        def read(name, binary=False):
+            try:
+                with open(os.path.join(OUT, name), "rb" if binary else "r") as f:
+                    return f.read() if binary else f.read().strip()
+            except OSError:
+                return None
+        lib = read("base-lib/libnetsock.so", binary=True)
+        info["base_rev"] = (read("base.rev") or "?")[:12]
+        info["base_lib"] = hashlib.sha256(lib).hexdigest()[:12] if lib else "?"
+        info["base_echo"] = read("base-echo.txt") or "?"
+    return info
 
 
 def raise_nofile(need):
@@ -357,8 +386,9 @@ def interval(xs, n=2000):
 
 
 def base_of(srv):
-    """The one-loop server a several-loop variant is compared with ("netsock-2t" -> "netsock")."""
-    return srv.split("-")[0]
+    """The one-loop server a several-loop variant is compared with ("netsock-2t" -> "netsock");
+    netsock-base, another build of netsock, is its own."""
+    return srv if srv == "netsock-base" else srv.split("-")[0]
 
 
 # What each scenario reports: (key in the loadgen's line, column name, digits, higher is better)
@@ -397,6 +427,13 @@ TARGETS = [
     ("timers", "b_per_timer", "netsock", "libuv", None),  # shown beside libuv, no target set
     ("conn-timers", "cpu_us_per_req", "netsock", "libuv", 1.00),
 ]
+if BASE:
+    # No regression against the base revision: its ratio and spread, judged by the reader
+    # (within noise), so no limit here.
+    TARGETS += [("tcp-pp-64", "cpu_us_per_req", "netsock", "netsock-base", None),
+                ("tcp-pp-4k", "cpu_us_per_req", "netsock", "netsock-base", None),
+                ("tcp-stream", "cpu_ms_per_gb", "netsock", "netsock-base", None),
+                ("udp-pp-64", "cpu_us_per_req", "netsock", "netsock-base", None)]
 
 
 def build_table(results, info, started, elapsed):
@@ -414,12 +451,16 @@ def build_table(results, info, started, elapsed):
                  f"loopback. {ROUNDS} interleaved round(s), {WINDOW:g} s windows after {WARMUP:g} s warm-up; "
                  f"medians over rounds; run took {elapsed:.0f} s."
                  + (f" Scenarios with servers kept up: {KEPT_ROUNDS} rounds of {KEPT_WINDOW:g} s windows after "
-                    f"{KEPT_WARMUP:g} s warm-up, against servers started once for the scenario." if any(sc.get("kept_up") for sc in SCENARIOS) else ""))
+                    f"{KEPT_WARMUP:g} s warm-up, against servers started once for the scenario." if any(sc.get("kept_up") for sc in SCENARIOS) else "")
+                 + (f" netsock-base: netsock at git {info['base_rev']} (BENCH_BASE={BASE}; libnetsock.so sha256 "
+                    f"{info['base_lib']}): {info['base_echo']}, built against its header and library, run as "
+                    f"netsock is." if BASE else ""))
     lines.append("")
     lines.append("Server CPU = the server's utime+stime (/proc/PID/stat) over the window, per request (per GB "
                  "echoed for streaming). Idle: the server's VmRSS growth per connection (user space only), "
                  "while holding them and after each echoed once. netsock cells: value, then "
-                 "netsock/libuv and netsock/epoll (the ratio of the medians of this run; < 1 is better for "
+                 "netsock/libuv and netsock/epoll" + (" (and netsock/netsock-base: `base`)" if BASE else "") +
+                 " (the ratio of the medians of this run; < 1 is better for "
                  "every column but throughput and `echoed`).")
     lines.append("")
     for sc in SCENARIOS:
@@ -442,6 +483,8 @@ def build_table(results, info, started, elapsed):
                              for ref, short in zip(REFS, ("uv", "ep")) if ref in sc["servers"]]
                 if base_of(srv) != srv:
                     notes.append(f"{fmt_ratio(ratio(v, medians.get((sc['name'], base_of(srv)), {}).get(key)))} 1t")
+                if srv == "netsock" and "netsock-base" in sc["servers"]:
+                    notes.append(f"{fmt_ratio(ratio(v, medians.get((sc['name'], 'netsock-base'), {}).get(key)))} base")
                 if notes:
                     cell += f" ({', '.join(notes)})"
                 cells.append(cell)
@@ -573,7 +616,9 @@ def main():
     with open(raw_path, "w") as raw:
         raw.write(f"# netsock bench {started.isoformat()} nproc={info['nproc']} cpu={info['cpu']!r} "
                   f"kernel={info['kernel']} libuv={info['libuv']} git={info['rev']} libnetsock_sha256={info['lib']} rounds={ROUNDS} window_s={WINDOW} "
-                  f"warmup_s={WARMUP} quick={int(QUICK)}\n")
+                  f"warmup_s={WARMUP} quick={int(QUICK)}"
+                  + (f" base={BASE} base_git={info['base_rev']} base_libnetsock_sha256={info['base_lib']}" if BASE else "")
+                  + "\n")
         for rnd in range(1, ROUNDS + 1):
             for sc in SCENARIOS:
                 if sc.get("kept_up"):
