@@ -22,9 +22,8 @@ pub mod tcp_client;
 
 pub use error::{Error, Result};
 pub use framing::Framing;
-pub use handles::conn::Conn;
+pub use handles::conn::{Conn, TcpHandler};
 pub use handles::datagram::{Responder, UdpHandler};
-pub use handles::stream::TcpHandler;
 pub use options::Options;
 pub use server::Server;
 pub use stats::Stats;

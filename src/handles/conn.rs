@@ -7,16 +7,17 @@ use std::any::Any;
 use std::io::{self, IoSlice};
 use std::net::Shutdown;
 use std::os::fd::AsRawFd;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use socket2::{SockAddr, Socket};
 
-use super::service::{Service, Slot};
-use super::stream::TcpHandler;
+use super::service::{Counters, Ending};
 use crate::error::{Error, Result};
 use crate::framing::{self, Framing};
 use crate::loop_core::SendBudget;
+use crate::options::Options;
 use crate::sys;
 
 /// Where a connection is in its life.
@@ -349,5 +350,86 @@ impl<'a> Conn<'a> {
     /// the connection.
     pub fn set_user(&mut self, user: Option<Box<dyn Any + Send>>) {
         self.st.user = user;
+    }
+}
+
+/// Callbacks of TCP connections. A connection's callbacks all run on one loop thread, in
+/// order; a server with several loop threads calls them concurrently for different connections.
+pub trait TcpHandler: Any + Send + Sync + 'static {
+    /// A connection was accepted (or a client connection started).
+    fn on_open(&self, _conn: &mut Conn<'_>) {}
+    /// Bytes arrived: a chunk as read (raw framing) or one whole message (line, len32).
+    fn on_data(&self, conn: &mut Conn<'_>, data: &[u8]);
+    /// The queue, after rising above the low-water mark (which pauses reading), fell below it.
+    fn on_drain(&self, _conn: &mut Conn<'_>) {}
+    /// The connection ended: `Ok` for an orderly close, the error otherwise. Runs exactly once
+    /// for each connection that was opened.
+    fn on_close(&self, _conn: &mut Conn<'_>, _reason: &Result<()>) {}
+    /// The connection's timer fired ([`Conn::set_timer`]).
+    fn on_timer(&self, _conn: &mut Conn<'_>) {}
+}
+
+/// A handler with the options its connections follow.
+pub(crate) struct Service {
+    pub(crate) handler: Arc<dyn TcpHandler>,
+    pub(crate) opts: Options,
+    /// Set when the owner let go (a server freed, a client dropped), possibly inside one of
+    /// these callbacks: from then on only `on_close` runs.
+    pub(crate) released: AtomicBool,
+    /// TCP rather than Unix-domain: TCP options apply (known up front, so accepting a
+    /// connection costs no getsockname).
+    pub(crate) inet: bool,
+    /// A client's addresses, to connect (again) on the loop.
+    pub(crate) target: OnceLock<Vec<SockAddr>>,
+    /// The client's owner closed it: it does not reconnect.
+    pub(crate) by_user: AtomicBool,
+    /// Connections open (or lingering) now: the slots taken.
+    active: AtomicUsize,
+    pub(crate) counters: Counters,
+    /// How a server on shared loops ends (a server's own loops end with their group).
+    pub(crate) ending: Arc<Ending>,
+}
+
+impl Service {
+    pub(crate) fn new(handler: Arc<dyn TcpHandler>, opts: Options, inet: bool, loops: usize) -> Service {
+        Service {
+            handler,
+            opts,
+            released: AtomicBool::new(false),
+            inet,
+            target: OnceLock::new(),
+            by_user: AtomicBool::new(false),
+            active: AtomicUsize::new(0),
+            counters: Counters::new(loops),
+            ending: Arc::default(),
+        }
+    }
+
+    /// Releases the connections: no callback but `on_close` runs after this.
+    pub(crate) fn release(&self) {
+        self.released.store(true, Ordering::Release);
+    }
+}
+
+/// One open connection of a service, counted as long as it lives: dropped with the
+/// connection, on whichever path it goes.
+pub(crate) struct Slot(Arc<Service>);
+
+impl Slot {
+    /// A slot unless `max` (0: no limit) connections are open already.
+    pub(crate) fn take(svc: &Arc<Service>, max: usize) -> Option<Slot> {
+        let before = svc.active.fetch_add(1, Ordering::Relaxed);
+        let slot = Slot(svc.clone());
+        (max == 0 || before < max).then_some(slot)
+    }
+
+    pub(crate) fn service(&self) -> &Arc<Service> {
+        &self.0
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
     }
 }

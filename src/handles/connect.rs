@@ -13,21 +13,12 @@ use mio::unix::SourceFd;
 use mio::{Interest, Registry};
 use socket2::{Domain, SockAddr, Socket, Type};
 
-use super::conn::{ConnState, Dialing, Phase};
-use super::service::{Service, Slot};
-use super::stream::Streams;
-use super::stream_token;
+use super::cmd::stream_token;
+use super::conn::{ConnState, Dialing, Phase, Service, Slot};
+use super::stream::{Reconnect, Streams};
 use crate::error::{Error, Result};
 use crate::log::log;
 use crate::socket::connect_error;
-
-/// A client waiting to connect again.
-pub(crate) struct Reconnect {
-    pub(crate) at: Instant,
-    pub(crate) id: u64,
-    pub(crate) svc: Arc<Service>,
-    pub(crate) attempt: u32,
-}
 
 impl Streams<'_> {
     /// Starts connecting client `id` to its service's addresses, from the first.

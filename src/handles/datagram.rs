@@ -6,17 +6,19 @@
 use std::cell::RefCell;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
 
 use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
 use socket2::{SockAddr, Socket};
 
-use super::service::Ending;
-use super::{DatagramServer, Group};
+use super::service::{Counters, Ending};
 use crate::error::{Error, Result};
 use crate::log::log;
+use crate::loop_core::Group;
 use crate::mmsg::{BATCH, QUEUE_MAX, RecvBatch, SendBatch};
 use crate::panic::guard;
+use crate::socket::Bound;
 use crate::stats::Counter;
 
 /// Sends replies on a datagram server's socket.
@@ -111,12 +113,21 @@ pub trait UdpHandler: Send + Sync + 'static {
     fn on_datagram(&self, responder: &Responder<'_>, from: &SockAddr, data: &[u8]);
 }
 
+/// What a loop needs to serve a UDP server's socket.
+pub(crate) struct DatagramServer {
+    pub(crate) bound: Arc<Bound>,
+    pub(crate) sent: Arc<Counter>,
+    pub(crate) handler: Arc<dyn UdpHandler>,
+    pub(crate) counters: Arc<Counters>,
+    pub(crate) ending: Arc<Ending>,
+}
+
 /// Batches one socket gets per turn before the others are served.
 const BATCHES_PER_TURN: usize = 4;
 
 /// A datagram server's socket as one of its loops serves it.
-pub(crate) struct Datagrams<'g> {
-    group: &'g Group,
+pub(crate) struct Datagrams<'g, H> {
+    group: &'g Group<H>,
     index: usize,
     server: DatagramServer,
     batch: RecvBatch,
@@ -126,14 +137,14 @@ pub(crate) struct Datagrams<'g> {
     again: bool,
 }
 
-impl Drop for Datagrams<'_> {
+impl<H> Drop for Datagrams<'_, H> {
     fn drop(&mut self) {
         self.server.ending.let_go();
     }
 }
 
-impl<'g> Datagrams<'g> {
-    pub(crate) fn new(group: &'g Group, index: usize, server: DatagramServer) -> Datagrams<'g> {
+impl<'g, H> Datagrams<'g, H> {
+    pub(crate) fn new(group: &'g Group<H>, index: usize, server: DatagramServer) -> Datagrams<'g, H> {
         Datagrams {
             group,
             index,

@@ -3,7 +3,6 @@
 //! written as the socket drains, with backpressure, limits and timeouts; each connection
 //! closes exactly once with a reason.
 
-use std::any::Any;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::io;
@@ -18,11 +17,9 @@ use mio::{Interest, Registry, Token};
 use slab::Slab;
 use socket2::{Socket, TcpKeepalive};
 
-use super::conn::{Conn, ConnState, Phase};
-use super::connect::Reconnect;
+use super::cmd::{self, Group, HandleCmd, stream_token};
+use super::conn::{Conn, ConnState, Phase, Service, Slot};
 use super::listener::Listener;
-use super::service::{Service, Slot};
-use super::{Group, HandleCmd, stream_token};
 use crate::error::{Error, Result};
 use crate::framing::{self, Framing};
 use crate::log::log;
@@ -37,22 +34,6 @@ pub(crate) const READS_PER_TURN: usize = 16;
 /// Size of the one read buffer each loop owns (connections own none).
 const READ_BUF: usize = 64 * 1024;
 
-/// Callbacks of TCP connections. A connection's callbacks all run on one loop thread, in
-/// order; a server with several loop threads calls them concurrently for different connections.
-pub trait TcpHandler: Any + Send + Sync + 'static {
-    /// A connection was accepted (or a client connection started).
-    fn on_open(&self, _conn: &mut Conn<'_>) {}
-    /// Bytes arrived: a chunk as read (raw framing) or one whole message (line, len32).
-    fn on_data(&self, conn: &mut Conn<'_>, data: &[u8]);
-    /// The queue, after rising above the low-water mark (which pauses reading), fell below it.
-    fn on_drain(&self, _conn: &mut Conn<'_>) {}
-    /// The connection ended: `Ok` for an orderly close, the error otherwise. Runs exactly once
-    /// for each connection that was opened.
-    fn on_close(&self, _conn: &mut Conn<'_>, _reason: &Result<()>) {}
-    /// The connection's timer fired ([`Conn::set_timer`]).
-    fn on_timer(&self, _conn: &mut Conn<'_>) {}
-}
-
 /// How far a read turn goes.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum ReadTo {
@@ -63,6 +44,14 @@ enum ReadTo {
     /// Until the socket says "would block" or end-of-stream: when the event reported the
     /// peer's end (which raises no second event), and when no event is coming at all.
     End,
+}
+
+/// A client waiting to connect again.
+pub(crate) struct Reconnect {
+    pub(crate) at: Instant,
+    pub(crate) id: u64,
+    pub(crate) svc: Arc<Service>,
+    pub(crate) attempt: u32,
 }
 
 /// How long a closed connection may linger, discarding the peer's late data.
@@ -289,7 +278,7 @@ impl<'g> Streams<'g> {
                 let budget = Arc::new(SendBudget::default());
                 self.me.add_live(id, budget.clone());
                 self.open(reg, sock, id, slot, budget);
-            } else if let Err(e) = super::adopt(self.group, target, id, sock, slot) {
+            } else if let Err(e) = cmd::adopt(self.group, target, id, sock, slot) {
                 log!(Debug, "connection dropped while stopping: {e}");
             }
         }
@@ -574,7 +563,7 @@ impl<'g> Streams<'g> {
                         self.open(reg, sock, id, slot, budget);
                     }
                 }
-                HandleCmd::Serve { svc, bound } => self.serve(reg, svc, bound, super::listener_token),
+                HandleCmd::Serve { svc, bound } => self.serve(reg, svc, bound, cmd::listener_token),
                 // Taken by the loop's datagram handles.
                 HandleCmd::ServeDatagrams(_) => {}
             }
@@ -757,6 +746,7 @@ fn deliver(group: &Group, st: &mut ConnState, svc: &Service, data: &[u8]) {
 mod tests {
     use socket2::{Domain, Type};
 
+    use super::super::conn::TcpHandler;
     use super::*;
 
     #[test]

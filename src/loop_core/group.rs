@@ -9,12 +9,14 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use mio::{Poll, Waker};
+use mio::{Poll, Token, Waker};
 
-use super::WAKER;
 use super::inbox::{Cmd, Inbox, SendBudget, Task};
 use super::timers::TimerCb;
 use crate::error::{Error, Result};
+
+/// The poll token of the waker, the same in every loop; a loop body's tokens are the others.
+pub(crate) const WAKER: Token = Token(0);
 
 /// How long a loop sharing its CPU with other loops runs before it lets them (`take_turns`):
 /// short enough to bound their wait well below a scheduler slice, long enough that switching

@@ -11,18 +11,15 @@ use std::io;
 use std::time::{Duration, Instant};
 
 use mio::event::Event;
-use mio::{Events, Poll, Token};
+use mio::{Events, Poll};
 
-pub(crate) use group::{Group, LoopShared, lock};
+pub(crate) use group::{Group, LoopShared, WAKER, lock};
 pub(crate) use inbox::{Cmd, SendBudget};
 use timers::{Fired, Timers};
 
 use crate::error::{Error, Result};
 use crate::log::log;
 use crate::panic::guard;
-
-/// The poll token of the waker, the same in every loop; a body's tokens are the others.
-pub(crate) const WAKER: Token = Token(0);
 
 /// What runs on a loop: its handles. `H` is the kind of command they take from the inbox.
 pub(crate) trait Body<H> {
