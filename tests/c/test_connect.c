@@ -151,6 +151,16 @@ static void test_async_connect(void)
         CHECK_EQ_INT(ns_options_set_connect_timeout_ms(o, 10000), NS_OK);
     }
 
+    /* a name that does not resolve: on_close with NS_ERR_ADDR, from the resolver's answer */
+    memset(&c, 0, sizeof c);
+    cl = NULL;
+    CHECK_EQ_INT(ns_tcp_connect_async("nohost.invalid:80", c_on_data, &c, o, &cl), NS_OK);
+    WAIT_FOR(get_int(&c.closes) == 1, 10000);
+    c = snap(&c);
+    CHECK_EQ_INT(c.opens, 0);
+    CHECK_EQ_INT(c.reason, NS_ERR_ADDR);
+    ns_client_free(cl);
+
     SECTION("ns_tcp_connect_async: unparsable text fails at once; NULL arguments");
     cl = NULL;
     CHECK_EQ_INT(ns_tcp_connect_async("no port", c_on_data, &c, o, &cl), NS_ERR_ADDR);
