@@ -288,15 +288,7 @@ pub extern "C" fn ns_tcp_connect(
     out: *mut *mut ns_client,
 ) -> c_int {
     ffi_panic_boundary! {
-        let addr = try_addr!(addr);
-        let Some(on_data) = on_data else { invalid!("`on_data` is NULL") };
-        let out = try_mut!(out);
-        // SAFETY: NULL or live options, per the header's rules.
-        let opts = unsafe { opts.as_ref() }.cloned().unwrap_or_default();
-        let handler = CTcp::new(on_data, &opts, user);
-        let client = ns_try!(Client::connect(addr, handler, &opts.opts, opts.client_loop.as_ref()));
-        *out = Box::into_raw(Box::new(ns_client { inner: client }));
-        code(Ok(()))
+        new_client(addr, on_data, user, opts, out, Client::connect::<CTcp>)
     }
 }
 
@@ -316,16 +308,31 @@ pub extern "C" fn ns_tcp_connect_async(
     out: *mut *mut ns_client,
 ) -> c_int {
     ffi_panic_boundary! {
-        let addr = try_addr!(addr);
-        let Some(on_data) = on_data else { invalid!("`on_data` is NULL") };
-        let out = try_mut!(out);
-        // SAFETY: NULL or live options, per the header's rules.
-        let opts = unsafe { opts.as_ref() }.cloned().unwrap_or_default();
-        let handler = CTcp::new(on_data, &opts, user);
-        let client = ns_try!(Client::connect_async(addr, handler, &opts.opts, opts.client_loop.as_ref()));
-        *out = Box::into_raw(Box::new(ns_client { inner: client }));
-        code(Ok(()))
+        new_client(addr, on_data, user, opts, out, Client::connect_async::<CTcp>)
     }
+}
+
+/// How `ns_tcp_connect()` and `ns_tcp_connect_async()` make their client.
+type Connect = fn(&str, CTcp, &crate::Options, Option<&ClientLoop>) -> crate::Result<Client>;
+
+/// The body of both connect calls, with their checks.
+fn new_client(
+    addr: *const c_char,
+    on_data: ns_data_cb,
+    user: *mut c_void,
+    opts: *const ns_options,
+    out: *mut *mut ns_client,
+    connect: Connect,
+) -> c_int {
+    let addr = try_addr!(addr);
+    let Some(on_data) = on_data else { invalid!("`on_data` is NULL") };
+    let out = try_mut!(out);
+    // SAFETY: NULL or live options, per the header's rules.
+    let opts = unsafe { opts.as_ref() }.cloned().unwrap_or_default();
+    let handler = CTcp::new(on_data, &opts, user);
+    let client = ns_try!(connect(addr, handler, &opts.opts, opts.client_loop.as_ref()));
+    *out = Box::into_raw(Box::new(ns_client { inner: client }));
+    code(Ok(()))
 }
 
 /// Sends `len` bytes from `data` (copied) on the client connection, from any thread; the loop
