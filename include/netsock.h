@@ -143,6 +143,23 @@ typedef enum ns_framing {
    * close ends the connection with `NS_ERR_CLOSED` (not `NS_OK`).
    */
   NS_FRAMING_LEN32 = 2,
+  /**
+   * Messages ending with the delimiter of `ns_options_set_delimiter()` (default "\r\n"),
+   * delivered without it; sending a frame appends it, and a message containing it is
+   * `NS_ERR_INVALID`. A final message without it at the peer's close is a message.
+   */
+  NS_FRAMING_DELIMITER = 3,
+  /**
+   * Frames whose length is a field of their header (`ns_options_set_length_field()`;
+   * default a 4-byte big-endian length at offset 0 counting what follows it), delivered
+   * whole, header included. A frame cut short by the peer's close is `NS_ERR_CLOSED`.
+   */
+  NS_FRAMING_LENGTH_FIELD = 4,
+  /**
+   * Messages of exactly `ns_options_set_fixed_size()` bytes (which must be set). A message
+   * cut short by the peer's close is `NS_ERR_CLOSED`.
+   */
+  NS_FRAMING_FIXED = 5,
 } ns_framing;
 
 /**
@@ -402,6 +419,16 @@ int ns_conn_close(struct ns_conn *conn);
 uint64_t ns_conn_id(const struct ns_conn *conn);
 
 /**
+ * Raw framing, inside `on_data`: keeps the last `n` bytes of this delivery, so that the next
+ * `on_data` starts with them, followed by what arrived since: for protocols no framing setting
+ * describes (RESP values may hold newlines), an unfinished message takes one call instead of a
+ * buffer of your own. `NS_OK`; `NS_ERR_INVALID` outside `on_data`, with another framing, or for
+ * more than this delivery; `NS_ERR_LIMIT` for more than `max_frame`. Kept bytes still there
+ * when the peer closes end the connection with `NS_ERR_CLOSED`. Loop thread only.
+ */
+int ns_conn_keep(struct ns_conn *conn, size_t n);
+
+/**
  * Stops reading from the peer: no `on_data` until `ns_conn_resume()` (what the peer sends
  * waits in the kernel, and the peer stalls once the buffers are full). `NS_OK`;
  * `NS_ERR_INVALID` for NULL. Loop thread only (inside a callback, or a task of
@@ -550,12 +577,24 @@ int ns_options_set_backlog(struct ns_options *opts, int backlog);
 int ns_options_set_connect_timeout_ms(struct ns_options *opts, uint32_t ms);
 
 /**
+ * Sets the delimiter of `NS_FRAMING_DELIMITER`: `len` bytes (1 to 8, copied) at `delim`, such
+ * as "\r\n" for Redis, SMTP or HTTP headers. `NS_ERR_INVALID` for NULL or another length.
+ */
+int ns_options_set_delimiter(struct ns_options *opts, const uint8_t *delim, size_t len);
+
+/**
  * Sets how long `ns_server_stop()` lets a TCP server on loops of its own flush queued output
  * (0, the default: not at all; a server on a shared loop closes its connections at once). When it stops, the server stops accepting and reading; each connection closes (with
  * `NS_ERR_STOPPED`) as soon as its queue is empty, and those still sending when the time is up
  * close then.
  */
 int ns_options_set_drain_timeout_ms(struct ns_options *opts, uint32_t ms);
+
+/**
+ * Sets the message size of `NS_FRAMING_FIXED` (at least 1; `NS_ERR_INVALID` for 0). Sending a
+ * frame of another size is `NS_ERR_INVALID`.
+ */
+int ns_options_set_fixed_size(struct ns_options *opts, size_t size);
 
 /**
  * Sets how the byte stream is cut into messages for `on_data`: one of `ns_framing`.
@@ -574,6 +613,19 @@ int ns_options_set_idle_timeout_ms(struct ns_options *opts, uint32_t ms);
  * so connections to vanished peers end with an error.
  */
 int ns_options_set_keepalive(struct ns_options *opts, uint32_t idle_seconds);
+
+/**
+ * Sets the length field of `NS_FRAMING_LENGTH_FIELD`: `field_size` bytes (1, 2, 4 or 8; 0 for
+ * an unsigned LEB128 varint of at most 10 bytes) at `field_offset` from the frame's start,
+ * little-endian if `little_endian` is non-zero, give a length L; the whole frame is
+ * `field_offset + field_size + L + length_adjust` bytes. DNS over TCP is `(0, 2, 0, 0)`,
+ * PostgreSQL `(1, 4, 0, -4)`, MQTT `(1, 0, 0, 0)`. A frame over `max_frame`, shorter than
+ * its header, or with a varint over 10 bytes closes the connection with `NS_ERR_LIMIT`
+ * before it is buffered. Sending a frame builds the header when `field_offset` is 0 (else
+ * `NS_ERR_INVALID`: send the whole frame with `ns_conn_send()`). `NS_ERR_INVALID` for another
+ * size or an offset over 1 MiB.
+ */
+int ns_options_set_length_field(struct ns_options *opts, size_t field_offset, size_t field_size, int little_endian, int64_t length_adjust);
 
 /**
  * Makes clients and servers started with these options run on `lp` (NULL: each on loop
@@ -828,11 +880,14 @@ int ns_tcp_connect(const char *addr, ns_data_cb on_data, void *user, const struc
 int ns_tcp_connect_async(const char *addr, ns_data_cb on_data, void *user, const struct ns_options *opts, struct ns_client **out);
 
 /**
- * Sends one message of `len` bytes from `data` in `framing` (`NS_FRAMING_LINE` or
- * `NS_FRAMING_LEN32`) and reads one whole reply message into `reply` without needing the peer
- * to close, with the reply, truncation and timeout rules of `ns_tcp_send()` (the reply is the
- * message without its framing). `NS_ERR_INVALID` for `NS_FRAMING_RAW` (use `ns_tcp_send()`);
- * `NS_ERR_CLOSED` if the peer closed before a whole reply arrived. Any thread.
+ * Sends one message of `len` bytes from `data` in `framing` and reads one whole reply message
+ * into `reply` without needing the peer to close, with the reply, truncation and timeout rules
+ * of `ns_tcp_send()` (the reply is the message as `on_data` would get it). Every framing that
+ * finds a reply's end works, with its default settings: `NS_FRAMING_LINE`, `NS_FRAMING_LEN32`,
+ * `NS_FRAMING_DELIMITER` ("\r\n"), `NS_FRAMING_LENGTH_FIELD` (a 4-byte big-endian length at
+ * offset 0, the frame delivered whole). `NS_ERR_INVALID` for `NS_FRAMING_RAW` (use
+ * `ns_tcp_send()`) and `NS_FRAMING_FIXED` (it has no size here); `NS_ERR_CLOSED` if the peer
+ * closed before a whole reply arrived. Any thread.
  */
 int ns_tcp_request(const char *addr, const void *data, size_t len, void *reply, size_t reply_cap, size_t *reply_len, uint32_t timeout_ms, int framing);
 

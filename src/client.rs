@@ -47,11 +47,12 @@ pub fn tcp_request(
 ) -> Result<usize> {
     if framing == Framing::Raw {
         return Err(Error::Invalid(
-            "a request needs line or len32 framing (tcp_send covers raw bytes)".into(),
+            "a request needs a framing that finds the reply's end (tcp_send covers raw bytes)".into(),
         ));
     }
+    framing.check()?;
     let deadline = Deadline::after(timeout);
-    let (head, head_len, tail) = framing::envelope(framing, msg)?;
+    let (head, tail) = framing::envelope(&framing, msg)?;
     let (sock, peer) = socket::connect(&Addr::parse(addr)?, deadline)?;
     let mut sink = OneMessage {
         framing,
@@ -61,14 +62,7 @@ pub fn tcp_request(
         partial: Vec::new(),
         oversize: None,
     };
-    exchange(
-        &sock,
-        &peer,
-        &[&head[..head_len], msg, tail],
-        false,
-        deadline,
-        &mut sink,
-    )
+    exchange(&sock, &peer, &[head.as_bytes(), msg, tail], false, deadline, &mut sink)
 }
 
 /// Where an exchange puts what it reads.

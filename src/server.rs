@@ -68,6 +68,7 @@ impl Server {
     }
 
     fn bind(addr: &str, kind: Type, opts: &Options, lp: Option<&ClientLoop>) -> Result<Server> {
+        opts.framing.check()?;
         let bound = socket::bind(&Addr::parse(addr)?, kind, opts.backlog)?;
         let (group, polls) = match lp {
             Some(lp) => (lp.group().clone(), None),
@@ -216,7 +217,7 @@ impl Server {
         }
         // A message the framing cannot carry is refused here, not dropped by the loop.
         let envelope = if frame {
-            Some(framing::envelope_len(self.opts.framing, data)?)
+            Some(framing::envelope_len(&self.opts.framing, data)?)
         } else {
             None
         };

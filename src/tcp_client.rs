@@ -108,6 +108,7 @@ impl Client {
     /// Connects to `addr` within `opts.connect_timeout`, blocking the caller, then hands the
     /// connection to `lp` (or to a loop of its own) where `handler` runs with `opts`.
     pub fn connect<H: TcpHandler>(addr: &str, handler: H, opts: &Options, lp: Option<&ClientLoop>) -> Result<Client> {
+        opts.framing.check()?;
         let addr = Addr::parse(addr)?;
         let (sock, _) = socket::connect(&addr, Deadline::after(opts.connect_timeout))?;
         let lp = Self::loop_for(opts, lp)?;
@@ -142,6 +143,7 @@ impl Client {
         opts: &Options,
         lp: Option<&ClientLoop>,
     ) -> Result<Client> {
+        opts.framing.check()?;
         let parsed = Addr::parse_without_lookup(addr)?;
         let lp = Self::loop_for(opts, lp)?;
         let group = lp.group.clone();
@@ -217,7 +219,7 @@ impl Client {
 
     /// Sends `msg` (copied) as one message in the connection's framing, from any thread.
     pub fn send_frame(&self, msg: &[u8]) -> Result<()> {
-        let envelope = framing::envelope_len(self.svc.opts.framing, msg)?;
+        let envelope = framing::envelope_len(&self.svc.opts.framing, msg)?;
         self.push_send(msg, Some(envelope))
     }
 

@@ -92,11 +92,14 @@ pub extern "C" fn ns_udp_request(
     }
 }
 
-/// Sends one message of `len` bytes from `data` in `framing` (`NS_FRAMING_LINE` or
-/// `NS_FRAMING_LEN32`) and reads one whole reply message into `reply` without needing the peer
-/// to close, with the reply, truncation and timeout rules of `ns_tcp_send()` (the reply is the
-/// message without its framing). `NS_ERR_INVALID` for `NS_FRAMING_RAW` (use `ns_tcp_send()`);
-/// `NS_ERR_CLOSED` if the peer closed before a whole reply arrived. Any thread.
+/// Sends one message of `len` bytes from `data` in `framing` and reads one whole reply message
+/// into `reply` without needing the peer to close, with the reply, truncation and timeout rules
+/// of `ns_tcp_send()` (the reply is the message as `on_data` would get it). Every framing that
+/// finds a reply's end works, with its default settings: `NS_FRAMING_LINE`, `NS_FRAMING_LEN32`,
+/// `NS_FRAMING_DELIMITER` ("\r\n"), `NS_FRAMING_LENGTH_FIELD` (a 4-byte big-endian length at
+/// offset 0, the frame delivered whole). `NS_ERR_INVALID` for `NS_FRAMING_RAW` (use
+/// `ns_tcp_send()`) and `NS_FRAMING_FIXED` (it has no size here); `NS_ERR_CLOSED` if the peer
+/// closed before a whole reply arrived. Any thread.
 #[unsafe(no_mangle)]
 pub extern "C" fn ns_tcp_request(
     addr: *const c_char,
@@ -112,7 +115,7 @@ pub extern "C" fn ns_tcp_request(
         let addr = try_addr!(addr);
         let data = try_slice!(data, len);
         let reply = try_slice_mut!(reply, reply_cap);
-        let framing = ns_try!(options::framing(framing));
+        let framing = ns_try!(options::framing(framing, &Default::default()));
         finish(client::tcp_request(addr, data, reply, timeout(timeout_ms), framing), reply_len)
     }
 }
@@ -325,7 +328,9 @@ fn new_client(
     connect: Connect,
 ) -> c_int {
     let addr = try_addr!(addr);
-    let Some(on_data) = on_data else { invalid!("`on_data` is NULL") };
+    let Some(on_data) = on_data else {
+        invalid!("`on_data` is NULL")
+    };
     let out = try_mut!(out);
     // SAFETY: NULL or live options, per the header's rules.
     let opts = unsafe { opts.as_ref() }.cloned().unwrap_or_default();

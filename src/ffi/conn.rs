@@ -57,6 +57,19 @@ pub extern "C" fn ns_conn_close(conn: *mut ns_conn) -> c_int {
     }
 }
 
+/// Raw framing, inside `on_data`: keeps the last `n` bytes of this delivery, so that the next
+/// `on_data` starts with them, followed by what arrived since: for protocols no framing setting
+/// describes (RESP values may hold newlines), an unfinished message takes one call instead of a
+/// buffer of your own. `NS_OK`; `NS_ERR_INVALID` outside `on_data`, with another framing, or for
+/// more than this delivery; `NS_ERR_LIMIT` for more than `max_frame`. Kept bytes still there
+/// when the peer closes end the connection with `NS_ERR_CLOSED`. Loop thread only.
+#[unsafe(no_mangle)]
+pub extern "C" fn ns_conn_keep(conn: *mut ns_conn, n: usize) -> c_int {
+    ffi_panic_boundary! {
+        code(try_conn!(conn).keep(n))
+    }
+}
+
 /// Stops reading from the peer: no `on_data` until `ns_conn_resume()` (what the peer sends
 /// waits in the kernel, and the peer stalls once the buffers are full). `NS_OK`;
 /// `NS_ERR_INVALID` for NULL. Loop thread only (inside a callback, or a task of

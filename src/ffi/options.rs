@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use super::conn::ns_conn;
 use super::result::code;
+use crate::framing::{Delimiter, LengthField};
 use crate::{ClientLoop, Error, Framing, Options};
 
 /// Called on the connection's loop thread when a connection is accepted (or a client
@@ -46,14 +47,47 @@ pub enum ns_framing {
     /// A 4-byte big-endian length, then that many bytes. A message cut short by the peer's
     /// close ends the connection with `NS_ERR_CLOSED` (not `NS_OK`).
     NS_FRAMING_LEN32 = 2,
+    /// Messages ending with the delimiter of `ns_options_set_delimiter()` (default "\r\n"),
+    /// delivered without it; sending a frame appends it, and a message containing it is
+    /// `NS_ERR_INVALID`. A final message without it at the peer's close is a message.
+    NS_FRAMING_DELIMITER = 3,
+    /// Frames whose length is a field of their header (`ns_options_set_length_field()`;
+    /// default a 4-byte big-endian length at offset 0 counting what follows it), delivered
+    /// whole, header included. A frame cut short by the peer's close is `NS_ERR_CLOSED`.
+    NS_FRAMING_LENGTH_FIELD = 4,
+    /// Messages of exactly `ns_options_set_fixed_size()` bytes (which must be set). A message
+    /// cut short by the peer's close is `NS_ERR_CLOSED`.
+    NS_FRAMING_FIXED = 5,
 }
 
-/// A framing code from C, checked.
-pub(crate) fn framing(code: c_int) -> crate::Result<Framing> {
+/// The settings of the framings that take some, kept apart from the choice of framing so
+/// that they may be set in either order.
+#[derive(Clone, Copy)]
+pub(crate) struct FramingParams {
+    delimiter: Delimiter,
+    field: LengthField,
+    fixed: usize,
+}
+
+impl Default for FramingParams {
+    fn default() -> Self {
+        FramingParams {
+            delimiter: Delimiter::new(b"\r\n").expect("a valid delimiter"),
+            field: LengthField::new(0, 4, false, 0).expect("a valid length field"),
+            fixed: 0,
+        }
+    }
+}
+
+/// A framing code from C, checked, with the settings it takes.
+pub(crate) fn framing(code: c_int, params: &FramingParams) -> crate::Result<Framing> {
     match code {
         0 => Ok(Framing::Raw),
         1 => Ok(Framing::Line),
         2 => Ok(Framing::Len32),
+        3 => Ok(Framing::Delimiter(params.delimiter)),
+        4 => Ok(Framing::LengthField(params.field)),
+        5 => Ok(Framing::Fixed(params.fixed)),
         _ => Err(Error::Invalid(format!("{code} is not an ns_framing value").into())),
     }
 }
@@ -65,6 +99,9 @@ pub(crate) fn framing(code: c_int) -> crate::Result<Framing> {
 #[derive(Clone, Default)]
 pub struct ns_options {
     pub(crate) opts: Options,
+    /// The `ns_framing` chosen, and the settings of the framings that take some.
+    framing_code: c_int,
+    framing_params: FramingParams,
     pub(crate) on_open: ns_open_cb,
     pub(crate) on_drain: ns_drain_cb,
     pub(crate) on_timer: ns_conn_timer_cb,
@@ -201,9 +238,62 @@ pub extern "C" fn ns_options_set_run_in_wait(opts: *mut ns_options, on: c_int) -
 #[unsafe(no_mangle)]
 pub extern "C" fn ns_options_set_framing(opts: *mut ns_options, framing: c_int) -> c_int {
     ffi_panic_boundary! { update(opts, |o| {
-        o.opts.framing = self::framing(framing)?;
+        o.opts.framing = self::framing(framing, &o.framing_params)?;
+        o.framing_code = framing;
         Ok(())
     }) }
+}
+
+/// Updates the framing's settings, and the framing if it is the one they belong to.
+fn set_params(o: &mut ns_options, change: impl FnOnce(&mut FramingParams)) -> crate::Result<()> {
+    change(&mut o.framing_params);
+    o.opts.framing = framing(o.framing_code, &o.framing_params)?;
+    Ok(())
+}
+
+/// Sets the delimiter of `NS_FRAMING_DELIMITER`: `len` bytes (1 to 8, copied) at `delim`, such
+/// as "\r\n" for Redis, SMTP or HTTP headers. `NS_ERR_INVALID` for NULL or another length.
+#[unsafe(no_mangle)]
+pub extern "C" fn ns_options_set_delimiter(opts: *mut ns_options, delim: *const u8, len: usize) -> c_int {
+    ffi_panic_boundary! {
+        let delimiter = ns_try!(Delimiter::new(try_slice!(delim, len)));
+        update(opts, |o| set_params(o, |p| p.delimiter = delimiter))
+    }
+}
+
+/// Sets the length field of `NS_FRAMING_LENGTH_FIELD`: `field_size` bytes (1, 2, 4 or 8; 0 for
+/// an unsigned LEB128 varint of at most 10 bytes) at `field_offset` from the frame's start,
+/// little-endian if `little_endian` is non-zero, give a length L; the whole frame is
+/// `field_offset + field_size + L + length_adjust` bytes. DNS over TCP is `(0, 2, 0, 0)`,
+/// PostgreSQL `(1, 4, 0, -4)`, MQTT `(1, 0, 0, 0)`. A frame over `max_frame`, shorter than
+/// its header, or with a varint over 10 bytes closes the connection with `NS_ERR_LIMIT`
+/// before it is buffered. Sending a frame builds the header when `field_offset` is 0 (else
+/// `NS_ERR_INVALID`: send the whole frame with `ns_conn_send()`). `NS_ERR_INVALID` for another
+/// size or an offset over 1 MiB.
+#[unsafe(no_mangle)]
+pub extern "C" fn ns_options_set_length_field(
+    opts: *mut ns_options,
+    field_offset: usize,
+    field_size: usize,
+    little_endian: c_int,
+    length_adjust: i64,
+) -> c_int {
+    ffi_panic_boundary! {
+        let field = ns_try!(LengthField::new(field_offset, field_size, little_endian != 0, length_adjust));
+        update(opts, |o| set_params(o, |p| p.field = field))
+    }
+}
+
+/// Sets the message size of `NS_FRAMING_FIXED` (at least 1; `NS_ERR_INVALID` for 0). Sending a
+/// frame of another size is `NS_ERR_INVALID`.
+#[unsafe(no_mangle)]
+pub extern "C" fn ns_options_set_fixed_size(opts: *mut ns_options, size: usize) -> c_int {
+    ffi_panic_boundary! {
+        if size == 0 {
+            invalid!("a fixed message size of 0");
+        }
+        update(opts, |o| set_params(o, |p| p.fixed = size))
+    }
 }
 
 /// Sets the largest message a framed connection accepts (default 1 MiB; at least 1). A bigger

@@ -71,6 +71,10 @@ pub(crate) struct ConnState {
     pub(crate) next_check: Option<Instant>,
     /// With `Phase::Connecting`: the connect in progress.
     pub(crate) dialing: Option<Dialing>,
+    /// Raw framing: the length of the delivery `on_data` has now, and how much of its end
+    /// the application keeps for the next one (`Conn::keep`).
+    pub(crate) delivering: usize,
+    pub(crate) keep: usize,
     /// The output accepted for this connection, as other threads' senders see it.
     pub(crate) budget: Arc<SendBudget>,
     /// Counts the connection as open for its service, until it is dropped.
@@ -119,6 +123,8 @@ impl ConnState {
             timer_moved: false,
             next_check: None,
             dialing: None,
+            delivering: 0,
+            keep: 0,
             budget,
             _slot: slot,
             out: Vec::new(),
@@ -288,17 +294,17 @@ impl<'a> Conn<'a> {
 
     /// Sends `msg` as one message in the connection's framing.
     pub fn send_frame(&mut self, msg: &[u8]) -> Result<()> {
-        let (head, head_len, tail) = framing::envelope(self.svc.opts.framing, msg)?;
+        let (head, tail) = framing::envelope(&self.svc.opts.framing, msg)?;
         self.st
-            .send(&[&head[..head_len], msg, tail], self.svc.opts.max_write_buffer)
+            .send(&[head.as_bytes(), msg, tail], self.svc.opts.max_write_buffer)
     }
 
     /// Delivers a send another thread made (`frame`: as one framed message), whose room was
     /// taken when it was accepted.
     pub(crate) fn send_accepted(&mut self, data: &[u8], frame: bool) -> Result<()> {
         let framing = if frame { self.svc.opts.framing } else { Framing::Raw };
-        let (head, head_len, tail) = framing::envelope(framing, data)?;
-        self.st.send_accepted(&[&head[..head_len], data, tail])
+        let (head, tail) = framing::envelope(&framing, data)?;
+        self.st.send_accepted(&[head.as_bytes(), data, tail])
     }
 
     /// Stops reading from the peer until [`Conn::resume`] (input waits in the kernel, and the
@@ -322,6 +328,31 @@ impl<'a> Conn<'a> {
     pub fn set_timer(&mut self, after: Option<std::time::Duration>) {
         self.st.timer_at = after.map(|a| Instant::now() + a);
         self.st.timer_moved = true;
+    }
+
+    /// Raw framing, inside `on_data`: keeps the last `n` bytes of this delivery, so that the
+    /// next `on_data` starts with them (an unfinished message of a protocol no framing
+    /// setting describes). `Invalid` elsewhere or past the delivery; `Limit` past `max_frame`.
+    pub fn keep(&mut self, n: usize) -> Result<()> {
+        if self.svc.opts.framing != Framing::Raw || self.st.delivering == 0 {
+            return Err(Error::Invalid("keeping bytes works in on_data with raw framing".into()));
+        }
+        if n > self.st.delivering {
+            return Err(Error::Invalid(
+                format!("{n} bytes to keep of a {}-byte delivery", self.st.delivering).into(),
+            ));
+        }
+        if n > self.svc.opts.max_frame {
+            return Err(Error::Limit(
+                format!(
+                    "keeping {n} bytes passes the {}-byte frame limit",
+                    self.svc.opts.max_frame
+                )
+                .into(),
+            ));
+        }
+        self.st.keep = n;
+        Ok(())
     }
 
     /// Closes the connection once everything queued so far has been written.

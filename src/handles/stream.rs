@@ -721,8 +721,22 @@ fn finish_input(group: &Group, st: &mut ConnState, svc: &Service) {
 fn deliver(group: &Group, st: &mut ConnState, svc: &Service, data: &[u8]) {
     let opts = &svc.opts;
     if opts.framing == Framing::Raw {
+        // What the application kept of the last delivery (`Conn::keep`) comes first.
+        let mut kept = std::mem::take(&mut st.partial);
+        let data = if kept.is_empty() {
+            data
+        } else {
+            kept.extend_from_slice(data);
+            &kept[..]
+        };
+        st.delivering = data.len();
         if let Err(e) = guard(|| svc.handler.on_data(&mut Conn::new(st, svc), data)) {
             st.failed = Some(e);
+        }
+        st.delivering = 0;
+        let keep = std::mem::take(&mut st.keep);
+        if keep > 0 {
+            st.partial = data[data.len() - keep..].to_vec();
         }
         return;
     }
