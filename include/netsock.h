@@ -62,6 +62,12 @@
 
 
 /**
+ * The lowest result code: every code lies in `NS_RESULT_MIN` to 0, with no gap (for range
+ * checks, which then need no list of their own).
+ */
+#define NS_RESULT_MIN -13
+
+/**
  * Result codes. Every `int`-returning function returns `NS_OK` (0) or one of these negative
  * codes; `ns_strerror()` names them and `ns_last_error()` gives the detail of the last failure.
  */

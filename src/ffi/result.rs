@@ -42,6 +42,52 @@ pub enum ns_result {
     NS_ERR_MISUSE = -13,
 }
 
+/// The lowest result code: every code lies in `NS_RESULT_MIN` to 0, with no gap (for range
+/// checks, which then need no list of their own).
+pub const NS_RESULT_MIN: c_int = -13;
+
+impl ns_result {
+    /// Every code, from 0 down: the one list that `ns_strerror()`, `NS_RESULT_MIN` and the
+    /// tests of the codes are checked against.
+    const ALL: [ns_result; 14] = [
+        ns_result::NS_OK,
+        ns_result::NS_ERR_INVALID,
+        ns_result::NS_ERR_ADDR,
+        ns_result::NS_ERR_ADDR_IN_USE,
+        ns_result::NS_ERR_REFUSED,
+        ns_result::NS_ERR_TIMEOUT,
+        ns_result::NS_ERR_CLOSED,
+        ns_result::NS_ERR_TRUNCATED,
+        ns_result::NS_ERR_LIMIT,
+        ns_result::NS_ERR_IO,
+        ns_result::NS_ERR_RESET,
+        ns_result::NS_ERR_STOPPED,
+        ns_result::NS_ERR_PANIC,
+        ns_result::NS_ERR_MISUSE,
+    ];
+
+    /// The code's name and meaning (an exhaustive match: a new code has none until written).
+    fn meaning(self) -> &'static CStr {
+        use ns_result::*;
+        match self {
+            NS_OK => c"NS_OK: success",
+            NS_ERR_INVALID => c"NS_ERR_INVALID: invalid argument",
+            NS_ERR_ADDR => c"NS_ERR_ADDR: bad address",
+            NS_ERR_ADDR_IN_USE => c"NS_ERR_ADDR_IN_USE: address already in use",
+            NS_ERR_REFUSED => c"NS_ERR_REFUSED: connection refused",
+            NS_ERR_TIMEOUT => c"NS_ERR_TIMEOUT: timed out",
+            NS_ERR_CLOSED => c"NS_ERR_CLOSED: connection closed",
+            NS_ERR_TRUNCATED => c"NS_ERR_TRUNCATED: did not fit the buffer",
+            NS_ERR_LIMIT => c"NS_ERR_LIMIT: limit reached",
+            NS_ERR_IO => c"NS_ERR_IO: I/O error",
+            NS_ERR_RESET => c"NS_ERR_RESET: connection reset by peer",
+            NS_ERR_STOPPED => c"NS_ERR_STOPPED: server stopped",
+            NS_ERR_PANIC => c"NS_ERR_PANIC: internal panic",
+            NS_ERR_MISUSE => c"NS_ERR_MISUSE: call not allowed here",
+        }
+    }
+}
+
 impl From<&Error> for ns_result {
     fn from(e: &Error) -> ns_result {
         use ns_result::*;
@@ -108,23 +154,10 @@ pub(crate) fn code(r: crate::Result<()>) -> c_int {
 #[unsafe(no_mangle)]
 pub extern "C" fn ns_strerror(code: c_int) -> *const c_char {
     ffi_panic_boundary! {
-        let text = match code {
-            0 => c"NS_OK: success",
-            -1 => c"NS_ERR_INVALID: invalid argument",
-            -2 => c"NS_ERR_ADDR: bad address",
-            -3 => c"NS_ERR_ADDR_IN_USE: address already in use",
-            -4 => c"NS_ERR_REFUSED: connection refused",
-            -5 => c"NS_ERR_TIMEOUT: timed out",
-            -6 => c"NS_ERR_CLOSED: connection closed",
-            -7 => c"NS_ERR_TRUNCATED: did not fit the buffer",
-            -8 => c"NS_ERR_LIMIT: limit reached",
-            -9 => c"NS_ERR_IO: I/O error",
-            -10 => c"NS_ERR_RESET: connection reset by peer",
-            -11 => c"NS_ERR_STOPPED: server stopped",
-            -12 => c"NS_ERR_PANIC: internal panic",
-            -13 => c"NS_ERR_MISUSE: call not allowed here",
-            _ => c"unknown netsock result code",
-        };
+        let text = ns_result::ALL
+            .iter()
+            .find(|r| **r as c_int == code)
+            .map_or(c"unknown netsock result code", |r| r.meaning());
         text.as_ptr()
     }
 }
@@ -159,6 +192,16 @@ mod tests {
 
     fn text(p: *const c_char) -> String {
         unsafe { CStr::from_ptr(p) }.to_str().unwrap().to_owned()
+    }
+
+    #[test]
+    fn the_list_of_codes_is_whole_and_without_gaps() {
+        assert_eq!(ns_result::ALL.len() as c_int, 1 - NS_RESULT_MIN);
+        for (i, r) in ns_result::ALL.iter().enumerate() {
+            assert_eq!(*r as c_int, -(i as c_int), "{r:?} out of place");
+            let name = format!("{r:?}");
+            assert!(text(ns_strerror(*r as c_int)).starts_with(&format!("{name}: ")));
+        }
     }
 
     #[test]

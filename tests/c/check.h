@@ -118,7 +118,7 @@ static inline const char *check_last_error_(void)
 /* ns_strerror text for values that look like ns_result codes. */
 static inline const char *check_code_text_(long long v)
 {
-    if (v <= 0 && v >= -13) {
+    if (v <= 0 && v >= NS_RESULT_MIN) {
         const char *s = ns_strerror((int)v);
         return s ? s : "(NULL strerror)";
     }

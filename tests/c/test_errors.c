@@ -47,25 +47,30 @@ static void test_version(void)
 
 static void test_strerror(void)
 {
-    static const int codes[] = {
+    /* every code from NS_RESULT_MIN to 0 (the header says there is no gap), and the ones
+     * the header names among them */
+    static const int named[] = {
         NS_OK,          NS_ERR_INVALID,   NS_ERR_ADDR,  NS_ERR_ADDR_IN_USE, NS_ERR_REFUSED,
         NS_ERR_TIMEOUT, NS_ERR_CLOSED,    NS_ERR_TRUNCATED, NS_ERR_LIMIT,   NS_ERR_IO,
         NS_ERR_RESET,   NS_ERR_STOPPED,   NS_ERR_PANIC, NS_ERR_MISUSE,
     };
-    static const int garbage[] = {12345, -999, INT_MIN, INT_MAX, 1, -14};
-    size_t i, j;
+    static const int garbage[] = {12345, -999, INT_MIN, INT_MAX, 1, NS_RESULT_MIN - 1};
+    int c, d;
+    size_t i;
     SECTION("strerror");
-    for (i = 0; i < sizeof codes / sizeof codes[0]; i++) {
-        const char *s = ns_strerror(codes[i]);
+    for (i = 0; i < sizeof named / sizeof named[0]; i++)
+        CHECK(named[i] <= 0 && named[i] >= NS_RESULT_MIN);
+    for (c = 0; c >= NS_RESULT_MIN; c--) {
+        const char *s = ns_strerror(c);
         CHECK(s != NULL);
         if (s) {
-            CHECK(s[0] != '\0');
+            CHECK(s[0] != '\0' && strncmp(s, "NS_", 3) == 0);
+            CHECK(strcmp(s, "unknown netsock result code") != 0);
             /* the known codes are distinguishable by their text */
-            for (j = 0; j < i; j++) {
-                const char *t = ns_strerror(codes[j]);
+            for (d = 0; d > c; d--) {
+                const char *t = ns_strerror(d);
                 if (t && strcmp(s, t) == 0) {
-                    fprintf(stderr, "codes %d and %d share the text \"%s\"\n", codes[i], codes[j],
-                            s);
+                    fprintf(stderr, "codes %d and %d share the text \"%s\"\n", c, d, s);
                     CHECK(strcmp(s, t) != 0);
                 }
             }
