@@ -256,8 +256,9 @@ pub fn split(framing: Framing, max: usize, buf: &[u8], mut emit: impl FnMut(&[u8
                 Some(total) if rest.len() >= total => (&rest[..total], total),
                 _ => return Ok(pos),
             },
+            Framing::Fixed(n) if n == 0 || rest.is_empty() => return Ok(pos),
             Framing::Fixed(n) if n > max => return Err(too_large(n, max)),
-            Framing::Fixed(n) if n == 0 || rest.len() < n => return Ok(pos),
+            Framing::Fixed(n) if rest.len() < n => return Ok(pos),
             Framing::Fixed(n) => (&rest[..n], n),
         };
         pos += used;
@@ -288,6 +289,8 @@ pub fn feed(
     // A line (or delimited message) that goes on: only its length needs checking, not its
     // start scanning again (a peer sending a long one a byte at a time would cost time
     // squared in its length). A delimiter may begin in what was there before.
+    // `Some(slack)`: the message did not end, and may pass `max` by `slack` bytes of what
+    // could still be its end (a line's "\r").
     let unended = match framing {
         Framing::Line => (!chunk.contains(&b'\n')).then_some(1),
         Framing::Delimiter(d) => {
@@ -295,13 +298,14 @@ pub fn feed(
             let from = partial.len().saturating_sub(dl - 1);
             let mut tail = partial[from..].to_vec();
             tail.extend_from_slice(chunk);
-            d.find(&tail).is_none().then_some(dl)
+            // Up to `dl - 1` bytes past `max` may begin the delimiter.
+            d.find(&tail).is_none().then_some(dl - 1)
         }
         _ => None,
     };
     partial.extend_from_slice(chunk);
-    if let Some(dl) = unended {
-        if partial.len() > max.saturating_add(dl) {
+    if let Some(slack) = unended {
+        if partial.len() > max.saturating_add(slack) {
             return Err(too_large(partial.len(), max));
         }
         return Ok(());

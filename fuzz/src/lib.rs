@@ -10,7 +10,7 @@
 //! | 2..2+k       | chunk sizes, cycled (0 feeds an empty chunk; none, or all 0: one byte at a time) |
 //! | the rest     | the byte stream                                                         |
 
-use netsock::framing::{Framing, feed};
+use netsock::framing::{Delimiter, Framing, LengthField, feed};
 
 /// One fuzz input, read as above.
 pub struct Case<'a> {
@@ -48,7 +48,7 @@ pub type Outcome = Result<usize, usize>;
 
 /// What a framing's checks need to know beyond the decoder under test.
 pub trait Spec {
-    const FRAMING: Framing;
+    fn framing() -> Framing;
     /// The reference decoder: frames and outcome of the whole stream, written independently.
     fn reference(max: usize, stream: &[u8]) -> (Vec<Vec<u8>>, Outcome);
     /// Most bytes `partial` may keep between reads.
@@ -110,7 +110,7 @@ pub fn check<S: Spec>(data: &[u8]) {
     // The stream in one read.
     let mut whole = Vec::new();
     let mut partial = Vec::new();
-    let r = feed(S::FRAMING, max, &mut partial, stream, |m| {
+    let r = feed(S::framing(), max, &mut partial, stream, |m| {
         whole.push(m.to_vec());
         true
     });
@@ -141,7 +141,7 @@ pub fn check<S: Spec>(data: &[u8]) {
     // Any split into reads yields the same frames and the same outcome: the sizes from the
     // input, then one byte at a time.
     for sizes in [&case.sizes[..], &[1]] {
-        let (frames, ok, partial) = feed_chunked(S::FRAMING, max, stream, sizes, bound);
+        let (frames, ok, partial) = feed_chunked(S::framing(), max, stream, sizes, bound);
         assert_eq!(frames, whole, "chunks {sizes:?}: frames differ from one read");
         assert_eq!(ok, r.is_ok(), "chunks {sizes:?}: outcome differs from one read");
         if let Ok(consumed) = outcome {
@@ -154,7 +154,7 @@ pub fn check<S: Spec>(data: &[u8]) {
         let n = case.stop_after;
         let mut got = Vec::new();
         let mut partial = Vec::new();
-        let r = feed(S::FRAMING, max, &mut partial, stream, |m| {
+        let r = feed(S::framing(), max, &mut partial, stream, |m| {
             got.push(m.to_vec());
             got.len() < n
         });
@@ -174,7 +174,9 @@ pub fn check<S: Spec>(data: &[u8]) {
 pub struct Line;
 
 impl Spec for Line {
-    const FRAMING: Framing = Framing::Line;
+    fn framing() -> Framing {
+        Framing::Line
+    }
 
     fn reference(max: usize, stream: &[u8]) -> (Vec<Vec<u8>>, Outcome) {
         let mut frames = Vec::new();
@@ -238,7 +240,9 @@ impl Spec for Line {
 pub struct Len32;
 
 impl Spec for Len32 {
-    const FRAMING: Framing = Framing::Len32;
+    fn framing() -> Framing {
+        Framing::Len32
+    }
 
     fn reference(max: usize, stream: &[u8]) -> (Vec<Vec<u8>>, Outcome) {
         let mut frames = Vec::new();
@@ -284,5 +288,149 @@ impl Spec for Len32 {
         let head = rest.first_chunk::<4>().expect("an error before a whole header");
         let len = u32::from_be_bytes(*head) as u64;
         assert!(len > max as u64, "a {len}-byte message was refused with max {max}");
+    }
+}
+
+/// Messages ending with "\r\n", which is not part of them.
+pub struct Crlf;
+
+impl Spec for Crlf {
+    fn framing() -> Framing {
+        Framing::Delimiter(Delimiter::new(b"\r\n").unwrap())
+    }
+
+    fn reference(max: usize, stream: &[u8]) -> (Vec<Vec<u8>>, Outcome) {
+        let mut frames = Vec::new();
+        let mut start = 0;
+        let mut i = 0;
+        while i + 1 < stream.len() {
+            if stream[i] == b'\r' && stream[i + 1] == b'\n' {
+                if i - start > max {
+                    return (frames, Err(start));
+                }
+                frames.push(stream[start..i].to_vec());
+                start = i + 2;
+                i = start;
+            } else {
+                i += 1;
+            }
+        }
+        // An unended tail may be a message of `max` bytes and the "\r" of its delimiter.
+        let tail = stream.len() - start;
+        if max < usize::MAX && tail > max + 1 { (frames, Err(start)) } else { (frames, Ok(start)) }
+    }
+
+    fn pending_bound(max: usize) -> usize {
+        max.saturating_add(1)
+    }
+
+    fn reencode(_max: usize, stream: &[u8], frames: &[Vec<u8>]) -> usize {
+        let encoded: Vec<u8> = frames.iter().flat_map(|f| f.iter().copied().chain(*b"\r\n")).collect();
+        assert!(stream.starts_with(&encoded), "re-encoded frames are not the stream's prefix");
+        for f in frames {
+            assert!(!f.windows(2).any(|w| w == b"\r\n"), "a frame holds its delimiter");
+        }
+        encoded.len()
+    }
+
+    fn check_pending(max: usize, rest: &[u8]) {
+        assert!(!rest.windows(2).any(|w| w == b"\r\n"), "a whole message was left unread");
+        assert!(rest.len() <= max.saturating_add(1), "a too-long message was kept");
+    }
+
+    fn check_error(max: usize, rest: &[u8]) {
+        let len = match rest.windows(2).position(|w| w == b"\r\n") {
+            Some(i) => i,
+            None => rest.len().saturating_sub(1),
+        };
+        assert!(len > max, "a {len}-byte message was refused with max {max}");
+    }
+}
+
+/// DNS over TCP: a 2-byte big-endian length at offset 0; frames delivered whole.
+pub struct Dns;
+
+impl Spec for Dns {
+    fn framing() -> Framing {
+        Framing::LengthField(LengthField::new(0, 2, false, 0).unwrap())
+    }
+
+    fn reference(max: usize, stream: &[u8]) -> (Vec<Vec<u8>>, Outcome) {
+        let mut frames = Vec::new();
+        let mut pos = 0;
+        while stream.len() - pos >= 2 {
+            let total = 2 + u16::from_be_bytes([stream[pos], stream[pos + 1]]) as usize;
+            if total > max {
+                return (frames, Err(pos));
+            }
+            if pos + total > stream.len() {
+                break;
+            }
+            frames.push(stream[pos..pos + total].to_vec());
+            pos += total;
+        }
+        (frames, Ok(pos))
+    }
+
+    fn pending_bound(max: usize) -> usize {
+        max.saturating_sub(1).max(1)
+    }
+
+    fn reencode(_max: usize, stream: &[u8], frames: &[Vec<u8>]) -> usize {
+        let encoded: Vec<u8> = frames.concat();
+        assert!(stream.starts_with(&encoded), "frames are not the stream's prefix");
+        for f in frames {
+            assert_eq!(f.len(), 2 + u16::from_be_bytes([f[0], f[1]]) as usize, "a frame of the wrong length");
+        }
+        encoded.len()
+    }
+
+    fn check_pending(max: usize, rest: &[u8]) {
+        if rest.len() >= 2 {
+            let total = 2 + u16::from_be_bytes([rest[0], rest[1]]) as usize;
+            assert!(total <= max, "an over-limit header was kept");
+            assert!(rest.len() < total, "a whole frame was left unread");
+        }
+    }
+
+    fn check_error(max: usize, rest: &[u8]) {
+        let total = 2 + u16::from_be_bytes([rest[0], rest[1]]) as usize;
+        assert!(total > max, "a {total}-byte frame was refused with max {max}");
+    }
+}
+
+/// Messages of exactly 7 bytes.
+pub struct Fixed7;
+
+impl Spec for Fixed7 {
+    fn framing() -> Framing {
+        Framing::Fixed(7)
+    }
+
+    fn reference(max: usize, stream: &[u8]) -> (Vec<Vec<u8>>, Outcome) {
+        if max < 7 {
+            return (Vec::new(), if stream.is_empty() { Ok(0) } else { Err(0) });
+        }
+        let n = stream.len() / 7;
+        (stream[..n * 7].chunks(7).map(<[u8]>::to_vec).collect(), Ok(n * 7))
+    }
+
+    fn pending_bound(_max: usize) -> usize {
+        6
+    }
+
+    fn reencode(_max: usize, stream: &[u8], frames: &[Vec<u8>]) -> usize {
+        let encoded = frames.concat();
+        assert!(stream.starts_with(&encoded), "frames are not the stream's prefix");
+        assert!(frames.iter().all(|f| f.len() == 7), "a frame of another size");
+        encoded.len()
+    }
+
+    fn check_pending(_max: usize, rest: &[u8]) {
+        assert!(rest.len() < 7, "a whole message was left unread");
+    }
+
+    fn check_error(max: usize, _rest: &[u8]) {
+        assert!(max < 7, "a 7-byte message was refused with max {max}");
     }
 }
