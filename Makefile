@@ -86,27 +86,44 @@ check-header: lib
 test-header: lib
 	sh tests/header/check.sh $(BUILD) $(VERSION)
 
-# Install into a temporary prefix, then build and run an example through pkg-config, shared and
-# static.
+# Install into a temporary prefix, then build and run an example through pkg-config and through
+# CMake, shared and static. cmake is Debian's package, installed here if missing (CI starts from a
+# clean machine).
 test-install: lib
+	@command -v cmake >/dev/null || { echo "test-install: installing cmake"; mkdir -p $(BUILD); \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cmake; } \
+			>$(BUILD)/apt-cmake.log 2>&1 || { cat $(BUILD)/apt-cmake.log; exit 1; }; }
 	sh tests/install/check.sh
 
-# The .pc file names the prefix, so it is written at every install.
+# The .pc file names the prefix, so it is written at every install. The CMake files name paths
+# relative to their own directory instead (a staged or moved install still works): the header's
+# is computed here, since LIBDIR need not be PREFIX/lib; the libraries' is always ../..
+CMAKEDIR := $(LIBDIR)/cmake/netsock
+
 install: lib $(BUILD)/native-static-libs
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' -e 's|@VERSION@|$(VERSION)|' \
 	    -e "s|@LIBS_PRIVATE@|$$(cat $(BUILD)/native-static-libs)|" netsock.pc.in > $(BUILD)/netsock.pc
-	install -d $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(PREFIX)/include
+	for f in netsockConfig netsockConfigVersion; do \
+		sed -e 's|@VERSION@|$(VERSION)|g' -e 's|@MAJOR@|$(MAJOR)|g' \
+		    -e "s|@INCLUDEDIR_REL@|$$(realpath -ms --relative-to='$(CMAKEDIR)' '$(PREFIX)/include')|" \
+		    -e "s|@LIBS_PRIVATE@|$$(tr ' ' ';' < $(BUILD)/native-static-libs)|" \
+		    cmake/$$f.cmake.in > $(BUILD)/$$f.cmake || exit 1; \
+	done
+	install -d $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(CMAKEDIR) $(DESTDIR)$(PREFIX)/include
 	install -m 644 $(BUILD)/libnetsock.a $(DESTDIR)$(LIBDIR)/
 	install -m 755 $(BUILD)/libnetsock.so.$(VERSION) $(DESTDIR)$(LIBDIR)/
 	ln -sf libnetsock.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME)
 	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libnetsock.so
 	install -m 644 include/netsock.h $(DESTDIR)$(PREFIX)/include/
 	install -m 644 $(BUILD)/netsock.pc $(DESTDIR)$(LIBDIR)/pkgconfig/
+	install -m 644 $(BUILD)/netsockConfig.cmake $(BUILD)/netsockConfigVersion.cmake $(DESTDIR)$(CMAKEDIR)/
 
 uninstall:
 	rm -f $(DESTDIR)$(LIBDIR)/libnetsock.a $(DESTDIR)$(LIBDIR)/libnetsock.so.$(VERSION) \
 	      $(DESTDIR)$(LIBDIR)/$(SONAME) $(DESTDIR)$(LIBDIR)/libnetsock.so \
-	      $(DESTDIR)$(PREFIX)/include/netsock.h $(DESTDIR)$(LIBDIR)/pkgconfig/netsock.pc
+	      $(DESTDIR)$(PREFIX)/include/netsock.h $(DESTDIR)$(LIBDIR)/pkgconfig/netsock.pc \
+	      $(DESTDIR)$(CMAKEDIR)/netsockConfig.cmake $(DESTDIR)$(CMAKEDIR)/netsockConfigVersion.cmake
+	rmdir $(DESTDIR)$(CMAKEDIR) 2>/dev/null || true
 
 # Libs.private lists what the static library needs, as rustc reports it for this crate (asked
 # once per dependency change: it costs a build of its own).

@@ -2,6 +2,13 @@
 //! functions of [`ffi`]) and for Rust (through [`Server`], [`Client`], the handler traits and
 //! the blocking clients).
 
+// The event loop is epoll (through mio, woken by an eventfd), the UDP path recvmmsg/sendmmsg,
+// the accept path accept4: Linux calls, with no fallbacks for other systems.
+#[cfg(not(target_os = "linux"))]
+compile_error!(
+    "netsock supports Linux only: its event loop is epoll and its UDP path recvmmsg/sendmmsg (README, Platforms)"
+);
+
 pub mod addr;
 pub mod client;
 mod deadline;

@@ -1,4 +1,4 @@
-/* Built against an installed netsock through pkg-config (tests/install/check.sh). */
+/* Built against an installed netsock through pkg-config and CMake (tests/install/check.sh). */
 #include <netsock.h>
 #include <stdio.h>
 #include <string.h>
