@@ -535,7 +535,7 @@ static void test_setters(void)
     if (!o)
         return;
     CHECK_EQ_INT(ns_options_set_framing(o, 7), NS_ERR_INVALID);
-    CHECK_EQ_INT(ns_options_set_framing(o, 3), NS_ERR_INVALID);
+    CHECK_EQ_INT(ns_options_set_framing(o, NS_FRAMING_FIXED + 1), NS_ERR_INVALID);
     CHECK_EQ_INT(ns_options_set_framing(o, -1), NS_ERR_INVALID);
     CHECK_EQ_INT(ns_options_set_max_frame(o, 0), NS_ERR_INVALID);
     CHECK_EQ_INT(ns_options_set_max_write_buffer(o, 0), NS_ERR_INVALID);
