@@ -259,10 +259,10 @@ static void netstring_on_data(ns_conn *conn, const uint8_t *data, size_t len, vo
             return;
         }
         CHECK(data[i] == ':');
-        CHECK_EQ_INT(ns_conn_send(conn, data + i + 1, n), NS_OK);
-        pthread_mutex_lock(&lock);
+        pthread_mutex_lock(&lock); /* counted before the echo, which the test waits for */
         ns_count++;
         pthread_mutex_unlock(&lock);
+        CHECK_EQ_INT(ns_conn_send(conn, data + i + 1, n), NS_OK);
         pos = i + 1 + n;
         if (pos == len)
             return;
@@ -287,6 +287,7 @@ static void test_keep(void)
     srv = serve(o, netstring_on_data);
     if (srv) {
         exchange(ns_server_port(srv), in, sizeof in - 1, "helloabchello worldok", 21);
+        WAIT_FOR(locked_int(&lock, &ns_count) == 5, 2000);
         CHECK_EQ_INT(locked_int(&lock, &ns_count), 5);
         ns_server_free(srv);
     }
