@@ -163,10 +163,9 @@ impl<'g, H> Datagrams<'g, H> {
             .map_err(|e| Error::io("epoll_ctl", e))
     }
 
-    /// Stops reading on this loop, which lets go of the server.
+    /// Stops reading on this loop; dropping `self` then lets go of the server.
     pub(crate) fn stop(self, registry: &Registry) {
         let _ = registry.deregister(&mut SourceFd(&self.server.bound.sock.as_raw_fd()));
-        // Let go of by the drop.
     }
 
     pub(crate) fn ending(&self) -> &Ending {
