@@ -550,8 +550,9 @@ int ns_loop_post(struct ns_loop *lp, ns_task_cb cb, void *user);
 int ns_loop_run(struct ns_loop *lp);
 
 /**
- * Asks the loop to stop and returns at once: `ns_loop_run()` returns, its clients close with
- * `NS_ERR_STOPPED`, its timers end, and posts fail with `NS_ERR_CLOSED`. Stopping a server's
+ * Asks the loop to stop and returns at once: `ns_loop_run()` returns, its open clients close
+ * with `NS_ERR_STOPPED` (one the loop had not opened yet gets no callback at all), its timers
+ * end, and posts fail with `NS_ERR_CLOSED`. Stopping a server's
  * loop stops the server. Any thread, and async-signal-safe (from a SIGINT handler).
  * `NS_ERR_INVALID` for NULL (recorded without allocating).
  */

@@ -317,8 +317,14 @@ impl Drop for Server {
             None => self.group.shutdown(),
             Some(_) => {
                 self.stop();
+                let Some(ending) = self.ending.get() else { return };
+                // A first loop that `run` has not started yet will let go when it starts (it
+                // serves nothing of a server that asked to end): not waited for.
+                if self.group.not_yet_run(0) {
+                    ending.let_go();
+                }
                 // Inside a callback of its loops the end follows when the callback returns.
-                if let Some(ending) = self.ending.get().filter(|_| !self.group.on_loop_thread()) {
+                if !self.group.on_loop_thread() {
                     ending.wait();
                 }
             }

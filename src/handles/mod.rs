@@ -108,7 +108,7 @@ impl Body<HandleCmd> for Handles<'_> {
         match cmd {
             HandleCmd::ServeDatagrams(server) => {
                 let mut d = Datagrams::new(self.group, self.index, *server);
-                if self.group.stopping() {
+                if self.group.stopping() || d.ending().requested() {
                     return; // let go when dropped
                 }
                 let entry = self.datagrams.vacant_entry();

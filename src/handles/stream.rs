@@ -117,7 +117,8 @@ impl<'g> Streams<'g> {
         bound: Option<Arc<Bound>>,
         token_of: impl Fn(usize) -> Token,
     ) {
-        if self.group.stopping() {
+        // A loop that stops, or a server freed before this loop ever ran: nothing to serve.
+        if self.group.stopping() || svc.ending.requested() {
             svc.ending.let_go();
             return;
         }

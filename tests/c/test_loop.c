@@ -724,6 +724,32 @@ static void test_stop_one_server_of_a_shared_loop(void)
     close(fd);
 }
 
+static void stop_loop_task(void *user)
+{
+    CHECK_EQ_INT(ns_loop_stop((ns_loop *)user), NS_OK);
+}
+
+static void test_free_before_the_loop_runs(void)
+{
+    ns_options *o = ns_options_new();
+    ns_loop *lp = NULL;
+    ns_server *srv = NULL;
+    int64_t t0;
+
+    SECTION("a server freed on a run_in_wait loop that never ran: the free returns, the loop serves nothing of it");
+    CHECK_EQ_INT(ns_options_set_run_in_wait(o, 1), NS_OK);
+    CHECK_EQ_INT(ns_loop_new(o, &lp), NS_OK);
+    CHECK_EQ_INT(ns_options_set_loop(o, lp), NS_OK);
+    CHECK_EQ_INT(ns_tcp_serve("127.0.0.1:0", echo_on_data, NULL, o, &srv), NS_OK);
+    ns_options_free(o);
+    t0 = now_ms();
+    ns_server_free(srv); /* before: waited for a loop that nobody runs */
+    CHECK(now_ms() - t0 < 1000);
+    CHECK_EQ_INT(ns_loop_post(lp, stop_loop_task, lp), NS_OK);
+    CHECK_EQ_INT(ns_loop_run(lp), NS_OK); /* runs, finds the freed server's listener unwanted */
+    ns_loop_free(lp);
+}
+
 /* ---- 8. argument rules ------------------------------------------------------------------- */
 
 static void nop_task(void *user)
@@ -781,5 +807,6 @@ int main(void)
     test_conn_timer();
     test_shared_loop();
     test_stop_one_server_of_a_shared_loop();
+    test_free_before_the_loop_runs();
     return CHECK_DONE();
 }
