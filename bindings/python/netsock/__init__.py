@@ -10,10 +10,11 @@ No compile step and nothing beyond the standard library (Python 3.8+)::
     with netsock.tcp_serve("127.0.0.1:0", on_data) as server:
         print(netsock.tcp_send(server.address, b"hi"))      # b'hi'
 
-Finding the library, first that exists wins: ``$NETSOCK_LIB`` (a path; if it is set and cannot
-be loaded, importing fails), ``libnetsock.so`` next to this module, ``../../build/libnetsock.so``
-relative to this module (the source tree), then the installed library (``libnetsock.so.0``, the
-soname of this ABI, or what ``ctypes.util.find_library("netsock")`` finds).
+Finding the library, first that exists wins: ``$NETSOCK_LIBRARY`` (a path; ``$NETSOCK_LIB`` is
+read too; if it is set and cannot be loaded, importing fails), ``libnetsock.so`` inside this
+package, ``build/libnetsock.so`` of the source tree when the package is run from it, then the
+installed library (``libnetsock.so.0``, the soname of this ABI, or what
+``ctypes.util.find_library("netsock")`` finds).
 
 Errors are raised as :class:`Error` subclasses carrying the ``ns_result`` ``code``, its ``name``
 ("NS_ERR_ADDR") and the ``detail`` text of ``ns_last_error()``. Some also derive from the builtin
@@ -61,6 +62,8 @@ __all__ = [
     "udp_request", "version", "strerror", "ERRORS", "LIBRARY_PATH",
 ]
 
+__version__ = "0.1.0"  # the package's version: the netsock release it was written with
+
 # The ABI this module is written for (NS_VERSION_MAJOR of include/netsock.h).
 _ABI_MAJOR = 0
 
@@ -71,8 +74,10 @@ _ABI_MAJOR = 0
 
 def _candidates():
     here = os.path.dirname(os.path.abspath(__file__))
-    yield os.path.join(here, "libnetsock.so")
-    yield os.path.normpath(os.path.join(here, "..", "..", "build", "libnetsock.so"))
+    yield os.path.join(here, "libnetsock.so")  # a copy shipped inside the package
+    source_root = os.path.normpath(os.path.join(here, "..", "..", ".."))
+    if os.path.exists(os.path.join(source_root, "include", "netsock.h")):
+        yield os.path.join(source_root, "build", "libnetsock.so")  # this source tree
     yield "libnetsock.so.%d" % _ABI_MAJOR  # the installed soname, via the dynamic loader
     found = ctypes.util.find_library("netsock")
     if found:
@@ -81,12 +86,13 @@ def _candidates():
 
 
 def _load():
-    env = os.environ.get("NETSOCK_LIB")
-    if env:
-        try:
-            return ctypes.CDLL(os.path.abspath(env) if os.path.exists(env) else env), env
-        except OSError as e:
-            raise ImportError("netsock: cannot load $NETSOCK_LIB=%r: %s" % (env, e)) from None
+    for var in ("NETSOCK_LIBRARY", "NETSOCK_LIB"):
+        env = os.environ.get(var)
+        if env:
+            try:
+                return ctypes.CDLL(os.path.abspath(env) if os.path.exists(env) else env), env
+            except OSError as e:
+                raise ImportError("netsock: cannot load $%s=%r: %s" % (var, env, e)) from None
     tried = []
     for path in _candidates():
         if os.sep in path and not os.path.exists(path):
@@ -96,7 +102,7 @@ def _load():
             return ctypes.CDLL(path), path
         except OSError as e:
             tried.append("%s (%s)" % (path, e))
-    raise ImportError("netsock: libnetsock not found; set NETSOCK_LIB to its path. Tried: "
+    raise ImportError("netsock: libnetsock not found; set NETSOCK_LIBRARY to its path. Tried: "
                       + "; ".join(tried))
 
 
