@@ -70,6 +70,8 @@ test-python: lib
 	$(PYVENV)/bin/python -m pip install --quiet --disable-pip-version-check ./bindings/python pytest mypy
 	NETSOCK_LIBRARY=$(CURDIR)/$(BUILD)/libnetsock.so NETSOCK_TEST_INSTALLED=1 \
 		$(PYVENV)/bin/python -m pytest -q -p no:cacheprovider tests/python
+	$(PYVENV)/bin/mypy --strict --cache-dir $(BUILD)/mypy-cache bindings/python/examples
+	$(PYVENV)/bin/mypy --strict --cache-dir $(BUILD)/mypy-cache bindings/python/netsock
 
 # The README's C example must build and run as printed.
 test-readme: lib
