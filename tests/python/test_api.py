@@ -378,10 +378,12 @@ def test_server_post_pause_resume_and_close_conn():
 
 def test_post_to_a_connection_that_closes_first_gets_none():
     got = queue.Queue()
+    entered = threading.Event()
     gate = threading.Event()
     ids = queue.Queue()
 
     def on_data(conn, data):
+        entered.set()
         gate.wait(WAIT)  # holds the loop while the test posts, then closes the connection
         conn.close()
 
@@ -389,27 +391,31 @@ def test_post_to_a_connection_that_closes_first_gets_none():
         with connect(srv) as sock:
             conn_id = ids.get(timeout=WAIT)
             sock.sendall(b"x")
-            time.sleep(0.05)
+            assert entered.wait(WAIT)
             srv.post(conn_id, got.put)  # queued behind on_data, which closes the connection
             gate.set()
             assert got.get(timeout=WAIT) is None
 
 
 def test_connection_timer_heartbeat_and_cancel():
-    with netsock.tcp_serve("127.0.0.1:0", lambda c, d: c.set_timer(0),
+    def on_data(conn, data):
+        conn.set_timer(0)  # cancels it: no tick after this
+        conn.send(b"stopped")
+
+    with netsock.tcp_serve("127.0.0.1:0", on_data,
                            on_open=lambda c: c.set_timer(0.02),
                            on_timer=lambda c: (c.send(b"tick;"), c.set_timer(0.02))) as srv:
         with connect(srv) as sock:
             assert recv_exactly(sock, 15) == b"tick;" * 3
-            sock.sendall(b"stop")  # on_data cancels the timer
+            sock.sendall(b"stop")
+            got = b""
+            while not got.endswith(b"stopped"):
+                chunk = sock.recv(100)
+                assert chunk
+                got += chunk
+            assert set(got[:-7].split(b";")) <= {b"tick", b""}
             time.sleep(0.1)
             sock.setblocking(False)
-            try:
-                while sock.recv(100):  # ticks already under way
-                    pass
-            except BlockingIOError:
-                pass
-            time.sleep(0.1)
             with pytest.raises(BlockingIOError):
                 sock.recv(100)
 
@@ -497,6 +503,25 @@ def test_conn_user_state_lives_until_on_close():
         assert seen.get(timeout=WAIT) == 3
         stream = netsock._handles[srv._token]
         assert wait_for(lambda: stream.users == {})
+
+
+def test_drain_timeout_flushes_on_stop_and_options_are_taken():
+    big = bytes(range(256)) * 4096  # 1 MiB: more than the socket buffers hold
+    sent = threading.Event()
+
+    def on_data(conn, data):
+        conn.send(big)
+        sent.set()
+
+    with netsock.tcp_serve("127.0.0.1:0", on_data, drain_timeout=WAIT, backlog=16,
+                           nodelay=False, keepalive=30, max_conns=4,
+                           max_write_buffer=4 << 20) as srv:
+        with connect(srv) as sock:
+            sock.sendall(b"go")
+            assert sent.wait(WAIT)
+            srv.stop()  # with a drain time, queued output is written before the close
+            assert recv_to_eof(sock) == big
+        assert srv.wait(WAIT)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -767,6 +792,9 @@ def test_client_on_a_stopped_loop(listener):
     client = netsock.tcp_connect(listener.address, None, loop=loop,
                                  on_close=lambda c, r: closes.put(r))
     peer = listener.next()
+    # once opened on the loop (a stop before the loop took the connection in ends it with
+    # no callback: it never opened)
+    assert client.wait_connected(WAIT)
     loop.close()  # what runs on the loop stops
     assert closes.get(timeout=WAIT) == netsock.ERR_STOPPED
     with pytest.raises(netsock.ClosedError):
