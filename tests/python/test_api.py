@@ -689,6 +689,23 @@ def test_blocking_client_against_a_python_server(listener):
     peer.close()
 
 
+def test_close_right_after_a_blocking_connect_delivers_what_was_sent(listener):
+    big = bytes(range(256)) * 4096 * 4  # 4 MiB: more than the socket buffers hold
+    for _ in range(3):
+        received = queue.Queue()
+
+        def read():
+            with listener.next() as peer:
+                received.put(recv_to_eof(peer))
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        with netsock.tcp_connect(listener.address, None) as client:
+            client.send(big)  # maybe before on_open ran: still written before the close
+        assert received.get(timeout=WAIT) == big
+        reader.join(WAIT)
+
+
 def test_blocking_client_errors():
     with socket.socket() as bound:  # bound, not listening
         bound.bind(("127.0.0.1", 0))

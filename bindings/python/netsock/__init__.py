@@ -1654,9 +1654,9 @@ class Client(_Handle):
             return
         with self._state:
             closes = self._closes
-            opened = self._opens > closes
-        rc = _lib.ns_client_close(ptr)
-        wait = rc == Result.OK and opened
+        # OK: a connection is open (on_open may not have run yet after a blocking connect),
+        # and its on_close follows once what was queued is written.
+        wait = _lib.ns_client_close(ptr) == Result.OK
 
         def finish() -> None:
             if wait:
