@@ -894,6 +894,35 @@ def test_one_loop_example_serves_and_stops_on_ctrl_c():
     assert b"Traceback" not in err
 
 
+@pytest.mark.parametrize("run_in_wait", [True, False])
+def test_ctrl_c_stops_loop_run(run_in_wait):
+    code = ("import netsock\n"
+            "loop = netsock.Loop(run_in_wait=%r)\n"
+            "loop.timer_start(0.01, 0.01, lambda: None)\n"
+            "print('running', flush=True)\n"
+            "try:\n"
+            "    loop.run()\n"
+            "except KeyboardInterrupt:\n"
+            "    print('interrupted', flush=True)\n"
+            "loop.close()\n"
+            "print('closed', flush=True)\n" % run_in_wait)
+    env = dict(os.environ)
+    if os.sep in netsock.LIBRARY_PATH:
+        env["NETSOCK_LIBRARY"] = os.path.abspath(netsock.LIBRARY_PATH)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env)
+    try:
+        assert proc.stdout.readline() == b"running\n"
+        time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=WAIT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert (proc.returncode, out, err) == (0, b"interrupted\nclosed\n", b"")
+
+
 def test_line_client_example():
     with netsock.tcp_serve("127.0.0.1:0", lambda c, d: c.send_frame(b"re: " + d),
                            framing=netsock.FRAMING_LINE) as srv:
