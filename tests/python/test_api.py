@@ -310,6 +310,23 @@ def test_one_loop_for_servers_clients_and_timers_on_the_main_thread():
     assert threads == {me}
 
 
+def test_server_closed_before_its_run_in_wait_loop_ever_ran():
+    # ns_server_free would wait for a loop that nobody runs: the package frees it once the
+    # loop runs instead of hanging in close()
+    with netsock.Loop(run_in_wait=True) as loop:
+        srv = netsock.tcp_serve("127.0.0.1:0", lambda c, d: None, loop=loop)
+        start = time.monotonic()
+        srv.close()
+        srv.close()
+        assert time.monotonic() - start < 1.0 and srv.closed
+        with pytest.raises(netsock.ClosedError):
+            srv.stats()
+        loop.timer_start(0.01, None, loop.stop)
+        loop.run()
+        assert srv._closed.wait(WAIT)  # freed now
+        assert srv._token not in netsock._handles
+
+
 # ---------------------------------------------------------------------------------------------
 # Servers: the lent loop, posts, close by id, pause/resume, timers, keep
 

@@ -980,10 +980,12 @@ class _Handle:
         raise NotImplementedError
 
 
-def _free_later(handle: _Handle, ptr: Any, free: Callable[[Any], None], name: str) -> None:
+def _free_later(handle: _Handle, ptr: Any, free: Callable[[Any], None], name: str,
+                daemon: bool = False) -> None:
     """Frees on a helper thread: inside a callback of the handle's loop, waiting for that loop
     (or for calls in flight on it) would never end."""
-    threading.Thread(target=handle._free_when_idle, args=(ptr, free), name=name).start()
+    threading.Thread(target=handle._free_when_idle, args=(ptr, free), name=name,
+                     daemon=daemon).start()
 
 
 class Loop(_Handle):
@@ -1006,6 +1008,7 @@ class Loop(_Handle):
         self.run_in_wait = bool(run_in_wait)
         self._server: Optional[Server] = None
         self._timers: Dict[int, int] = {}  # timer id -> token
+        self._ran = False  # run() was called: a run_in_wait loop's first loop has run
         opts = _options([_set(_lib.ns_options_set_threads, self.threads),
                          _set(_lib.ns_options_set_run_in_wait, int(self.run_in_wait))])
         try:
@@ -1028,6 +1031,7 @@ class Loop(_Handle):
         lp._server = server
         lp._key = server._key
         lp._timers = {}
+        lp._ran = True
         lp._started.set()
         return lp
 
@@ -1109,6 +1113,7 @@ class Loop(_Handle):
         self._call(self._run)
 
     def _run(self, ptr: Any) -> None:
+        self._ran = True
         if not self.run_in_wait:
             done = threading.Event()
             rcs: List[int] = []
@@ -1328,6 +1333,8 @@ class Server(_Handle):
         self._stopped = threading.Event()  # ns_server_wait returned, or closed
         self._waiter: Optional[threading.Thread] = None
         self._lent: Optional[Loop] = None
+        self._loop = loop
+        self._deferred = False  # freed when its run_in_wait loop first runs
 
     def _start(self, ptr: Any) -> None:
         buf = ctypes.create_string_buffer(256)
@@ -1456,11 +1463,15 @@ class Server(_Handle):
         first, ptr = self._take()
         if first and ptr is not None:
             _lib.ns_server_stop(ptr)
-            if own:
-                _free_later(self, ptr, _lib.ns_server_free, "netsock-close")
+            # A run_in_wait loop that never ran cannot let go of the server (ns_server_free
+            # would wait for it forever): freed once the loop runs, or never if it does not.
+            unrun = self._loop is not None and self._loop.run_in_wait and not self._loop._ran
+            if own or unrun:
+                self._deferred = unrun
+                _free_later(self, ptr, _lib.ns_server_free, "netsock-close", daemon=unrun)
             else:
                 self._free_when_idle(ptr, _lib.ns_server_free)
-        elif not own:
+        elif not own and not self._deferred:
             self._closed.wait()  # another thread is closing it: return once it is done
 
     def _forget(self) -> None:
