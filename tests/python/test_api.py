@@ -327,6 +327,15 @@ def test_server_closed_before_its_run_in_wait_loop_ever_ran():
         assert srv._token not in netsock._handles
 
 
+def test_client_closed_on_a_run_in_wait_loop_nobody_runs(listener):
+    with netsock.Loop(run_in_wait=True) as loop:
+        client = netsock.tcp_connect(listener.address, None, loop=loop)
+        start = time.monotonic()
+        client.close()  # nobody could deliver its on_close: no wait for it
+        assert time.monotonic() - start < 1.0
+        assert client._closed.is_set()
+
+
 # ---------------------------------------------------------------------------------------------
 # Servers: the lent loop, posts, close by id, pause/resume, timers, keep
 

@@ -1009,6 +1009,7 @@ class Loop(_Handle):
         self._server: Optional[Server] = None
         self._timers: Dict[int, int] = {}  # timer id -> token
         self._ran = False  # run() was called: a run_in_wait loop's first loop has run
+        self._running = 0  # run() calls under way
         opts = _options([_set(_lib.ns_options_set_threads, self.threads),
                          _set(_lib.ns_options_set_run_in_wait, int(self.run_in_wait))])
         try:
@@ -1032,6 +1033,7 @@ class Loop(_Handle):
         lp._key = server._key
         lp._timers = {}
         lp._ran = True
+        lp._running = 0
         lp._started.set()
         return lp
 
@@ -1142,7 +1144,11 @@ class Loop(_Handle):
             if threading.current_thread() is threading.main_thread():
                 handlers = _catch_signal_handlers(run)
                 tick = self.timer_start(0.1, 0.1, _noop)
-            rc = _lib.ns_loop_run(ptr)
+            self._running += 1
+            try:
+                rc = _lib.ns_loop_run(ptr)
+            finally:
+                self._running -= 1
         finally:
             runs = _runs.get(ident)
             if runs:
@@ -1600,6 +1606,7 @@ class Client(_Handle):
         self.address = address
         self.id = 0
         self._key = loop._key if loop is not None else self
+        self._loop = loop
         self._token = 0
         self._state = threading.Condition()
         self._opens = 0  # on_open calls so far
@@ -1666,8 +1673,11 @@ class Client(_Handle):
         with self._state:
             closes = self._closes
         # OK: a connection is open (on_open may not have run yet after a blocking connect),
-        # and its on_close follows once what was queued is written.
-        wait = _lib.ns_client_close(ptr) == Result.OK
+        # and its on_close follows once what was queued is written; unless it lives on a
+        # run_in_wait loop that nobody runs now, which could not write it anyway.
+        loop = self._loop
+        wait = _lib.ns_client_close(ptr) == Result.OK and (
+            loop is None or not loop.run_in_wait or loop._running > 0)
 
         def finish() -> None:
             if wait:
