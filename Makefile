@@ -60,10 +60,18 @@ test-rust:
 test-c: $(CTESTS)
 	sh tests/c/run.sh $(BUILD)/tests
 
-# pytest is the one thing the tests need beyond the toolchain: installed here if missing.
+# The Python package as a user gets it: a fresh virtual environment, `pip install
+# bindings/python` (its build backend, pytest and mypy come from PyPI), then the tests against
+# the installed package (never the source tree's) and mypy --strict on the examples.
+PYVENV := $(BUILD)/pyvenv
 test-python: lib
-	@$(PYTHON) -c 'import pytest' 2>/dev/null || $(PYTHON) -m pip install --quiet pytest
-	NETSOCK_LIB=$(BUILD)/libnetsock.so $(PYTHON) -m pytest -q tests/python
+	rm -rf $(PYVENV)
+	$(PYTHON) -m venv $(PYVENV)
+	$(PYVENV)/bin/python -m pip install --quiet --disable-pip-version-check ./bindings/python pytest mypy
+	NETSOCK_LIBRARY=$(CURDIR)/$(BUILD)/libnetsock.so NETSOCK_TEST_INSTALLED=1 \
+		$(PYVENV)/bin/python -m pytest -q -p no:cacheprovider tests/python
+	$(PYVENV)/bin/mypy --strict --cache-dir $(BUILD)/mypy-cache bindings/python/examples
+	$(PYVENV)/bin/mypy --strict --cache-dir $(BUILD)/mypy-cache bindings/python/netsock
 
 # The README's C example must build and run as printed.
 test-readme: lib

@@ -1,7 +1,9 @@
-"""pytest tests of the Python binding, bindings/python/netsock.py.
+"""pytest tests of the Python package netsock (bindings/python/netsock/).
 
-The library is found as the module finds it: $NETSOCK_LIB (make test-python sets it), else the
-source tree's build/libnetsock.so. Everything binds 127.0.0.1 port 0 and every wait is bounded.
+make test-python runs them against the package installed in a fresh virtual environment
+(conftest.py says which one is used). The library is found as the package finds it:
+$NETSOCK_LIBRARY (make test-python sets it), else the source tree's build/libnetsock.so.
+Everything binds 127.0.0.1 port 0 and every wait is bounded.
 Run: python3 -m pytest -q tests/python/test_binding.py
 """
 import gc
@@ -21,9 +23,8 @@ import pytest
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BINDING_DIR = os.path.join(REPO_ROOT, "bindings", "python")
 EXAMPLES_DIR = os.path.join(BINDING_DIR, "examples")
-sys.path.insert(0, BINDING_DIR)
 
-import netsock  # noqa: E402
+import netsock  # noqa: E402  (conftest.py chose which)
 
 WAIT = 5.0  # the bound of every wait
 
@@ -357,7 +358,7 @@ class Program:
     def __init__(self, name, *args, stdin=None):
         env = dict(os.environ)
         if os.sep in netsock.LIBRARY_PATH:
-            env["NETSOCK_LIB"] = os.path.abspath(netsock.LIBRARY_PATH)
+            env["NETSOCK_LIBRARY"] = os.path.abspath(netsock.LIBRARY_PATH)
         env["PYTHONUNBUFFERED"] = "1"
         self.proc = subprocess.Popen(
             [sys.executable, os.path.join(EXAMPLES_DIR, name)] + list(args),

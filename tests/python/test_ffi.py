@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """ctypes test of the netsock C ABI (python3 stdlib only).
 
-Loads the shared library from $NETSOCK_LIB (default: build/libnetsock.so
+Loads the shared library from $NETSOCK_LIBRARY (default: build/libnetsock.so
 relative to the repository root), starts an echo server whose on_data
 callback is a Python function, and talks to it with a plain socket and with
 ns_tcp_send. Run: python3 tests/python/test_ffi.py
@@ -14,7 +14,8 @@ import time
 import unittest
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-LIB_PATH = os.environ.get("NETSOCK_LIB") or os.path.join(REPO_ROOT, "build", "libnetsock.so")
+LIB_PATH = (os.environ.get("NETSOCK_LIBRARY") or os.environ.get("NETSOCK_LIB")
+            or os.path.join(REPO_ROOT, "build", "libnetsock.so"))
 if not os.path.isabs(LIB_PATH) and not os.path.exists(LIB_PATH):
     LIB_PATH = os.path.join(REPO_ROOT, LIB_PATH)
 

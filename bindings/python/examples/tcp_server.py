@@ -14,25 +14,25 @@ import _path  # noqa: F401  (finds netsock in the source tree)
 import netsock
 
 
-def on_open(conn):
+def on_open(conn: netsock.Conn) -> None:
     print("connection #%d from %s" % (conn.id, conn.peer), flush=True)
 
 
-def on_data(conn, data):
+def on_data(conn: netsock.Conn, data: bytes) -> None:
     text = data.rstrip(b"\r\n").decode("utf-8", "replace")
     print("received from %s: %s" % (conn.peer, text), flush=True)
     conn.send(b"ACK!")
     conn.close()  # the answer is flushed first
 
 
-def on_close(conn, reason):
+def on_close(conn: netsock.Conn, reason: netsock.CloseReason) -> None:
     if reason == netsock.OK:
         print("connection #%d closed" % conn.id, flush=True)
     else:  # ERR_RESET: the peer reset it; ERR_STOPPED: we are shutting down
         print("connection #%d closed: %s" % (conn.id, netsock.strerror(reason)), flush=True)
 
 
-def main():
+def main() -> int:
     addr = sys.argv[1] if len(sys.argv) > 1 else "0.0.0.0:6666"
     try:
         server = netsock.tcp_serve(addr, on_data, on_open=on_open, on_close=on_close)

@@ -13,7 +13,7 @@ import _path  # noqa: F401  (finds netsock in the source tree)
 import netsock
 
 
-def main():
+def main() -> int:
     addr = sys.argv[1] if len(sys.argv) > 1 else "127.0.0.1:6666"
     interactive = sys.stdin.isatty()
     while True:

@@ -14,7 +14,7 @@ import _path  # noqa: F401  (finds netsock in the source tree)
 import netsock
 
 
-def on_datagram(server, peer, data):
+def on_datagram(server: netsock.Server, peer: netsock.Peer, data: bytes) -> None:
     text = data.rstrip(b"\r\n").decode("utf-8", "replace")
     print("received from %s: %s" % (peer, text), flush=True)
     try:
@@ -23,7 +23,7 @@ def on_datagram(server, peer, data):
         print("reply to %s failed: %s" % (peer, e), file=sys.stderr, flush=True)
 
 
-def main():
+def main() -> int:
     addr = sys.argv[1] if len(sys.argv) > 1 else "0.0.0.0:6666"
     try:
         server = netsock.udp_serve(addr, on_datagram)
