@@ -406,8 +406,8 @@ int ns_client_post(struct ns_client *client, ns_conn_task_cb cb, void *user);
 int ns_client_send(struct ns_client *client, const void *data, size_t len);
 
 /**
- * Like `ns_client_send()`, as one message in the client's framing (`NS_ERR_INVALID` for a line
- * message containing "\n").
+ * Like `ns_client_send()`, as one message in the client's framing, framed as
+ * `ns_conn_send_frame()` frames it (`NS_ERR_INVALID` for a message the framing cannot carry).
  */
 int ns_client_send_frame(struct ns_client *client, const void *data, size_t len);
 
@@ -428,9 +428,11 @@ uint64_t ns_conn_id(const struct ns_conn *conn);
  * Raw framing, inside `on_data`: keeps the last `n` bytes of this delivery, so that the next
  * `on_data` starts with them, followed by what arrived since: for protocols no framing setting
  * describes (RESP values may hold newlines), an unfinished message takes one call instead of a
- * buffer of your own. `NS_OK`; `NS_ERR_INVALID` outside `on_data`, with another framing, or for
- * more than this delivery; `NS_ERR_LIMIT` for more than `max_frame`. Kept bytes still there
- * when the peer closes end the connection with `NS_ERR_CLOSED`. Loop thread only.
+ * buffer of your own. After `ns_conn_pause()`, `ns_conn_resume()` hands the kept bytes back
+ * at once (so a server may stop partway through a delivery while its output drains). `NS_OK`;
+ * `NS_ERR_INVALID` outside `on_data`, with another framing, or for more than this delivery;
+ * `NS_ERR_LIMIT` for more than `max_frame`. Kept bytes still there when the peer closes end
+ * the connection with `NS_ERR_CLOSED`. Loop thread only.
  */
 int ns_conn_keep(struct ns_conn *conn, size_t n);
 
@@ -473,9 +475,11 @@ int ns_conn_send(struct ns_conn *conn, const void *data, size_t len);
 
 /**
  * Sends `len` bytes from `data` (copied) as one message in the connection's framing: a "\n"
- * after it for `NS_FRAMING_LINE` (`NS_ERR_INVALID` if it contains "\n"), a 4-byte big-endian
- * length before it for `NS_FRAMING_LEN32`, as is for raw framing. Otherwise like
- * `ns_conn_send()`. Loop thread only (inside a callback).
+ * after it for `NS_FRAMING_LINE`, the delimiter after it for `NS_FRAMING_DELIMITER` (for both,
+ * `NS_ERR_INVALID` if the message contains it), a 4-byte big-endian length before it for
+ * `NS_FRAMING_LEN32`, the length field before it for `NS_FRAMING_LENGTH_FIELD` (at offset 0
+ * only, else `NS_ERR_INVALID`), as is for `NS_FRAMING_FIXED` (`NS_ERR_INVALID` for another
+ * size) and raw framing. Otherwise like `ns_conn_send()`. Loop thread only (inside a callback).
  */
 int ns_conn_send_frame(struct ns_conn *conn, const void *data, size_t len);
 
@@ -815,8 +819,8 @@ int ns_server_send(struct ns_server *srv, uint64_t conn_id, const void *data, si
 
 /**
  * Like `ns_server_send()`, but sends `len` bytes from `data` as one message in the server's
- * framing (a "\n" after it, or a 4-byte length before it; as is for raw framing).
- * `NS_ERR_INVALID` for a line message containing "\n".
+ * framing, framed as `ns_conn_send_frame()` frames it (`NS_ERR_INVALID`, nothing queued, for a
+ * message the framing cannot carry).
  */
 int ns_server_send_frame(struct ns_server *srv, uint64_t conn_id, const void *data, size_t len);
 

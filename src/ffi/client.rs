@@ -352,8 +352,8 @@ pub extern "C" fn ns_client_send(client: *mut ns_client, data: *const c_void, le
     }
 }
 
-/// Like `ns_client_send()`, as one message in the client's framing (`NS_ERR_INVALID` for a line
-/// message containing "\n").
+/// Like `ns_client_send()`, as one message in the client's framing, framed as
+/// `ns_conn_send_frame()` frames it (`NS_ERR_INVALID` for a message the framing cannot carry).
 #[unsafe(no_mangle)]
 pub extern "C" fn ns_client_send_frame(client: *mut ns_client, data: *const c_void, len: usize) -> c_int {
     ffi_panic_boundary! {

@@ -60,9 +60,11 @@ pub extern "C" fn ns_conn_close(conn: *mut ns_conn) -> c_int {
 /// Raw framing, inside `on_data`: keeps the last `n` bytes of this delivery, so that the next
 /// `on_data` starts with them, followed by what arrived since: for protocols no framing setting
 /// describes (RESP values may hold newlines), an unfinished message takes one call instead of a
-/// buffer of your own. `NS_OK`; `NS_ERR_INVALID` outside `on_data`, with another framing, or for
-/// more than this delivery; `NS_ERR_LIMIT` for more than `max_frame`. Kept bytes still there
-/// when the peer closes end the connection with `NS_ERR_CLOSED`. Loop thread only.
+/// buffer of your own. After `ns_conn_pause()`, `ns_conn_resume()` hands the kept bytes back
+/// at once (so a server may stop partway through a delivery while its output drains). `NS_OK`;
+/// `NS_ERR_INVALID` outside `on_data`, with another framing, or for more than this delivery;
+/// `NS_ERR_LIMIT` for more than `max_frame`. Kept bytes still there when the peer closes end
+/// the connection with `NS_ERR_CLOSED`. Loop thread only.
 #[unsafe(no_mangle)]
 pub extern "C" fn ns_conn_keep(conn: *mut ns_conn, n: usize) -> c_int {
     ffi_panic_boundary! {
@@ -128,9 +130,11 @@ pub extern "C" fn ns_conn_peer(conn: *const ns_conn, buf: *mut c_char, cap: usiz
 }
 
 /// Sends `len` bytes from `data` (copied) as one message in the connection's framing: a "\n"
-/// after it for `NS_FRAMING_LINE` (`NS_ERR_INVALID` if it contains "\n"), a 4-byte big-endian
-/// length before it for `NS_FRAMING_LEN32`, as is for raw framing. Otherwise like
-/// `ns_conn_send()`. Loop thread only (inside a callback).
+/// after it for `NS_FRAMING_LINE`, the delimiter after it for `NS_FRAMING_DELIMITER` (for both,
+/// `NS_ERR_INVALID` if the message contains it), a 4-byte big-endian length before it for
+/// `NS_FRAMING_LEN32`, the length field before it for `NS_FRAMING_LENGTH_FIELD` (at offset 0
+/// only, else `NS_ERR_INVALID`), as is for `NS_FRAMING_FIXED` (`NS_ERR_INVALID` for another
+/// size) and raw framing. Otherwise like `ns_conn_send()`. Loop thread only (inside a callback).
 #[unsafe(no_mangle)]
 pub extern "C" fn ns_conn_send_frame(conn: *mut ns_conn, data: *const c_void, len: usize) -> c_int {
     ffi_panic_boundary! {

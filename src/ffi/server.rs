@@ -378,8 +378,8 @@ pub extern "C" fn ns_udp_reply(srv: *mut ns_server, to: *const ns_peer, data: *c
 }
 
 /// Like `ns_server_send()`, but sends `len` bytes from `data` as one message in the server's
-/// framing (a "\n" after it, or a 4-byte length before it; as is for raw framing).
-/// `NS_ERR_INVALID` for a line message containing "\n".
+/// framing, framed as `ns_conn_send_frame()` frames it (`NS_ERR_INVALID`, nothing queued, for a
+/// message the framing cannot carry).
 #[unsafe(no_mangle)]
 pub extern "C" fn ns_server_send_frame(srv: *mut ns_server, conn_id: u64, data: *const c_void, len: usize) -> c_int {
     ffi_panic_boundary! {

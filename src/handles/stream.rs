@@ -439,6 +439,10 @@ impl<'g> Streams<'g> {
         }
         if st.wants_read && st.failed.is_none() {
             st.wants_read = false;
+            // Raw bytes kept before the pause come back at once, new input or not.
+            if svc.opts.framing == Framing::Raw && !st.partial.is_empty() && live(self.group, svc) {
+                deliver(self.group, st, svc, &[]);
+            }
             self.read(key, ReadTo::End);
             return self.settle(key);
         }
@@ -737,7 +741,15 @@ fn deliver(group: &Group, st: &mut ConnState, svc: &Service, data: &[u8]) {
         st.delivering = 0;
         let keep = std::mem::take(&mut st.keep);
         if keep > 0 {
-            st.partial = data[data.len() - keep..].to_vec();
+            // Kept from a combined buffer, it stays where it is (a message arriving over many
+            // reads is copied once per read, not once per read for all it has so far).
+            let start = data.len() - keep;
+            if kept.is_empty() {
+                st.partial = data[start..].to_vec();
+            } else {
+                kept.drain(..start);
+                st.partial = kept;
+            }
         }
         return;
     }

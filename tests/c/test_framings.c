@@ -269,6 +269,65 @@ static void netstring_on_data(ns_conn *conn, const uint8_t *data, size_t len, vo
     }
 }
 
+/* Keeps every delivery whole and pauses; a task resumes: the kept bytes come back without new
+ * input. */
+static ns_server *kr_srv;
+static int kr_deliveries, kr_resumed;
+static uint64_t kr_id;
+
+static void kr_resume(ns_conn *conn, void *user)
+{
+    (void)user;
+    if (conn) {
+        pthread_mutex_lock(&lock);
+        kr_resumed = 1;
+        pthread_mutex_unlock(&lock);
+        CHECK_EQ_INT(ns_conn_resume(conn), NS_OK);
+    }
+}
+
+static void keep_and_pause(ns_conn *conn, const uint8_t *data, size_t len, void *user)
+{
+    int resumed;
+    (void)data, (void)user;
+    pthread_mutex_lock(&lock);
+    kr_deliveries++;
+    kr_id = ns_conn_id(conn);
+    resumed = kr_resumed;
+    pthread_mutex_unlock(&lock);
+    if (!resumed) {
+        CHECK_EQ_INT(ns_conn_keep(conn, len), NS_OK);
+        CHECK_EQ_INT(ns_conn_pause(conn), NS_OK);
+    } else {
+        CHECK_EQ_INT((int)len, 5); /* what was kept, and nothing new */
+        CHECK_EQ_INT(ns_conn_send(conn, data, len), NS_OK);
+    }
+}
+
+static void test_keep_across_pause(void)
+{
+    ns_options *o = ns_options_new();
+    char back[8];
+    int fd, eof = 0;
+
+    SECTION("ns_conn_keep, then pause: resume hands the kept bytes back without new input");
+    kr_deliveries = kr_resumed = 0;
+    CHECK_EQ_INT(ns_tcp_serve("127.0.0.1:0", keep_and_pause, NULL, o, &kr_srv), NS_OK);
+    ns_options_free(o);
+    if (!kr_srv)
+        return;
+    fd = tcp_connect4(ns_server_port(kr_srv));
+    CHECK_EQ_INT(write_all_timeout(fd, "hello", 5, 1000), 5);
+    WAIT_FOR(locked_int(&lock, &kr_deliveries) == 1, 2000);
+    sleep_ms(50);
+    CHECK_EQ_INT(ns_server_post(kr_srv, kr_id, kr_resume, NULL), NS_OK);
+    CHECK_EQ_INT(read_timeout(fd, back, 5, 3000, &eof), 5);
+    CHECK(memcmp(back, "hello", 5) == 0);
+    CHECK_EQ_INT(locked_int(&lock, &kr_deliveries), 2);
+    close(fd);
+    ns_server_free(kr_srv);
+}
+
 static void keep_misuse(ns_conn *conn, const uint8_t *data, size_t len, void *user)
 {
     (void)data, (void)user;
@@ -312,5 +371,6 @@ int main(void)
     test_hostile_lengths();
     test_fixed();
     test_keep();
+    test_keep_across_pause();
     return CHECK_DONE();
 }
