@@ -21,8 +21,8 @@ SONAME  := libnetsock.so.$(MAJOR)
 EXAMPLES := $(patsubst examples-c/%.c,$(BUILD)/%,$(wildcard examples-c/*.c))
 CTESTS   := $(patsubst tests/c/%.c,$(BUILD)/tests/%,$(wildcard tests/c/test_*.c))
 
-.PHONY: all lib demo test test-rust test-c test-python test-readme test-header test-install test-soak \
-        check-header install uninstall clean
+.PHONY: all lib demo test test-rust test-c test-python test-readme test-header test-install test-soak test-peers \
+        test-peers check-header install uninstall clean
 
 all: lib $(EXAMPLES)
 
@@ -49,7 +49,7 @@ demo: all
 
 # The C suite runs last so that its "C: N passed, N failed" line closes the run. The C tests
 # also run built with ASan/UBSan and under valgrind (tests/hardening.mk), and a short soak.
-test: check-header test-header test-rust test-python test-readme test-install test-soak test-hardening test-c
+test: check-header test-header test-rust test-python test-readme test-install test-soak test-peers test-hardening test-c
 
 test-soak: $(BUILD)/soak
 	$(BUILD)/soak 5
@@ -59,6 +59,18 @@ test-rust:
 
 test-c: $(CTESTS)
 	sh tests/c/run.sh $(BUILD)/tests
+
+# The RESP and DNS examples against clients nobody here wrote: redis-cli and redis-benchmark
+# (Debian's redis-tools), dig (bind9-dnsutils); each package installed only if its tools are
+# missing (PEERS_VALGRIND=1: the servers under valgrind).
+test-peers: $(BUILD)/resp_server $(BUILD)/dns_server
+	@command -v redis-cli >/dev/null && command -v redis-benchmark >/dev/null || { \
+		echo "test-peers: installing redis-tools"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-tools) >/dev/null; }
+	@command -v dig >/dev/null || { \
+		echo "test-peers: installing bind9-dnsutils"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bind9-dnsutils) >/dev/null; }
+	sh tests/peers/run.sh $(BUILD)
 
 # The Python package as a user gets it: a fresh virtual environment, `pip install
 # bindings/python` (its build backend, pytest and mypy come from PyPI), then the tests against

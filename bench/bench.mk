@@ -16,7 +16,7 @@ BENCH_PYTHON ?= python3
 BENCH_CWARN  := -O2 -g -std=gnu11 -Wall -Wextra -Werror
 BENCH_CFLAGS := $(BENCH_CWARN) -Iinclude
 BENCH_BINS   := $(BENCH_OUT)/loadgen $(BENCH_OUT)/epoll_echo $(BENCH_OUT)/uv_echo $(BENCH_OUT)/ns_echo \
-                $(BENCH_OUT)/uv_timers $(BENCH_OUT)/ns_timers
+                $(BENCH_OUT)/uv_timers $(BENCH_OUT)/ns_timers $(BUILD)/resp_server
 
 # BENCH_BASE=<rev>: a second netsock, from that git revision, measured in the same run.
 BENCH_BASE     ?=
@@ -26,9 +26,9 @@ ifneq ($(strip $(BENCH_BASE)),)
 BENCH_BINS   += $(BENCH_OUT)/ns_echo_base
 endif
 
-.PHONY: bench bench-build bench-deps bench-syscalls bench-instructions bench-base-lib
+.PHONY: bench bench-build bench-deps bench-redis bench-syscalls bench-instructions bench-base-lib
 
-bench: bench-build
+bench: bench-build bench-redis
 	BENCH_BASE='$(strip $(BENCH_BASE))' $(BENCH_PYTHON) bench/run.py $(BENCH_OUT)
 
 bench-syscalls: bench-build
@@ -45,6 +45,14 @@ bench-deps:
 		echo "bench: installing libuv1-dev"; \
 		apt-get update && apt-get install -y libuv1-dev; }
 	@pkg-config --exists libuv || { echo "bench: libuv (pkg-config libuv) is missing"; exit 1; }
+
+# redis-server (the RESP scenarios' reference) and redis-benchmark (their load): Debian's
+# redis-server package, which brings redis-tools, installed once if either is missing.
+bench-redis:
+	@command -v redis-server >/dev/null && command -v redis-benchmark >/dev/null || { \
+		echo "bench: installing redis-server"; \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server; }
+	@command -v redis-server >/dev/null || { echo "bench: redis-server is missing"; exit 1; }
 
 $(BENCH_OUT)/loadgen: bench/loadgen.c
 	@mkdir -p $(BENCH_OUT)

@@ -9,6 +9,13 @@ utime+stime from /proc/PID/stat), stop the server by its PID. Rounds are interle
 (A B C, then B C A, C A B, ...: each round starts with another server); the table gives medians over rounds and every netsock figure as a ratio to
 libuv and to raw epoll measured in the same run.
 
+The RESP scenarios (resp-p1, resp-p16; BENCH_ONLY=resp names both) run redis-benchmark, pinned
+to core 0, against examples-c/resp_server and against redis-server itself (Debian's package, run
+with --save '' --appendonly no), each pinned to core 1: PING (inline and multibulk), SET and GET,
+50 clients, pipelined 1 or 16 deep, one redis-benchmark run per command after a warm-up run. The
+server's utime+stime is read from /proc/PID/stat around each run: server CPU per request, the
+figure the issue's goal (<= 1.0x redis-server) is about.
+
 The 64 B ping-pongs (TCP and UDP) and the loops scenario (one loop against two on the server's
 one core) judge differences of a few percent, below the noise of single runs (this VM moves
 between a fast and a slow state within seconds), so they run differently: their servers are
@@ -29,10 +36,10 @@ Environment:
     BENCH_KEPT_ROUNDS=n rounds of the scenarios whose servers are kept up (tcp-pp-64,
                         tcp-pp-64-loops, udp-pp-64) (default 40; quick 3)
     BENCH_ONLY=a,b      only these scenarios (tcp-pp-64, tcp-pp-64-loops, tcp-pp-4k, tcp-stream,
-                        udp-pp-64, idle, timers, conn-timers); `timers` also names both timer
-                        scenarios (timers and conn-timers)
+                        udp-pp-64, idle, timers, conn-timers, resp-p1, resp-p16); `timers` also
+                        names both timer scenarios (timers and conn-timers), `resp` both RESP ones
     BENCH_SERVERS=a,b   only these servers (netsock, netsock-thr, netsock-2t, libuv, epoll,
-                        epoll-2t, netsock-base)
+                        epoll-2t, netsock-base, redis-server)
     BENCH_BASE=rev      (set by `make bench BENCH_BASE=rev`, which builds BUILD_DIR/ns_echo_base
                         against netsock at that git revision) adds the server netsock-base to
                         tcp-pp-64, tcp-pp-4k, tcp-stream and udp-pp-64, interleaved as netsock
@@ -44,6 +51,7 @@ Output: the table on stdout and in BUILD_DIR/results.md; one raw line per run in
 BUILD_DIR/raw.txt.
 """
 
+import csv
 import datetime
 import hashlib
 import os
@@ -51,7 +59,9 @@ import platform
 import random
 import resource
 import select
+import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -95,7 +105,13 @@ SERVERS = {
 }
 if BASE:
     SERVERS["netsock-base"] = lambda proto: [BIN["ns_echo_base"], proto, ADDR, "1", "wait"]
-REFS = ("libuv", "epoll")
+# The references, and how a netsock cell names its ratio to each.
+REFS = {"libuv": "uv", "epoll": "ep", "redis-server": "redis"}
+
+# The RESP scenarios: examples-c/resp_server (built beside the library) against redis-server.
+RESP_SERVER = os.path.join(OUT, "..", "resp_server")
+RESP_TESTS = ("ping", "set", "get")   # redis-benchmark -t names; ping is PING_INLINE + PING_MBULK
+RESP_CLIENTS = 50
 
 SCENARIOS = [
     dict(name="tcp-pp-64", title=f"TCP ping-pong, 50 conns x 64 B ({KEPT_ROUNDS} short rounds, servers kept up)",
@@ -118,6 +134,13 @@ SCENARIOS = [
          servers=["netsock", "libuv"], warmup=TIMER_WARMUP,
          cmd={"netsock": lambda w, d: [BIN["ns_timers"], "timers", str(TIMERS), str(TIMER_PERIOD_MS), str(w), str(d)],
               "libuv": lambda w, d: [BIN["uv_timers"], "timers", str(TIMERS), str(TIMER_PERIOD_MS), str(w), str(d)]}),
+    # Issue 16: the RESP example against redis-server, redis-benchmark as the load.
+    dict(name="resp-p1", group="resp", title=f"RESP: redis-benchmark -t ping,set,get -P 1, {RESP_CLIENTS} clients, "
+         "against examples-c/resp_server and redis-server", mode="resp", pipeline=1,
+         servers=["netsock", "redis-server"]),
+    dict(name="resp-p16", group="resp", title=f"RESP: redis-benchmark -t ping,set,get -P 16, {RESP_CLIENTS} clients, "
+         "against examples-c/resp_server and redis-server", mode="resp", pipeline=16,
+         servers=["netsock", "redis-server"]),
     dict(name="conn-timers", group="timers", title=f"TCP ping-pong, {TIMER_CONNS:,} conns x 64 B, every message "
          f"re-arming its connection's timer (5 s) ({TIMER_WARMUP:g} s warm-up)", proto="tcp", mode="tcp-pingpong",
          conns=TIMER_CONNS, size=64, servers=["netsock", "libuv"], warmup=TIMER_WARMUP,
@@ -135,7 +158,7 @@ if BASE:
 
 SERVERS_ONLY = [x for x in os.environ.get("BENCH_SERVERS", "").split(",") if x]
 if SERVERS_ONLY:
-    unknown = set(SERVERS_ONLY) - set(SERVERS)
+    unknown = set(SERVERS_ONLY) - set(SERVERS) - {"redis-server"}
     if unknown:
         sys.exit(f"bench: unknown server(s) in BENCH_SERVERS: {', '.join(sorted(unknown))}")
     for sc in SCENARIOS:
@@ -178,6 +201,12 @@ def machine():
         lib = "?"
     info = {"nproc": os.cpu_count(), "cpu": model, "kernel": platform.release(), "libuv": uv,
             "rev": rev or "?", "lib": lib}
+    if any(sc["mode"] == "resp" for sc in SCENARIOS):
+        try:
+            v = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout.split()
+            info["redis"] = next((x[2:] for x in v if x.startswith("v=")), "?")
+        except OSError:
+            info["redis"] = "?"
     if BASE:
         def read(name, binary=False):
             try:
@@ -248,7 +277,8 @@ def stop_server(p):
         except subprocess.TimeoutExpired:
             os.kill(p.pid, signal.SIGKILL)
             p.wait()
-    p.stdout.close()
+    if p.stdout is not None:
+        p.stdout.close()
 
 
 def parse_result(text):
@@ -322,6 +352,10 @@ def run_one(sc, server, running=None):
         line, res = run_self_measured(sc, server)
         res["quiet_wait_s"], res["pre_busy_cores"], res["server_alive"] = waited, cores, True
         return line, res
+    if sc["mode"] == "resp":
+        line, res = run_resp(sc, server)
+        res["quiet_wait_s"], res["pre_busy_cores"] = waited, cores
+        return line, res
     p, port = running or start_server(server, sc["proto"], sc)
     window, warmup = (KEPT_WINDOW, KEPT_WARMUP) if running else (WINDOW, sc.get("warmup", WARMUP))
     try:
@@ -350,6 +384,135 @@ def run_one(sc, server, running=None):
         res["user_us_per_req"] = res["srv_user_s"] * 1e6 / res["requests"]
     if isinstance(res.get("srv_user_s"), float) and res.get("bytes"):
         res["user_ms_per_gb"] = res["srv_user_s"] * 1e3 / (res["bytes"] / 1e9)
+    return line, res
+
+
+# ---- the RESP scenarios ----
+
+def free_port():
+    """A port nobody listens on now (redis-server takes no port 0: it means no TCP at all)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_resp_server(server):
+    """Starts resp_server or redis-server pinned to the server's core; (process, port)."""
+    errlog = open(os.path.join(OUT, "server.log"), "a")
+    try:
+        if server == "netsock":
+            p = subprocess.Popen(["taskset", "-c", SERVER_CPU, RESP_SERVER, "127.0.0.1:0"],
+                                 stdout=subprocess.PIPE, stderr=errlog, text=True)
+            ready, _, _ = select.select([p.stdout], [], [], 10)
+            line = p.stdout.readline() if ready else ""
+            if not line.startswith("listening on "):
+                stop_server(p)
+                raise RuntimeError(f"resp_server did not start (said {line!r}; see {OUT}/server.log)")
+            return p, int(line.strip().rsplit(":", 1)[1])
+        port = free_port()
+        workdir = os.path.join(OUT, "redis")
+        os.makedirs(workdir, exist_ok=True)
+        p = subprocess.Popen(["taskset", "-c", SERVER_CPU, "redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                              "--save", "", "--appendonly", "no", "--daemonize", "no", "--dir", workdir,
+                              "--logfile", ""], stdout=errlog, stderr=errlog)
+    finally:
+        errlog.close()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if p.poll() is not None:
+            raise RuntimeError(f"redis-server exited with {p.returncode} (see {OUT}/server.log)")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                s.sendall(b"PING\r\n")
+                if s.recv(64).startswith(b"+PONG"):
+                    return p, port
+        except OSError:
+            pass
+        time.sleep(0.05)
+    stop_server(p)
+    raise RuntimeError(f"redis-server did not answer on port {port} within 10 s")
+
+
+def proc_cpu_ticks(pid):
+    """utime + stime of a process (all its threads), in clock ticks."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def redis_benchmark(port, test, n, pipeline):
+    """One redis-benchmark run pinned to the load generator's core: (rows, error text, CPU s it used).
+    rows: {name: csv row} (PING_INLINE, PING_MBULK, SET, GET)."""
+    cmd = ["taskset", "-c", LOADGEN_CPU, "redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-c",
+           str(RESP_CLIENTS), "-n", str(n), "-P", str(pipeline), "-t", test, "--csv"]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    used = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    rows, errors = {}, []
+    for row in csv.reader(r.stdout.splitlines()):
+        if len(row) >= 7 and row[0] != "test":
+            try:
+                rows[row[0]] = {"rps": float(row[1]), "p50_ms": float(row[4]), "p99_ms": float(row[6])}
+            except ValueError:
+                errors.append(",".join(row))
+        elif row and row[0] != "test":
+            errors.append(",".join(row))
+    if r.returncode != 0:
+        errors.append(f"exit status {r.returncode}")
+    errors += [x for x in r.stderr.splitlines() if x.strip()]
+    return rows, "; ".join(errors), used
+
+
+def run_resp(sc, server):
+    """One run: a fresh server, a warm-up run of the three commands, then each command measured
+    alone for about a window, its request count set from the warm-up's rate."""
+    p, port = start_resp_server(server)
+    pipeline = sc["pipeline"]
+    clk = os.sysconf("SC_CLK_TCK")
+    res = {"mode": "resp", "errors": 0.0}
+    problems = []
+    try:
+        warm = int(max(2000, 10000 * pipeline * WARMUP / 0.5))
+        rows, err, _ = redis_benchmark(port, ",".join(RESP_TESTS), warm, pipeline)
+        if err:
+            problems.append(f"warm-up: {err}")
+        rate = {t: med([v["rps"] for k, v in rows.items() if k.lower().startswith(t)]) for t in RESP_TESTS}
+        cpu_total = reqs_total = wall_total = bg_total = 0.0
+        p99 = []
+        for test in RESP_TESTS:
+            n = int(max(5000, (rate.get(test) or 20000) * WINDOW))
+            busy0, _ = busy_ticks()
+            t0, c0 = time.monotonic(), proc_cpu_ticks(p.pid)
+            rows, err, bench_cpu = redis_benchmark(port, test, n, pipeline)
+            t1, c1 = time.monotonic(), proc_cpu_ticks(p.pid)
+            busy1, _ = busy_ticks()
+            if err:
+                problems.append(f"{test}: {err}")
+            if not rows:
+                raise RuntimeError(f"redis-benchmark -t {test} against {server} gave no result: {err}")
+            reqs = n * len(rows)
+            cpu = (c1 - c0) / clk
+            res[f"cpu_us_{test}"] = cpu * 1e6 / reqs
+            res[f"rps_{test}"] = sum(v["rps"] for v in rows.values()) / len(rows)
+            p99 += [v["p99_ms"] for v in rows.values()]
+            cpu_total += cpu
+            reqs_total += reqs
+            wall_total += t1 - t0
+            bg_total += max(0.0, (busy1 - busy0) / clk - cpu - bench_cpu)
+        res["cpu_us_per_req"] = cpu_total * 1e6 / reqs_total
+        res["rps"] = reqs_total / wall_total
+        res["p99_ms"] = max(p99)
+        res["requests"] = reqs_total
+        res["window_s"] = wall_total
+        res["bg_cpu_s"] = bg_total
+        res["server_alive"] = p.poll() is None
+    finally:
+        stop_server(p)
+    if problems:
+        res["errors"] = float(len(problems))
+        log(f"  {server}: {' | '.join(problems)}")
+    line = "RESULT " + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in res.items())
     return line, res
 
 
@@ -388,7 +551,7 @@ def interval(xs, n=2000):
 def base_of(srv):
     """The one-loop server a several-loop variant is compared with ("netsock-2t" -> "netsock");
     netsock-base, another build of netsock, is its own."""
-    return srv if srv == "netsock-base" else srv.split("-")[0]
+    return srv if srv in ("netsock-base", "redis-server") else srv.split("-")[0]
 
 
 # What each scenario reports: (key in the loadgen's line, column name, digits, higher is better)
@@ -403,6 +566,9 @@ METRICS = {
                    ("user_ms_per_gb", "of it user ms/GB", 0, False)],
     "idle": [("held_b_per_conn", "B/conn held", 0, False), ("after_b_per_conn", "B/conn after echo", 0, False),
              ("connect_s", "connect all s", 2, False), ("echoed", "echoed", 0, True)],
+    "resp": [("cpu_us_per_req", "server CPU us/req", 2, False), ("cpu_us_ping", "of it PING", 2, False),
+             ("cpu_us_set", "SET", 2, False), ("cpu_us_get", "GET", 2, False), ("rps", "req/s", 0, True),
+             ("p99_ms", "worst p99 ms", 2, False)],
     "timers": [("fires_per_s", "fires/s", 0, True), ("cpu_ns_per_fire", "CPU ns/fire", 1, False),
                ("user_ns_per_fire", "of it user ns/fire", 1, False), ("b_per_timer", "B/armed timer", 1, False),
                ("sleeps_per_s", "loop sleeps/s", 0, False)],
@@ -426,6 +592,8 @@ TARGETS = [
     ("timers", "cpu_ns_per_fire", "netsock", "libuv", 1.00),
     ("timers", "b_per_timer", "netsock", "libuv", None),  # shown beside libuv, no target set
     ("conn-timers", "cpu_us_per_req", "netsock", "libuv", 1.00),
+    ("resp-p1", "cpu_us_per_req", "netsock", "redis-server", 1.00),
+    ("resp-p16", "cpu_us_per_req", "netsock", "redis-server", 1.00),
 ]
 if BASE:
     # No regression against the base revision: its ratio and spread, judged by the reader
@@ -447,7 +615,8 @@ def build_table(results, info, started, elapsed):
     lines.append("# netsock benchmark")
     lines.append("")
     lines.append(f"{started:%Y-%m-%d %H:%M} UTC; machine: {info['nproc']} cores ({info['cpu']}), Linux {info['kernel']}, "
-                 f"libuv {info['libuv']}; netsock at git {info['rev']} (libnetsock.so sha256 {info['lib']}). Server pinned to core {SERVER_CPU}, load generator to core {LOADGEN_CPU}, "
+                 f"libuv {info['libuv']}" + (f", redis-server {info['redis']}" if "redis" in info else "") +
+                 f"; netsock at git {info['rev']} (libnetsock.so sha256 {info['lib']}). Server pinned to core {SERVER_CPU}, load generator to core {LOADGEN_CPU}, "
                  f"loopback. {ROUNDS} interleaved round(s), {WINDOW:g} s windows after {WARMUP:g} s warm-up; "
                  f"medians over rounds; run took {elapsed:.0f} s."
                  + (f" Scenarios with servers kept up: {KEPT_ROUNDS} rounds of {KEPT_WINDOW:g} s windows after "
@@ -459,7 +628,7 @@ def build_table(results, info, started, elapsed):
     lines.append("Server CPU = the server's utime+stime (/proc/PID/stat) over the window, per request (per GB "
                  "echoed for streaming). Idle: the server's VmRSS growth per connection (user space only), "
                  "while holding them and after each echoed once. netsock cells: value, then "
-                 "netsock/libuv and netsock/epoll" + (" (and netsock/netsock-base: `base`)" if BASE else "") +
+                 "netsock/libuv and netsock/epoll (RESP: netsock/redis-server)" + (" (and netsock/netsock-base: `base`)" if BASE else "") +
                  " (the ratio of the medians of this run; < 1 is better for "
                  "every column but throughput and `echoed`).")
     lines.append("")
@@ -480,7 +649,7 @@ def build_table(results, info, started, elapsed):
                 notes = []
                 if srv.startswith("netsock"):
                     notes = [f"{fmt_ratio(ratio(v, medians.get((sc['name'], ref), {}).get(key)))} {short}"
-                             for ref, short in zip(REFS, ("uv", "ep")) if ref in sc["servers"]]
+                             for ref, short in REFS.items() if ref in sc["servers"]]
                 if base_of(srv) != srv:
                     notes.append(f"{fmt_ratio(ratio(v, medians.get((sc['name'], base_of(srv)), {}).get(key)))} 1t")
                 if srv == "netsock" and "netsock-base" in sc["servers"]:
@@ -606,6 +775,12 @@ def main():
     for name, path in BIN.items():
         if not os.access(path, os.X_OK):
             sys.exit(f"bench: {path} is missing: build it with `make bench-build`")
+    if any(sc["mode"] == "resp" for sc in SCENARIOS):
+        if not os.access(RESP_SERVER, os.X_OK):
+            sys.exit(f"bench: {RESP_SERVER} is missing: build it with `make bench-build`")
+        for tool in ("redis-server", "redis-benchmark"):
+            if shutil.which(tool) is None:
+                sys.exit(f"bench: {tool} is missing (`make bench` installs Debian's redis-server)")
     raise_nofile(max(2 * IDLE_CONNS, TIMER_CONNS) + 1024)
     info = machine()
     started = datetime.datetime.now(datetime.timezone.utc)
@@ -615,7 +790,8 @@ def main():
     results = {}
     with open(raw_path, "w") as raw:
         raw.write(f"# netsock bench {started.isoformat()} nproc={info['nproc']} cpu={info['cpu']!r} "
-                  f"kernel={info['kernel']} libuv={info['libuv']} git={info['rev']} libnetsock_sha256={info['lib']} rounds={ROUNDS} window_s={WINDOW} "
+                  f"kernel={info['kernel']} libuv={info['libuv']}" + (f" redis={info['redis']}" if "redis" in info else "") +
+                  f" git={info['rev']} libnetsock_sha256={info['lib']} rounds={ROUNDS} window_s={WINDOW} "
                   f"warmup_s={WARMUP} quick={int(QUICK)}"
                   + (f" base={BASE} base_git={info['base_rev']} base_libnetsock_sha256={info['base_lib']}" if BASE else "")
                   + "\n")

@@ -11,7 +11,7 @@ set -eu
 
 bindir=${1:-build}
 for prog in tcp_server tcp_client udp_server udp_client echo_server kv_server kv_client \
-    chat_server tcp_proxy one_loop; do
+    chat_server tcp_proxy one_loop resp_server dns_server; do
     if [ ! -x "$bindir/$prog" ]; then
         printf 'demo: %s not found (build the examples first)\n' "$bindir/$prog" >&2
         exit 1
@@ -284,6 +284,31 @@ sys.exit(0 if ok else 1)
     server_said "stopped after"
 else
     echo "(python3 not found, skipping)"
+fi
+
+section "Redis protocol: redis-cli -> resp_server"
+if command -v redis-cli >/dev/null 2>&1; then
+    start_server resp_server 127.0.0.1:0
+    port=${server_addr##*:}
+    client "redis-cli -p $port SET greeting hello" "OK" timeout 10 redis-cli -p "$port" SET greeting hello
+    client "redis-cli -p $port INCR visits" "1" timeout 10 redis-cli -p "$port" INCR visits
+    client "redis-cli -p $port GET greeting" "hello" timeout 10 redis-cli -p "$port" GET greeting
+    stop_server
+    server_said "keys stored: 2"
+else
+    echo "(redis-cli not found, skipping: apt-get install redis-tools)"
+fi
+
+section "DNS over TCP: dig -> dns_server"
+if command -v dig >/dev/null 2>&1; then
+    start_server dns_server 127.0.0.1:0 10.0.0.7
+    port=${server_addr##*:}
+    client "dig +tcp @127.0.0.1 -p $port example.com A +short" "10.0.0.7" \
+        timeout 10 dig +tcp @127.0.0.1 -p "$port" example.com A +short +tries=1 +time=2
+    stop_server
+    server_said "example.com. A -> 10.0.0.7"
+else
+    echo "(dig not found, skipping: apt-get install bind9-dnsutils)"
 fi
 
 echo
