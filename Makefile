@@ -21,7 +21,7 @@ SONAME  := libnetsock.so.$(MAJOR)
 EXAMPLES := $(patsubst examples-c/%.c,$(BUILD)/%,$(wildcard examples-c/*.c))
 CTESTS   := $(patsubst tests/c/%.c,$(BUILD)/tests/%,$(wildcard tests/c/test_*.c))
 
-.PHONY: all lib demo test test-rust test-c test-python test-readme test-header test-install test-soak test-peers \
+.PHONY: all lib demo test test-rust test-c test-python test-readme test-header test-install test-soak \
         test-peers check-header install uninstall clean
 
 all: lib $(EXAMPLES)
