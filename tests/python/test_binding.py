@@ -26,41 +26,7 @@ EXAMPLES_DIR = os.path.join(BINDING_DIR, "examples")
 
 import netsock  # noqa: E402  (conftest.py chose which)
 
-WAIT = 5.0  # the bound of every wait
-
-
-def wait_for(predicate, timeout=WAIT):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return predicate()
-
-
-def recv_exactly(sock, n):
-    got = b""
-    while len(got) < n:
-        chunk = sock.recv(n - len(got))
-        if not chunk:
-            break
-        got += chunk
-    return got
-
-
-def recv_to_eof(sock):
-    got = b""
-    while True:
-        chunk = sock.recv(65536)
-        if not chunk:
-            return got
-        got += chunk
-
-
-def connect(server):
-    sock = socket.create_connection(("127.0.0.1", server.port), timeout=WAIT)
-    sock.settimeout(WAIT)
-    return sock
+from helpers import WAIT, connect, recv_exactly, recv_to_eof, wait_for  # noqa: E402
 
 
 class Events:
