@@ -190,14 +190,15 @@ if start_server resp_server 127.0.0.1:0; then
     expect "after the pipeline: INCR counted every one" "1000" "$(cli GET 'hits!')"
     expect "after the pipeline: the last SET" '"value\r\n999"' "$(cli --no-raw GET key:999)"
 
-    # redis-benchmark: inline and multibulk PING, SET, GET; pipelined 16 deep, then not.
+    # redis-benchmark: inline and multibulk PING, SET, GET; pipelined 16 deep, then not. (A
+    # test done within its clock's tick reports "inf" requests per second: that is a pass.)
     for depth in 16 1; do
         out=$(timeout 60 redis-benchmark -h 127.0.0.1 -p "$port" -t ping,set,get -n 2000 -P "$depth" -q \
             2>&1 | tr '\r' '\n')
         status=$?
         summary=$(printf '%s\n' "$out" | grep 'requests per second' | grep -v 'rps=' | sed 's/^ *//')
         if [ "$status" -eq 0 ] && [ "$(printf '%s\n' "$summary" | grep -c -E \
-            '^(PING_INLINE|PING_MBULK|SET|GET): [0-9.]+ requests per second')" -eq 4 ] &&
+            '^(PING_INLINE|PING_MBULK|SET|GET): ([0-9.]+|inf) requests per second')" -eq 4 ] &&
             ! printf '%s\n' "$out" | grep -q -i -E 'error|warning'; then
             pass "redis-benchmark -t ping,set,get -n 2000 -P $depth (req/s: $(printf '%s\n' "$summary" |
                 sed 's/ requests per second.*//' | tr '\n' ' ' | sed 's/ $//'))"
