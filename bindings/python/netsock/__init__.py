@@ -499,30 +499,9 @@ class _Stream:
         self.users: Dict[int, Any] = {}  # Conn.user of each open connection, by id
 
 
-def _data_trampoline(conn_p: int, data_p: int, length: int, token: int) -> None:
-    try:
-        st = _handles.get(token)
-        if st is None:
-            return
-        conn = None
-        with _InCallback(st.key):
-            try:
-                conn = Conn(conn_p, st)
-                cb = st.on_data
-                if cb is not None:
-                    cb(conn, ctypes.string_at(data_p, length))
-            except BaseException as exc:
-                _report(exc, "on_data")
-                _lib.ns_conn_close(conn_p)
-            finally:
-                if conn is not None:
-                    conn._ptr = None
-    except BaseException as exc:
-        _report(exc, "on_data")
-
-
-def _conn_event(conn_p: int, token: int, where: str, close_on_error: bool) -> None:
-    """on_open, on_drain and on_timer."""
+def _conn_event(conn_p: int, token: int, where: str, close_on_error: bool, *args: Any) -> None:
+    """Every connection callback: ``where`` names it; ``args`` follow the connection. An
+    exception is reported, never raised into C (and closes the connection if asked)."""
     try:
         st = _handles.get(token)
         if st is None:
@@ -533,7 +512,7 @@ def _conn_event(conn_p: int, token: int, where: str, close_on_error: bool) -> No
                 conn = Conn(conn_p, st)
                 cb = getattr(st, where)
                 if cb is not None:
-                    cb(conn)
+                    cb(conn, *args)
             except BaseException as exc:
                 _report(exc, where)
                 if close_on_error:
@@ -541,10 +520,16 @@ def _conn_event(conn_p: int, token: int, where: str, close_on_error: bool) -> No
             finally:
                 if conn is not None:
                     conn._ptr = None
-            if where == "on_open" and isinstance(st.owner, Client):
-                st.owner._note(True)
+                    if where == "on_close":
+                        st.users.pop(conn.id, None)
+            if where in ("on_open", "on_close") and isinstance(st.owner, Client):
+                st.owner._note(where == "on_open")
     except BaseException as exc:
         _report(exc, where)
+
+
+def _data_trampoline(conn_p: int, data_p: int, length: int, token: int) -> None:
+    _conn_event(conn_p, token, "on_data", True, ctypes.string_at(data_p, length))
 
 
 def _open_trampoline(conn_p: int, token: int) -> None:
@@ -560,27 +545,7 @@ def _timer_trampoline(conn_p: int, token: int) -> None:
 
 
 def _close_trampoline(conn_p: int, reason: int, token: int) -> None:
-    try:
-        st = _handles.get(token)
-        if st is None:
-            return
-        conn = None
-        with _InCallback(st.key):
-            try:
-                conn = Conn(conn_p, st)
-                cb = st.on_close
-                if cb is not None:
-                    cb(conn, _result(reason))
-            except BaseException as exc:
-                _report(exc, "on_close")
-            finally:
-                if conn is not None:
-                    conn._ptr = None
-                    st.users.pop(conn.id, None)
-            if isinstance(st.owner, Client):
-                st.owner._note(False)
-    except BaseException as exc:
-        _report(exc, "on_close")
+    _conn_event(conn_p, token, "on_close", False, _result(reason))
 
 
 def _conn_task_trampoline(conn_p: Optional[int], token: int) -> None:
