@@ -294,12 +294,17 @@ pub fn feed(
     let unended = match framing {
         Framing::Line => (!chunk.contains(&b'\n')).then_some(1),
         Framing::Delimiter(d) => {
+            // Where the delimiter may straddle the reads: the last `dl - 1` bytes before and
+            // the first `dl - 1` of this chunk (at most 14 bytes, copied; not the chunk).
             let dl = d.as_bytes().len();
-            let from = partial.len().saturating_sub(dl - 1);
-            let mut tail = partial[from..].to_vec();
-            tail.extend_from_slice(chunk);
+            let before = &partial[partial.len().saturating_sub(dl - 1)..];
+            let after = &chunk[..chunk.len().min(dl - 1)];
+            let mut edge = [0u8; 14];
+            edge[..before.len()].copy_from_slice(before);
+            edge[before.len()..before.len() + after.len()].copy_from_slice(after);
+            let found = d.find(&edge[..before.len() + after.len()]).is_some() || d.find(chunk).is_some();
             // Up to `dl - 1` bytes past `max` may begin the delimiter.
-            d.find(&tail).is_none().then_some(dl - 1)
+            (!found).then_some(dl - 1)
         }
         _ => None,
     };
