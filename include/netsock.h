@@ -68,6 +68,16 @@
 #define NS_RESULT_MIN -13
 
 /**
+ * The longest v1 header, CRLF included (proxy-protocol.txt, 2.1).
+ */
+#define V1_MAX 107
+
+/**
+ * The fixed part of a v2 header: signature, version and command, family, length.
+ */
+#define V2_HEAD 16
+
+/**
  * Result codes. Every `int`-returning function returns `NS_OK` (0) or one of these negative
  * codes; `ns_strerror()` names them and `ns_last_error()` gives the detail of the last failure.
  */
@@ -335,6 +345,12 @@ typedef struct ns_stats {
    * Connections closed by the idle timeout.
    */
   uint64_t timeouts;
+  /**
+   * Connections closed without `on_open` because they did not start with a valid PROXY
+   * protocol header within the connect timeout (`ns_options_set_proxy_protocol()`): a
+   * malformed header, none, or the peer's close before it.
+   */
+  uint64_t proxy_rejected;
 } ns_stats;
 
 /**
@@ -700,6 +716,20 @@ int ns_options_set_on_open(struct ns_options *opts, ns_open_cb cb);
 int ns_options_set_on_timer(struct ns_options *opts, ns_conn_timer_cb cb);
 
 /**
+ * With `on` non-zero, every connection a TCP server accepts must start with a PROXY protocol
+ * header, version 1 (text) or 2 (binary), as HAProxy (send-proxy, send-proxy-v2), nginx, Envoy
+ * and cloud load balancers send it. The header is read before `on_open` and never reaches
+ * `on_data`; `ns_conn_peer()` then reports the client it names (a v2 LOCAL command, a health
+ * check, or v1 UNKNOWN keeps the connection's own peer). A connection whose header is
+ * malformed, missing, or not whole within the connect timeout (`ns_options_set_connect_timeout_ms`)
+ * is closed without `on_open` and counted in `ns_stats.proxy_rejected`. Turn it on only
+ * behind a proxy that always sends the header: anyone who can reach the server directly could
+ * claim any address with one (SECURITY.md). Never detected automatically. Default off;
+ * clients and UDP servers ignore it.
+ */
+int ns_options_set_proxy_protocol(struct ns_options *opts, int on);
+
+/**
  * Makes a client (`ns_tcp_connect()` or `ns_tcp_connect_async()`) connect again whenever it
  * closes for any reason but `ns_client_close()` or `ns_client_free()`: after `min_ms`, then
  * after twice as long for each failed attempt, up to `max_ms`, each wait shortened by up to a
@@ -709,6 +739,18 @@ int ns_options_set_on_timer(struct ns_options *opts, ns_conn_timer_cb cb);
  * 0 with `max_ms` not 0, or `max_ms` under `min_ms`.
  */
 int ns_options_set_reconnect(struct ns_options *opts, uint32_t min_ms, uint32_t max_ms);
+
+/**
+ * With `on` non-zero, a server on an IP address ("host:port", ":port") binds one socket per
+ * loop thread, each with SO_REUSEPORT: the kernel spreads new connections (or datagrams, by
+ * their sender) over the loops, with no hand-off between threads, and other processes of the
+ * same user started with the option may bind the same address too (all get connections;
+ * each process's sockets leave the group when it frees its server). Port 0 binds the port
+ * the first socket got. Ignored for "unix:" paths and for inherited sockets ("fd:",
+ * "systemd:", "handoff:"). Default off: one socket, whose connections loop 0 accepts and
+ * hands round the loops.
+ */
+int ns_options_set_reuseport(struct ns_options *opts, int on);
 
 /**
  * With `on` non-zero, a server started with these options runs its first loop inside
@@ -781,6 +823,23 @@ int ns_server_close(struct ns_server *srv, uint64_t conn_id);
  * the loops have ended: the wait holds no reference to the handle. Do not use `srv` afterwards.
  */
 void ns_server_free(struct ns_server *srv);
+
+/**
+ * Hands the server's listening socket(s) to a new process, for a restart that refuses no
+ * connection (the hot-restart pattern of nginx, HAProxy and Envoy). It listens at the Unix
+ * socket `unix_path` ("@name": an abstract one; a stale socket file there is replaced) and
+ * waits up to `timeout_ms` for a process of the same user (or root) started with the address
+ * "handoff:<unix_path>" to connect; passes it every socket of the server (`SCM_RIGHTS`); once
+ * that process holds them, stops accepting (connections waiting in the backlog are the new
+ * process's: the sockets stay open there), waits up to the drain timeout
+ * (`ns_options_set_drain_timeout_ms`) for its own connections to end by themselves, then stops
+ * as `ns_server_stop()` does (flushing within the drain timeout) and returns `NS_OK` once its
+ * loops have ended: free the server and exit. A Unix socket file of the server is left for
+ * the new process. `NS_ERR_TIMEOUT` if no process took the sockets in time: the server serves
+ * on. `NS_ERR_MISUSE` before it started or inside one of its callbacks; `NS_ERR_INVALID` for
+ * NULL; `NS_ERR_ADDR` for a bad path. Blocks; any thread but the server's loop threads.
+ */
+int ns_server_handoff(struct ns_server *srv, const char *unix_path, uint32_t timeout_ms);
 
 /**
  * The server's loop: pass it to `ns_loop_post()` and the timer functions (they run on the
@@ -932,6 +991,22 @@ int ns_tcp_send(const char *addr, const void *data, size_t len, void *reply, siz
  * bad address text (also "256.1.1.1:80", never looked up as a name, and "::1:80", which needs
  * brackets: "[::1]:80") or a Unix path whose folder is missing, `NS_ERR_ADDR_IN_USE`,
  * `NS_ERR_INVALID` for NULL `addr`, `on_data` or `out`.
+ *
+ * Sockets the server does not bind itself (for `ns_udp_serve()` too; the server owns the
+ * descriptor from then on and closes it when freed; its type is checked: a datagram socket
+ * given to `ns_tcp_serve()`, a stream socket that does not listen, or a descriptor that is no
+ * IP or Unix socket is `NS_ERR_ADDR`, and the descriptor is left as it was):
+ *  - "fd:N": descriptor N, inherited from the parent, already bound (and listening, for a
+ *    stream socket); made close-on-exec.
+ *  - "systemd:N" or "systemd:NAME": the N-th socket (from 0) systemd passed by socket
+ *    activation, or the one `LISTEN_FDNAMES` names NAME (FileDescriptorName= of the .socket
+ *    unit): as `sd_listen_fds(0)`, without libsystemd: `LISTEN_PID` must be this process,
+ *    `LISTEN_FDS` counts the sockets, from descriptor 3; the variables are left set (so
+ *    several servers may each take one); the socket is made close-on-exec.
+ *  - "handoff:/path": the socket(s) a running server offers with `ns_server_handoff()` at
+ *    the Unix socket /path ("handoff:@name" for an abstract one), waiting for the offer to
+ *    appear for up to the connect timeout (`ns_options_set_connect_timeout_ms`), so this
+ *    process may start before the old one is told to hand off. `NS_ERR_TIMEOUT` if none came.
  */
 int ns_tcp_serve(const char *addr, ns_data_cb on_data, void *user, const struct ns_options *opts, struct ns_server **out);
 

@@ -38,6 +38,13 @@ pub struct Options {
     /// A client that closed for any reason but its owner's close connects again after the
     /// first wait, doubled after each failed attempt up to the second (with jitter).
     pub reconnect: Option<(Duration, Duration)>,
+    /// A server binds one socket per loop thread with SO_REUSEPORT (IP addresses only): the
+    /// kernel spreads connections over the loops, and other processes with the option may bind
+    /// the same address.
+    pub reuseport: bool,
+    /// Every connection starts with a PROXY protocol header (v1 or v2) naming the real client:
+    /// read before `on_open`, and required (see [`crate::proxy_protocol`]).
+    pub proxy_protocol: bool,
 }
 
 impl Default for Options {
@@ -58,6 +65,8 @@ impl Default for Options {
             drain_timeout: None,
             connect_timeout: Some(Duration::from_secs(10)),
             reconnect: None,
+            reuseport: false,
+            proxy_protocol: false,
         }
     }
 }

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use mio::Poll;
 use socket2::{SockAddr, Type};
 
-use crate::addr::{self, Addr};
+use crate::addr;
 use crate::error::{Error, Result};
 use crate::framing;
 use crate::handles::conn::{Service, TcpHandler};
@@ -15,9 +15,10 @@ use crate::handles::datagram::DatagramServer;
 use crate::handles::datagram::{Responder, UdpHandler};
 use crate::handles::service::{Counters, Ending};
 use crate::handles::{self, Cmd, Group, HandleCmd};
+use crate::listen;
 use crate::loop_core::lock;
 use crate::options::Options;
-use crate::socket::{self, Bound};
+use crate::socket::Bound;
 use crate::stats::{Counter, Stats};
 use crate::{ClientLoop, Conn};
 
@@ -42,6 +43,8 @@ pub struct Server {
     counters: OnceLock<Arc<Counters>>,
     /// The server's end on shared loops.
     ending: OnceLock<Arc<Ending>>,
+    /// Its sockets after `bound`: one per loop with SO_REUSEPORT, or as many as were handed over.
+    more: Vec<Arc<Bound>>,
 }
 
 impl Server {
@@ -69,7 +72,6 @@ impl Server {
 
     fn bind(addr: &str, kind: Type, opts: &Options, lp: Option<&ClientLoop>) -> Result<Server> {
         opts.framing.check()?;
-        let bound = socket::bind(&Addr::parse(addr)?, kind, opts.backlog)?;
         let (group, polls) = match lp {
             Some(lp) => (lp.group().clone(), None),
             None => {
@@ -77,10 +79,15 @@ impl Server {
                 (group, Some(polls))
             }
         };
+        let mut bound = listen::sockets(addr, kind, opts, group.loops.len())?
+            .into_iter()
+            .map(Arc::new);
+        let first = bound.next().ok_or_else(|| Error::Addr("no socket".into()))?;
         Ok(Server {
             group,
             shared: lp.cloned(),
-            bound: Arc::new(bound),
+            bound: first,
+            more: bound.collect(),
             kind,
             opts: opts.clone(),
             replies: Arc::default(),
@@ -92,18 +99,20 @@ impl Server {
         })
     }
 
-    /// Hands each loop what it serves of this server (`cmd(loop index)`), counting the loops
-    /// that hold it until they let go, then starts the loops if they are its own.
-    fn start(&self, ending: Arc<Ending>, cmd: impl Fn(usize) -> HandleCmd) -> Result<()> {
+    /// Hands the loops what they serve of this server (`cmds`: loop index and command; each
+    /// command's handles let go of the server once), counting the holds until they let go,
+    /// then starts the loops if they are its own.
+    fn start(&self, ending: Arc<Ending>, cmds: Vec<(usize, HandleCmd)>) -> Result<()> {
         if self.started.swap(true, Ordering::AcqRel) {
             return Err(Error::Misuse("the server was already started".into()));
         }
         let _ = self.ending.set(ending.clone());
-        ending.hold(self.group.loops.len());
-        for (index, l) in self.group.loops.iter().enumerate() {
-            if let Err(e) = l.push(&self.group, None, Cmd::Handle(cmd(index))) {
+        let total = cmds.len();
+        ending.hold(total);
+        for (sent, (index, cmd)) in cmds.into_iter().enumerate() {
+            if let Err(e) = self.group.loops[index].push(&self.group, None, Cmd::Handle(cmd)) {
                 // The loops stopped already; the ones that took the command let go as they end.
-                for _ in index..self.group.loops.len() {
+                for _ in sent..total {
                     ending.let_go();
                 }
                 return Err(e);
@@ -127,11 +136,51 @@ impl Server {
         let loops = self.group.loops.len();
         let svc = Arc::new(Service::new(Arc::new(handler), self.opts.clone(), inet, loops));
         let _ = self.service.set(svc.clone());
-        let bound = self.bound.clone();
-        self.start(svc.ending.clone(), |index| HandleCmd::Serve {
-            svc: svc.clone(),
-            bound: (index == 0).then(|| bound.clone()),
-        })
+        let cmds = listen::tcp_shares(&self.bounds(), loops)
+            .into_iter()
+            .enumerate()
+            .map(|(index, (bound, keep))| {
+                let svc = svc.clone();
+                (index, HandleCmd::Serve { svc, bound, keep })
+            })
+            .collect();
+        self.start(svc.ending.clone(), cmds)
+    }
+
+    /// Every socket of the server.
+    fn bounds(&self) -> Vec<Arc<Bound>> {
+        std::iter::once(&self.bound).chain(&self.more).cloned().collect()
+    }
+
+    /// Hands the server's sockets to a new process started with `handoff:PATH` (see
+    /// [`crate::handoff`]): offers them at `path` for up to `timeout`, then stops accepting,
+    /// gives its connections up to the drain timeout to end by themselves, and stops (as
+    /// [`Server::stop`], then [`Server::wait`]). `Timeout` if nobody took them: the server
+    /// serves on. Not from the server's own loop threads (`Misuse`).
+    pub fn handoff(&self, path: &str, timeout: std::time::Duration) -> Result<()> {
+        if self.ending.get().is_none() {
+            return Err(Error::Misuse("the server was never started".into()));
+        }
+        if self.group.on_loop_thread() {
+            return Err(Error::Misuse(
+                "handing off inside a callback of the server's loops would deadlock".into(),
+            ));
+        }
+        let bounds = self.bounds();
+        let socks: Vec<&socket2::Socket> = bounds.iter().map(|b| &b.sock).collect();
+        crate::handoff::offer(path, &socks, crate::deadline::Deadline::after(Some(timeout)))?;
+        for b in &bounds {
+            b.keep_file();
+        }
+        if let Some(svc) = self.service.get() {
+            svc.handed_off.store(true, Ordering::Release);
+            let until = std::time::Instant::now() + self.opts.drain_timeout.unwrap_or_default();
+            while svc.counters.sum().active > 0 && std::time::Instant::now() < until {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        }
+        self.stop();
+        self.wait()
     }
 
     /// Starts serving datagrams on the loop threads.
@@ -143,15 +192,20 @@ impl Server {
         let counters = Arc::new(Counters::new(self.group.loops.len()));
         let _ = self.counters.set(counters.clone());
         let ending: Arc<Ending> = Arc::default();
-        self.start(ending.clone(), |_| {
-            HandleCmd::ServeDatagrams(Box::new(DatagramServer {
-                bound: self.bound.clone(),
-                sent: self.replies.clone(),
-                handler: handler.clone(),
-                counters: counters.clone(),
-                ending: ending.clone(),
-            }))
-        })
+        let cmds = listen::udp_shares(&self.bounds(), self.group.loops.len())
+            .into_iter()
+            .map(|(index, bound)| {
+                let cmd = HandleCmd::ServeDatagrams(Box::new(DatagramServer {
+                    bound,
+                    sent: self.replies.clone(),
+                    handler: handler.clone(),
+                    counters: counters.clone(),
+                    ending: ending.clone(),
+                }));
+                (index, cmd)
+            })
+            .collect();
+        self.start(ending.clone(), cmds)
     }
 
     /// The bound address (after port 0, the port the OS chose).
@@ -164,7 +218,7 @@ impl Server {
         self.bound.local.as_socket().map_or(0, |a| a.port())
     }
 
-    /// The bound address as text, in the form [`Addr::parse`] reads.
+    /// The bound address as text, in the form [`crate::addr::Addr::parse`] reads.
     pub fn addr_text(&self) -> String {
         addr::format(&self.bound.local)
     }

@@ -6,6 +6,7 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use socket2::{Domain, SockAddr, Socket, Type};
 
@@ -13,39 +14,65 @@ use crate::addr::{self, Addr};
 use crate::deadline::Deadline;
 use crate::error::{Error, Result};
 
-/// A bound server socket. A Unix socket file it created is removed when it is dropped.
+/// A bound server socket. A Unix socket file it created is removed when it is dropped, unless
+/// the socket was handed over to another process meanwhile ([`Bound::keep_file`]).
 #[derive(Debug)]
 pub struct Bound {
     pub sock: Socket,
     pub local: SockAddr,
-    unlink: Option<PathBuf>,
+    unlink: Mutex<Option<PathBuf>>,
 }
 
 impl Drop for Bound {
     fn drop(&mut self) {
-        if let Some(path) = &self.unlink {
+        if let Some(path) = crate::loop_core::lock(&self.unlink).take() {
             let _ = std::fs::remove_file(path);
         }
     }
 }
 
+impl Bound {
+    /// A socket this process did not bind (inherited or handed over), already checked by the
+    /// caller: made non-blocking; its socket file, if any, is not ours to remove.
+    pub(crate) fn adopted(sock: Socket) -> Result<Bound> {
+        sock.set_nonblocking(true).map_err(|e| Error::io("O_NONBLOCK", e))?;
+        let local = sock.local_addr().map_err(|e| Error::io("getsockname", e))?;
+        Ok(Bound {
+            sock,
+            local,
+            unlink: Mutex::new(None),
+        })
+    }
+
+    /// Another process serves this socket now: its file stays when this copy goes.
+    pub(crate) fn keep_file(&self) {
+        crate::loop_core::lock(&self.unlink).take();
+    }
+}
+
 /// Binds a non-blocking server socket of type `ty` (stream sockets also listen, with `backlog`).
 pub fn bind(addr: &Addr, ty: Type, backlog: i32) -> Result<Bound> {
+    bind_with(addr, ty, backlog, false)
+}
+
+/// [`bind`], with SO_REUSEPORT on IP sockets when `reuseport` is set (several sockets, of this
+/// process or of others, may then bind the same address, and the kernel spreads the peers).
+pub(crate) fn bind_with(addr: &Addr, ty: Type, backlog: i32, reuseport: bool) -> Result<Bound> {
     let (sock, target, unlink) = match addr {
         Addr::Unix(path) => {
             let target = first(addr)?;
-            let sock = server_socket(target.domain(), ty).map_err(|e| Error::io("socket", e))?;
+            let sock = server_socket(target.domain(), ty, false).map_err(|e| Error::io("socket", e))?;
             bind_unix(&sock, &target, path, ty)?;
             (sock, target, Some(path.clone()))
         }
         Addr::Inet(_) => {
             let target = first(addr)?;
-            let sock = server_socket(target.domain(), ty).map_err(|e| Error::io("socket", e))?;
+            let sock = server_socket(target.domain(), ty, reuseport).map_err(|e| Error::io("socket", e))?;
             sock.bind(&target).map_err(|e| Error::io("bind", e))?;
             (sock, target, None)
         }
         Addr::AnyHost(port) => {
-            let (sock, target) = bind_any_host(*port, ty)?;
+            let (sock, target) = bind_any_host(*port, ty, reuseport)?;
             (sock, target, None)
         }
     };
@@ -53,7 +80,7 @@ pub fn bind(addr: &Addr, ty: Type, backlog: i32) -> Result<Bound> {
     let mut bound = Bound {
         sock,
         local: target,
-        unlink,
+        unlink: Mutex::new(unlink),
     };
     if ty == Type::STREAM {
         bound.sock.listen(backlog).map_err(|e| Error::io("listen", e))?;
@@ -75,20 +102,23 @@ pub(crate) fn first(addr: &Addr) -> Result<SockAddr> {
 }
 
 /// A socket for a server: stream sockets on IP reuse the address, so a restarted server need
-/// not wait out the old one's TIME_WAIT connections.
-fn server_socket(domain: Domain, ty: Type) -> io::Result<Socket> {
+/// not wait out the old one's TIME_WAIT connections; with `reuseport`, the port too.
+fn server_socket(domain: Domain, ty: Type, reuseport: bool) -> io::Result<Socket> {
     let sock = Socket::new(domain, ty, None)?;
     if ty == Type::STREAM && domain != Domain::UNIX {
         sock.set_reuse_address(true)?;
+    }
+    if reuseport && domain != Domain::UNIX {
+        sock.set_reuse_port(true)?;
     }
     Ok(sock)
 }
 
 /// Binds `:port` on every interface: one dual-stack socket on `[::]` (IPv4 peers arrive as
 /// mapped addresses) where the host has IPv6, else `0.0.0.0`.
-fn bind_any_host(port: u16, ty: Type) -> Result<(Socket, SockAddr)> {
+fn bind_any_host(port: u16, ty: Type, reuseport: bool) -> Result<(Socket, SockAddr)> {
     let v6 = SockAddr::from(SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)));
-    let dual_stack = server_socket(Domain::IPV6, ty).and_then(|sock| {
+    let dual_stack = server_socket(Domain::IPV6, ty, reuseport).and_then(|sock| {
         // Off by default on Linux, but a sysctl (net.ipv6.bindv6only) can turn it on.
         sock.set_only_v6(false)?;
         sock.bind(&v6)?;
@@ -100,7 +130,7 @@ fn bind_any_host(port: u16, ty: Type) -> Result<(Socket, SockAddr)> {
         Err(e) => return Err(Error::io("bind", e)),
     }
     let v4 = SockAddr::from(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)));
-    let sock = server_socket(Domain::IPV4, ty).map_err(|e| Error::io("socket", e))?;
+    let sock = server_socket(Domain::IPV4, ty, reuseport).map_err(|e| Error::io("socket", e))?;
     sock.bind(&v4).map_err(|e| Error::io("bind", e))?;
     Ok((sock, v4))
 }

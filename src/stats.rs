@@ -39,6 +39,7 @@ pub(crate) struct LoopStats {
     pub(crate) datagrams_in: Counter,
     pub(crate) frames_too_large: Counter,
     pub(crate) timeouts: Counter,
+    pub(crate) proxy_rejected: Counter,
 }
 
 /// A server's counters since it started.
@@ -60,6 +61,9 @@ pub struct Stats {
     pub frames_too_large: u64,
     /// Connections closed by the idle timeout.
     pub timeouts: u64,
+    /// Connections closed before `on_open` for want of a valid PROXY protocol header in time
+    /// ([`crate::Options::proxy_protocol`]).
+    pub proxy_rejected: u64,
 }
 
 impl Stats {
@@ -74,6 +78,7 @@ impl Stats {
             s.datagrams_in += l.datagrams_in.get();
             s.frames_too_large += l.frames_too_large.get();
             s.timeouts += l.timeouts.get();
+            s.proxy_rejected += l.proxy_rejected.get();
         }
         s.active = s.accepted.saturating_sub(s.closed);
         s

@@ -33,6 +33,22 @@ pub(crate) fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     })
 }
 
+/// `recv(fd, buf, MSG_PEEK)`: looks at what the socket holds without taking it.
+pub(crate) fn peek(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is writable for `buf.len()` bytes; no address is asked for.
+    result(unsafe {
+        libc::syscall(
+            libc::SYS_recvfrom,
+            fd,
+            buf.as_mut_ptr(),
+            buf.len(),
+            libc::MSG_PEEK,
+            std::ptr::null_mut::<libc::sockaddr>(),
+            std::ptr::null_mut::<libc::socklen_t>(),
+        )
+    })
+}
+
 /// `send(fd, buf, MSG_NOSIGNAL)`: a peer gone never raises SIGPIPE in the host program.
 pub(crate) fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
     // SAFETY: `buf` is readable for `buf.len()` bytes; no address is given.

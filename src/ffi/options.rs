@@ -411,3 +411,37 @@ pub extern "C" fn ns_options_set_connect_timeout_ms(opts: *mut ns_options, ms: u
         Ok(())
     }) }
 }
+
+/// With `on` non-zero, a server on an IP address ("host:port", ":port") binds one socket per
+/// loop thread, each with SO_REUSEPORT: the kernel spreads new connections (or datagrams, by
+/// their sender) over the loops, with no hand-off between threads, and other processes of the
+/// same user started with the option may bind the same address too (all get connections;
+/// each process's sockets leave the group when it frees its server). Port 0 binds the port
+/// the first socket got. Ignored for "unix:" paths and for inherited sockets ("fd:",
+/// "systemd:", "handoff:"). Default off: one socket, whose connections loop 0 accepts and
+/// hands round the loops.
+#[unsafe(no_mangle)]
+pub extern "C" fn ns_options_set_reuseport(opts: *mut ns_options, on: c_int) -> c_int {
+    ffi_panic_boundary! { update(opts, |o| {
+        o.opts.reuseport = on != 0;
+        Ok(())
+    }) }
+}
+
+/// With `on` non-zero, every connection a TCP server accepts must start with a PROXY protocol
+/// header, version 1 (text) or 2 (binary), as HAProxy (send-proxy, send-proxy-v2), nginx, Envoy
+/// and cloud load balancers send it. The header is read before `on_open` and never reaches
+/// `on_data`; `ns_conn_peer()` then reports the client it names (a v2 LOCAL command, a health
+/// check, or v1 UNKNOWN keeps the connection's own peer). A connection whose header is
+/// malformed, missing, or not whole within the connect timeout (`ns_options_set_connect_timeout_ms`)
+/// is closed without `on_open` and counted in `ns_stats.proxy_rejected`. Turn it on only
+/// behind a proxy that always sends the header: anyone who can reach the server directly could
+/// claim any address with one (SECURITY.md). Never detected automatically. Default off;
+/// clients and UDP servers ignore it.
+#[unsafe(no_mangle)]
+pub extern "C" fn ns_options_set_proxy_protocol(opts: *mut ns_options, on: c_int) -> c_int {
+    ffi_panic_boundary! { update(opts, |o| {
+        o.opts.proxy_protocol = on != 0;
+        Ok(())
+    }) }
+}

@@ -150,6 +150,22 @@ impl UdpHandler for CUdp {
 /// bad address text (also "256.1.1.1:80", never looked up as a name, and "::1:80", which needs
 /// brackets: "[::1]:80") or a Unix path whose folder is missing, `NS_ERR_ADDR_IN_USE`,
 /// `NS_ERR_INVALID` for NULL `addr`, `on_data` or `out`.
+///
+/// Sockets the server does not bind itself (for `ns_udp_serve()` too; the server owns the
+/// descriptor from then on and closes it when freed; its type is checked: a datagram socket
+/// given to `ns_tcp_serve()`, a stream socket that does not listen, or a descriptor that is no
+/// IP or Unix socket is `NS_ERR_ADDR`, and the descriptor is left as it was):
+///  - "fd:N": descriptor N, inherited from the parent, already bound (and listening, for a
+///    stream socket); made close-on-exec.
+///  - "systemd:N" or "systemd:NAME": the N-th socket (from 0) systemd passed by socket
+///    activation, or the one `LISTEN_FDNAMES` names NAME (FileDescriptorName= of the .socket
+///    unit): as `sd_listen_fds(0)`, without libsystemd: `LISTEN_PID` must be this process,
+///    `LISTEN_FDS` counts the sockets, from descriptor 3; the variables are left set (so
+///    several servers may each take one); the socket is made close-on-exec.
+///  - "handoff:/path": the socket(s) a running server offers with `ns_server_handoff()` at
+///    the Unix socket /path ("handoff:@name" for an abstract one), waiting for the offer to
+///    appear for up to the connect timeout (`ns_options_set_connect_timeout_ms`), so this
+///    process may start before the old one is told to hand off. `NS_ERR_TIMEOUT` if none came.
 #[unsafe(no_mangle)]
 pub extern "C" fn ns_tcp_serve(
     addr: *const c_char,
@@ -385,6 +401,28 @@ pub extern "C" fn ns_server_send_frame(srv: *mut ns_server, conn_id: u64, data: 
     ffi_panic_boundary! {
         let srv = try_ref!(srv);
         code(srv.inner.send_frame(conn_id, try_slice!(data, len)))
+    }
+}
+
+/// Hands the server's listening socket(s) to a new process, for a restart that refuses no
+/// connection (the hot-restart pattern of nginx, HAProxy and Envoy). It listens at the Unix
+/// socket `unix_path` ("@name": an abstract one; a stale socket file there is replaced) and
+/// waits up to `timeout_ms` for a process of the same user (or root) started with the address
+/// "handoff:<unix_path>" to connect; passes it every socket of the server (`SCM_RIGHTS`); once
+/// that process holds them, stops accepting (connections waiting in the backlog are the new
+/// process's: the sockets stay open there), waits up to the drain timeout
+/// (`ns_options_set_drain_timeout_ms`) for its own connections to end by themselves, then stops
+/// as `ns_server_stop()` does (flushing within the drain timeout) and returns `NS_OK` once its
+/// loops have ended: free the server and exit. A Unix socket file of the server is left for
+/// the new process. `NS_ERR_TIMEOUT` if no process took the sockets in time: the server serves
+/// on. `NS_ERR_MISUSE` before it started or inside one of its callbacks; `NS_ERR_INVALID` for
+/// NULL; `NS_ERR_ADDR` for a bad path. Blocks; any thread but the server's loop threads.
+#[unsafe(no_mangle)]
+pub extern "C" fn ns_server_handoff(srv: *mut ns_server, unix_path: *const c_char, timeout_ms: u32) -> c_int {
+    ffi_panic_boundary! {
+        let path = try_addr!(unix_path);
+        let srv = try_ref!(srv);
+        code(srv.inner.handoff(path, std::time::Duration::from_millis(timeout_ms.into())))
     }
 }
 

@@ -32,6 +32,10 @@ pub struct ns_stats {
     pub frames_too_large: u64,
     /// Connections closed by the idle timeout.
     pub timeouts: u64,
+    /// Connections closed without `on_open` because they did not start with a valid PROXY
+    /// protocol header within the connect timeout (`ns_options_set_proxy_protocol()`): a
+    /// malformed header, none, or the peer's close before it.
+    pub proxy_rejected: u64,
 }
 
 /// Writes `stats` into the caller's struct, no more than its `size` says.
@@ -56,6 +60,7 @@ pub(crate) fn fill(out: *mut ns_stats, stats: &Stats) -> crate::Result<()> {
         datagrams_out: stats.datagrams_out,
         frames_too_large: stats.frames_too_large,
         timeouts: stats.timeouts,
+        proxy_rejected: stats.proxy_rejected,
     };
     // Whole fields only: a size that ends inside a counter leaves that counter out.
     let n = size.min(size_of::<ns_stats>()) / 8 * 8;

@@ -43,10 +43,13 @@ pub(crate) enum HandleCmd {
         slot: Slot,
         budget: Arc<SendBudget>,
     },
-    /// Serve a TCP server's connections here, and with `bound`, accept them.
+    /// Serve a TCP server's connections here, and accept them on the sockets `bound` (none, one,
+    /// or several); with `keep`, a connection accepted here is served here, else the loops take
+    /// turns.
     Serve {
         svc: Arc<Service>,
-        bound: Option<Arc<Bound>>,
+        bound: Vec<Arc<Bound>>,
+        keep: bool,
     },
     /// Serve a UDP server's socket here.
     ServeDatagrams(Box<DatagramServer>),

@@ -35,6 +35,8 @@ pub(crate) enum Phase {
     /// discard until the peer's end-of-file, so the kernel does not answer its late data with a
     /// reset that would destroy the reply we just sent.
     Lingering,
+    /// A server's connection waiting for its PROXY protocol header (`on_open` has not run).
+    Proxy,
 }
 
 pub(crate) struct ConnState {
@@ -81,6 +83,8 @@ pub(crate) struct ConnState {
     _slot: Slot,
     out: Vec<u8>,
     out_pos: usize,
+    /// The client a PROXY protocol header named, reported as the peer.
+    pub(crate) proxied: Option<SockAddr>,
 }
 
 /// A connect in progress: the next address to try if this one fails, and until when.
@@ -129,6 +133,7 @@ impl ConnState {
             _slot: slot,
             out: Vec::new(),
             out_pos: 0,
+            proxied: None,
         }
     }
 
@@ -282,8 +287,12 @@ impl<'a> Conn<'a> {
         self.st.id
     }
 
-    /// The peer's address (asked of the kernel, so idle connections store none).
+    /// The peer's address (asked of the kernel, so idle connections store none), or the client
+    /// a PROXY protocol header named ([`crate::Options::proxy_protocol`]).
     pub fn peer(&self) -> Result<SockAddr> {
+        if let Some(client) = &self.st.proxied {
+            return Ok(client.clone());
+        }
         self.st.sock.peer_addr().map_err(|e| Error::io("getpeername", e))
     }
 
@@ -419,6 +428,8 @@ pub(crate) struct Service {
     pub(crate) counters: Counters,
     /// How a server on shared loops ends (a server's own loops end with their group).
     pub(crate) ending: Arc<Ending>,
+    /// The server handed its sockets to another process (`Server::handoff`): it accepts no more.
+    pub(crate) handed_off: AtomicBool,
 }
 
 impl Service {
@@ -433,6 +444,7 @@ impl Service {
             active: AtomicUsize::new(0),
             counters: Counters::new(loops),
             ending: Arc::default(),
+            handed_off: AtomicBool::new(false),
         }
     }
 

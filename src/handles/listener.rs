@@ -19,11 +19,18 @@ pub(crate) struct Listener {
     bound: Arc<Bound>,
     /// A descriptor held in reserve, given up to refuse connections cleanly when none is left.
     spare_fd: Option<File>,
+    /// Connections accepted here are served by this loop (one socket per loop, SO_REUSEPORT:
+    /// the kernel spread them already), not handed round the loops.
+    pub(crate) keep: bool,
 }
 
 impl Listener {
-    pub(crate) fn new(bound: Arc<Bound>) -> Listener {
-        Listener { bound, spare_fd: None }
+    pub(crate) fn new(bound: Arc<Bound>, keep: bool) -> Listener {
+        Listener {
+            bound,
+            spare_fd: None,
+            keep,
+        }
     }
 
     /// Starts accepting on this loop: events for the listener come with `token`.

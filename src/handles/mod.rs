@@ -9,6 +9,7 @@ pub(crate) mod conn;
 mod connect;
 pub(crate) mod datagram;
 mod listener;
+mod proxy;
 pub(crate) mod service;
 mod stream;
 

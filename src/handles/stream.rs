@@ -36,7 +36,7 @@ const READ_BUF: usize = 64 * 1024;
 
 /// How far a read turn goes.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum ReadTo {
+pub(super) enum ReadTo {
     /// Until a read returns less than the buffer holds: the socket was empty then, and data
     /// arriving later raises a new edge-triggered event. Saves the read that would only say
     /// "would block" (libuv does the same).
@@ -71,7 +71,7 @@ pub(crate) struct Streams<'g> {
     servers: Vec<Arc<Service>>,
     pub(super) conns: Slab<ConnState>,
     pub(super) ids: HashMap<u64, usize>,
-    buf: Vec<u8>,
+    pub(super) buf: Vec<u8>,
     /// Connections that still had input when their turn ended.
     again: Vec<(usize, u64)>,
     /// Idle and linger deadlines; an entry is checked against the connection when it is due.
@@ -107,14 +107,14 @@ impl<'g> Streams<'g> {
         }
     }
 
-    /// Serves `svc`'s connections here; with `bound`, also accepts them (events for the
-    /// listener come with the token `token_of(key)`). On a group already stopping, the server
-    /// is let go at once.
+    /// Serves `svc`'s connections here; on each of `bound`, also accepts them (events for a
+    /// listener come with the token `token_of(key)`; `keep`: see [`Listener`]). On a group
+    /// already stopping, the server is let go at once.
     pub(crate) fn serve(
         &mut self,
         reg: &Registry,
         svc: Arc<Service>,
-        bound: Option<Arc<Bound>>,
+        (bound, keep): (Vec<Arc<Bound>>, bool),
         token_of: impl Fn(usize) -> Token,
     ) {
         // A loop that stops, or a server freed before this loop ever ran: nothing to serve.
@@ -122,10 +122,10 @@ impl<'g> Streams<'g> {
             svc.ending.let_go();
             return;
         }
-        if let Some(bound) = bound {
+        for bound in bound {
             let key = self.service_key(&svc);
             let entry = self.listeners.vacant_entry();
-            let mut listener = Listener::new(bound);
+            let mut listener = Listener::new(bound, keep);
             match listener.register(reg, token_of(entry.key())) {
                 Ok(()) => {
                     entry.insert((listener, key));
@@ -241,6 +241,11 @@ impl<'g> Streams<'g> {
             self.drain_until = Some(self.now + drain);
             let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
             for key in keys {
+                // Not opened yet: nothing to drain.
+                if self.conns[key].phase == Phase::Proxy {
+                    self.remove(key);
+                    continue;
+                }
                 // A writable event may have been left undispatched when the stop came: write
                 // what the socket takes now, or no new edge may come to say it can.
                 self.conns[key].flush();
@@ -256,10 +261,14 @@ impl<'g> Streams<'g> {
         if self.drain_until.is_some() || self.group.stopping() {
             return;
         }
-        let Some(&(_, svc_key)) = self.listeners.get(key) else {
+        let Some((listener, svc_key)) = self.listeners.get(key) else {
             return;
         };
-        let svc = self.services[svc_key].0.clone();
+        let (keep, svc) = (listener.keep, self.services[*svc_key].0.clone());
+        // Handed over to another process: what waits in the backlog is the new one's.
+        if svc.handed_off.load(Ordering::Acquire) {
+            return;
+        }
         let stats = svc.counters.of(self.me.index());
         while let Some(sock) = self.listeners[key].0.next(&stats.rejected) {
             // The slot is taken here, before the connection reaches its loop, so that a burst
@@ -273,7 +282,7 @@ impl<'g> Streams<'g> {
                 );
                 continue;
             };
-            let target = self.group.pick_loop();
+            let target = if keep { self.me } else { self.group.pick_loop() };
             let id = target.new_id();
             if target.index() == self.me.index() {
                 let budget = Arc::new(SendBudget::default());
@@ -310,6 +319,10 @@ impl<'g> Streams<'g> {
         let svc = self.service_key(slot.service());
         self.conns.insert(ConnState::new(sock, id, svc, slot, budget, self.now));
         self.ids.insert(id, key);
+        let server = self.services[svc].0.target.get().is_none();
+        if server && self.services[svc].0.opts.proxy_protocol {
+            return self.await_proxy(key);
+        }
         self.opened(key);
     }
 
@@ -329,11 +342,14 @@ impl<'g> Streams<'g> {
         self.settle(key);
     }
 
-    fn ready(&mut self, key: usize, read: Option<ReadTo>, writable: bool) {
+    pub(super) fn ready(&mut self, key: usize, read: Option<ReadTo>, writable: bool) {
         let Some(st) = self.conns.get_mut(key) else { return };
         if st.phase == Phase::Lingering {
             self.discard(key);
             return;
+        }
+        if st.phase == Phase::Proxy {
+            return self.read_proxy(key);
         }
         if writable && st.pending() > 0 {
             st.flush();
@@ -506,6 +522,11 @@ impl<'g> Streams<'g> {
     /// lingering socket holds a descriptor as an open one does.
     pub(super) fn remove(&mut self, key: usize) {
         let st = self.conns.remove(key);
+        if st.phase == Phase::Proxy {
+            // Never opened, so never closed: still listed.
+            self.ids.remove(&st.id);
+            self.me.remove_live(st.id);
+        }
         self.release_service(st.svc);
     }
 
@@ -568,7 +589,7 @@ impl<'g> Streams<'g> {
                         self.open(reg, sock, id, slot, budget);
                     }
                 }
-                HandleCmd::Serve { svc, bound } => self.serve(reg, svc, bound, cmd::listener_token),
+                HandleCmd::Serve { svc, bound, keep } => self.serve(reg, svc, (bound, keep), cmd::listener_token),
                 // Taken by the loop's datagram handles.
                 HandleCmd::ServeDatagrams(_) => {}
             }
@@ -604,6 +625,7 @@ impl<'g> Streams<'g> {
         let st = &self.conns[key];
         match st.phase {
             Phase::Connecting => st.dialing.map(|d| d.until),
+            Phase::Proxy => self.services[st.svc].0.opts.connect_timeout.map(|t| st.since + t),
             Phase::Lingering => Some(st.since + LINGER),
             Phase::Open | Phase::Closing => {
                 let idle = self.services[st.svc].0.opts.idle_timeout.map(|idle| st.since + idle);
@@ -666,6 +688,7 @@ impl<'g> Streams<'g> {
                 Some(due) if due > self.now => self.schedule(key),
                 Some(_) if self.conns[key].phase == Phase::Lingering => self.remove(key),
                 Some(_) if self.conns[key].phase == Phase::Connecting => self.dial_timed_out(key),
+                Some(_) if self.conns[key].phase == Phase::Proxy => self.proxy_failed(key, "no PROXY header in time"),
                 Some(_) => {
                     let st = &mut self.conns[key];
                     if st.timer_at.is_some_and(|t| t <= self.now) {
@@ -693,7 +716,7 @@ impl<'g> Streams<'g> {
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
             match self.conns[key].phase {
-                Phase::Connecting | Phase::Lingering | Phase::Closed => self.remove(key),
+                Phase::Connecting | Phase::Lingering | Phase::Closed | Phase::Proxy => self.remove(key),
                 Phase::Open | Phase::Closing => self.close(key, Err(Error::Stopped)),
             }
         }
