@@ -61,15 +61,23 @@ test-c: $(CTESTS)
 	sh tests/c/run.sh $(BUILD)/tests
 
 # The RESP and DNS examples against clients nobody here wrote: redis-cli and redis-benchmark
-# (Debian's redis-tools), dig (bind9-dnsutils); each package installed only if its tools are
-# missing (PEERS_VALGRIND=1: the servers under valgrind).
-test-peers: $(BUILD)/resp_server $(BUILD)/dns_server
+# (Debian's redis-tools), dig (bind9-dnsutils); the listener and PROXY examples against
+# systemd-socket-activate (systemd) and HAProxy (haproxy); each package installed only if its
+# tools are missing (PEERS_VALGRIND=1: the RESP and DNS servers under valgrind).
+test-peers: $(BUILD)/resp_server $(BUILD)/dns_server $(BUILD)/echo_server $(BUILD)/udp_server \
+		$(BUILD)/prefork_server $(BUILD)/proxied_server $(BUILD)/restart_server
 	@command -v redis-cli >/dev/null && command -v redis-benchmark >/dev/null || { \
 		echo "test-peers: installing redis-tools"; \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-tools) >/dev/null; }
 	@command -v dig >/dev/null || { \
 		echo "test-peers: installing bind9-dnsutils"; \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bind9-dnsutils) >/dev/null; }
+	@command -v haproxy >/dev/null || { \
+		echo "test-peers: installing haproxy"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy) >/dev/null; }
+	@command -v systemd-socket-activate >/dev/null || { \
+		echo "test-peers: installing systemd"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd) >/dev/null; }
 	sh tests/peers/run.sh $(BUILD)
 
 # The Python package as a user gets it: a fresh virtual environment, `pip install

@@ -1,7 +1,9 @@
 #!/bin/sh
 # tests/peers/run.sh - the RESP and DNS examples against clients nobody here wrote:
 # redis-cli and redis-benchmark (Debian's redis-tools) against examples-c/resp_server, and
-# dig (bind9-dnsutils) against examples-c/dns_server. `make test-peers` (part of `make test`)
+# dig (bind9-dnsutils) against examples-c/dns_server; then tests/peers/scale.py: fd:3 from a
+# parent, systemd-socket-activate (systemd), prefork workers, HAProxy (haproxy) with the PROXY
+# protocol, and a handoff under load. `make test-peers` (part of `make test`)
 # builds the examples, installs the tools when they are missing, and runs this.
 #
 #   sh tests/peers/run.sh BINDIR        BINDIR holds the built examples
@@ -317,6 +319,23 @@ EOF
     fi
     expect "the server still answers" "10.1.2.3" "$(dig_ after.example A +short)"
     stop_server dns_server
+fi
+
+# Past one process (issue 15): inherited and socket-activated sockets, reuseport workers,
+# HAProxy with the PROXY protocol, a restart under load (tests/peers/scale.py says what).
+if [ "$have_python" -eq 1 ] && command -v haproxy >/dev/null 2>&1 &&
+    command -v systemd-socket-activate >/dev/null 2>&1; then
+    out=$(timeout 300 python3 "$(dirname "$0")/scale.py" "$bindir" 2>&1)
+    status=$?
+    printf '%s\n' "$out"
+    passed=$((passed + $(printf '%s\n' "$out" | grep -c '^ok   ')))
+    failed=$((failed + $(printf '%s\n' "$out" | grep -c '^FAIL ')))
+    if [ "$status" -ne 0 ] && ! printf '%s\n' "$out" | grep -q '^FAIL '; then
+        fail "tests/peers/scale.py ran to its end" "exit status $status"
+    fi
+else
+    fail "tests/peers/scale.py needs python3, haproxy and systemd-socket-activate" \
+        "(make test-peers installs haproxy and systemd)"
 fi
 
 echo "peers: $passed passed, $failed failed"
