@@ -66,9 +66,11 @@ impl Streams<'_> {
         }
     }
 
-    /// Closes a connection without a valid header (no `on_open`, so no `on_close`).
+    /// Closes a connection without a valid header (no `on_open`, so no `on_close`): with a
+    /// FIN, not a reset, once what it sent (one buffer's worth at most) is taken.
     pub(super) fn proxy_failed(&mut self, key: usize, why: &str) {
         let st = &self.conns[key];
+        let _ = sys::recv(st.sock.as_raw_fd(), &mut self.buf);
         let svc = &self.services[st.svc].0;
         svc.counters.of(self.me.index()).proxy_rejected.add(1);
         log!(Info, "connection {} refused: {why}", st.id);

@@ -1392,6 +1392,18 @@ class Server(_Handle):
                 out[name] = int(getattr(st, name))
         return out
 
+    def handoff(self, path: str, timeout: float = 10.0) -> None:
+        """Hands the server's sockets to a new process started with the address
+        "handoff:<path>" (ns_server_handoff): waits up to ``timeout`` seconds for it at the
+        Unix socket ``path``, passes the sockets, stops accepting, lets its connections end
+        (within the drain timeout) and stops; then :meth:`close` it. NetsockTimeout (the server
+        serves on) if nobody came. Blocks; not inside the server's own callbacks."""
+        if self._in_own_callback():
+            raise MisuseError(Result.ERR_MISUSE,
+                              "Server.handoff() inside one of the server's own callbacks")
+        bpath = _addr(path)
+        _check(self._call(_lib.ns_server_handoff, bpath, _ms(timeout, "timeout", True)))
+
     def stop(self) -> None:
         """Asks the server to stop and returns at once (any thread, repeatable): it stops
         accepting and every open connection gets on_close(ERR_STOPPED)."""
@@ -1465,7 +1477,8 @@ def tcp_serve(addr: str, on_data: DataCallback, *, on_open: Optional[ConnCallbac
               idle_timeout: Optional[float] = None, max_conns: Optional[int] = None,
               drain_timeout: Optional[float] = None, max_write_buffer: Optional[int] = None,
               backlog: Optional[int] = None, nodelay: Optional[bool] = None,
-              keepalive: Optional[int] = None) -> Server:
+              keepalive: Optional[int] = None, reuseport: bool = False,
+              proxy_protocol: bool = False, connect_timeout: Optional[float] = None) -> Server:
     """Starts a TCP server on ``addr`` ("127.0.0.1:6666", "[::1]:0", "unix:/path", ...) and
     returns the :class:`Server` once it listens.
 
@@ -1483,6 +1496,14 @@ def tcp_serve(addr: str, on_data: DataCallback, *, on_open: Optional[ConnCallbac
     1 MiB) for framed connections; ``idle_timeout`` and ``drain_timeout`` in seconds (None:
     off); ``max_conns`` (None: no limit); ``max_write_buffer`` (bytes, default 8 MiB),
     ``backlog``, ``nodelay`` (default True), ``keepalive`` (idle seconds, None: off).
+
+    ``addr`` may also name a socket the server does not bind: "fd:N" (inherited), "systemd:N"
+    or "systemd:NAME" (socket activation), "handoff:/path" (from :meth:`Server.handoff` of
+    another process, awaited up to ``connect_timeout`` seconds). ``reuseport``: one
+    SO_REUSEPORT socket per loop thread, and other processes may bind the same address.
+    ``proxy_protocol``: every connection must start with a PROXY v1/v2 header (within
+    ``connect_timeout``, default 10 s), whose client :meth:`Conn.peer` then reports; only
+    behind a proxy that always sends one (SECURITY.md).
     """
     _callable(on_data, "on_data", True)
     for name, cb in (("on_open", on_open), ("on_close", on_close), ("on_drain", on_drain),
@@ -1501,6 +1522,7 @@ def tcp_serve(addr: str, on_data: DataCallback, *, on_open: Optional[ConnCallbac
                             _ms(drain_timeout, "drain_timeout", True)))
     if backlog is not None:
         setters.append(_set(_lib.ns_options_set_backlog, _uint(backlog, "backlog", 2**31 - 1)))
+    setters += _scale_setters(reuseport, proxy_protocol, connect_timeout)
 
     server = Server("tcp", loop)
     stream = _Stream(server, on_data, on_open, on_close, on_drain, on_timer)
@@ -1534,19 +1556,32 @@ def _serve(server: Server, serve: Callable[..., int], addr: bytes, cb: Any,
         raise
 
 
+def _scale_setters(reuseport: bool, proxy_protocol: bool,
+                   connect_timeout: Optional[float]) -> List[_Setter]:
+    setters = [_set(_lib.ns_options_set_reuseport, 1 if reuseport else 0),
+               _set(_lib.ns_options_set_proxy_protocol, 1 if proxy_protocol else 0)]
+    if connect_timeout is not None:
+        setters.append(_set(_lib.ns_options_set_connect_timeout_ms,
+                            _ms(connect_timeout, "connect_timeout", True)))
+    return setters
+
+
 def udp_serve(addr: str, on_datagram: DatagramCallback, *, threads: int = 1,
-              loop: Optional[Loop] = None) -> Server:
+              loop: Optional[Loop] = None, reuseport: bool = False,
+              connect_timeout: Optional[float] = None) -> Server:
     """Starts a UDP server on ``addr`` and returns the :class:`Server` once it is bound.
 
     ``on_datagram(server, peer, data)`` runs on a loop thread for each datagram: ``peer`` is a
     :class:`Peer` (a copy: keep it to answer later), ``data`` bytes. Answer with
     ``server.reply(peer, data)``, from there or from any thread. ``threads`` loop threads of
-    its own, or ``loop``: run on that :class:`Loop`.
+    its own, or ``loop``: run on that :class:`Loop`. ``addr``, ``reuseport`` and
+    ``connect_timeout`` (for "handoff:") as for :func:`tcp_serve`.
     """
     _callable(on_datagram, "on_datagram", True)
     baddr = _addr(addr)
     setters = [_set(_lib.ns_options_set_threads, _uint(threads, "threads", _SIZE_MAX))]
     setters += _loop_setter(loop)
+    setters += _scale_setters(reuseport, False, connect_timeout)
     server = Server("udp", loop)
     server._token = _register((server, on_datagram))
     _serve(server, _lib.ns_udp_serve, baddr, _T_DATAGRAM, setters)

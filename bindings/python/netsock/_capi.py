@@ -76,7 +76,7 @@ class ns_peer(ctypes.Structure):
 
 
 STATS_FIELDS = ("accepted", "active", "closed", "rejected", "bytes_in", "bytes_out",
-                "datagrams_in", "datagrams_out", "frames_too_large", "timeouts")
+                "datagrams_in", "datagrams_out", "frames_too_large", "timeouts", "proxy_rejected")
 
 
 class ns_stats(ctypes.Structure):
@@ -125,6 +125,9 @@ PROTOTYPES: Dict[str, Tuple[Any, List[Any]]] = {
     "ns_options_set_idle_timeout_ms": (c_int, [options_p, c_uint32]),
     "ns_options_set_drain_timeout_ms": (c_int, [options_p, c_uint32]),
     "ns_options_set_connect_timeout_ms": (c_int, [options_p, c_uint32]),
+    "ns_options_set_reuseport": (c_int, [options_p, c_int]),
+    "ns_options_set_proxy_protocol": (c_int, [options_p, c_int]),
+    "ns_server_handoff": (c_int, [server_p, c_char_p, c_uint32]),
     "ns_options_set_reconnect": (c_int, [options_p, c_uint32, c_uint32]),
     "ns_options_set_backlog": (c_int, [options_p, c_int]),
     "ns_options_set_nodelay": (c_int, [options_p, c_bool]),
