@@ -12,6 +12,10 @@
  *   udp-pingpong  N connected UDP sockets; each sends an S-byte datagram (a sequence number in
  *                 its first 8 bytes), waits for the echo, repeats; a reply missing for 200 ms is
  *                 resent (counted as `lost`).
+ *   tcp-churn     N clients; each connects, sends S bytes, waits for the S-byte echo, and
+ *                 closes with a reset (SO_LINGER 0: no TIME_WAIT piles up over a long run), then
+ *                 connects again. Connections/s, connect-to-echo latency (p50, p99): the load
+ *                 of accepting, not of the bytes.
  *   idle          opens N connections and holds them (--settle seconds), then each sends 16
  *                 bytes and waits for their echo; reports how many succeeded. With --pid, the
  *                 server's VmRSS before, while holding, and after the echoes.
@@ -460,6 +464,117 @@ static int run_tcp_pingpong(const struct cfg *c)
     return errors ? 1 : 0;
 }
 
+/* ---- tcp connection churn ---- */
+
+/* A non-blocking connect started (or done) to the server; -1 if it failed at once. */
+static int churn_connect(int ep, uint32_t idx)
+{
+    int fd = socket(g_addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), one = 1;
+    struct linger reset = {.l_onoff = 1, .l_linger = 0};
+    if (fd < 0)
+        return -1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    setsockopt(fd, SOL_SOCKET, SO_LINGER, &reset, sizeof reset);
+    if (connect(fd, (struct sockaddr *)&g_addr, g_addrlen) != 0 && errno != EINPROGRESS) {
+        close(fd);
+        return -1;
+    }
+    ep_add(ep, fd, EPOLLOUT, idx);
+    return fd;
+}
+
+static int run_tcp_churn(const struct cfg *c)
+{
+    struct ppconn *pcs = calloc((size_t)c->conns, sizeof *pcs);
+    char *msg = malloc(c->size), *rbuf = malloc(c->size);
+    struct epoll_event evs[MAX_EVENTS];
+    struct snap a, b;
+    int ep = epoll_create1(EPOLL_CLOEXEC), measuring;
+    uint64_t done = 0, errors = 0;
+    int64_t start, warm_end, end;
+    double win, cpu;
+
+    if (!pcs || !msg || !rbuf || ep < 0)
+        die("setup");
+    memset(msg, 'c', c->size);
+    hist_reset();
+    start = now_ns();
+    warm_end = start + (int64_t)(c->warmup * 1e9);
+    end = warm_end + (int64_t)(c->duration * 1e9);
+    measuring = c->warmup <= 0;
+    if (measuring)
+        take_snap(c, &a);
+    for (int i = 0; i < c->conns; i++) {
+        pcs[i].t0 = now_ns();
+        if ((pcs[i].fd = churn_connect(ep, (uint32_t)i)) < 0)
+            die("connect");
+    }
+    for (;;) {
+        int n = epoll_wait(ep, evs, MAX_EVENTS, 5);
+        int64_t t = now_ns();
+        if (n < 0 && errno != EINTR)
+            die("epoll_wait");
+        if (!measuring && t >= warm_end) {
+            take_snap(c, &a);
+            hist_reset();
+            done = 0;
+            errors = 0;
+            measuring = 1;
+        }
+        if (t >= end)
+            break;
+        for (int e = 0; e < n; e++) {
+            uint32_t idx = evs[e].data.u32;
+            struct ppconn *pc = &pcs[idx];
+            int again = 0;
+            if (evs[e].events & (EPOLLERR | EPOLLHUP)) {
+                errors++;
+                again = 1;
+            } else if ((evs[e].events & EPOLLOUT) && pc->sent < c->size) {
+                if (pp_write(ep, pc, idx, msg, c->size) != 0) {
+                    errors++;
+                    again = 1;
+                } else if (pc->sent == c->size) {
+                    ep_mod(ep, pc->fd, EPOLLIN, idx);
+                }
+            } else if (evs[e].events & EPOLLIN) {
+                for (;;) {
+                    ssize_t r = recv(pc->fd, rbuf, c->size - pc->got, 0);
+                    if (r > 0 && (pc->got += (size_t)r) < c->size)
+                        continue;
+                    if (r > 0) { /* the whole echo: one connection done */
+                        hist_add(now_ns() - pc->t0);
+                        done++;
+                        again = 1;
+                    } else if (r < 0 && errno == EINTR) {
+                        continue;
+                    } else if (!(r < 0 && errno == EAGAIN)) {
+                        errors++;
+                        again = 1;
+                    }
+                    break;
+                }
+            }
+            if (again) {
+                close(pc->fd); /* a reset: SO_LINGER 0 */
+                pc->sent = pc->got = 0;
+                pc->t0 = now_ns();
+                if ((pc->fd = churn_connect(ep, idx)) < 0)
+                    die("connect");
+            }
+        }
+    }
+    take_snap(c, &b);
+    print_head(c);
+    win = print_window(c, &a, &b, &cpu);
+    printf(" requests=%llu rps=%.0f p50_us=%.1f p99_us=%.1f errors=%llu", (unsigned long long)done,
+           (double)done / win, hist_quantile(0.50), hist_quantile(0.99), (unsigned long long)errors);
+    if (cpu >= 0 && done > 0)
+        printf(" cpu_us_per_req=%.3f", cpu * 1e6 / (double)done);
+    printf("\n");
+    return errors ? 1 : 0;
+}
+
 /* ---- tcp streaming ---- */
 
 struct stconn {
@@ -757,7 +872,7 @@ static void raise_nofile(int conns)
 static void usage(void)
 {
     fprintf(stderr,
-            "usage: loadgen tcp-pingpong|tcp-stream|udp-pingpong|idle --port P [--host 127.0.0.1|::1]\n"
+            "usage: loadgen tcp-pingpong|tcp-churn|tcp-stream|udp-pingpong|idle --port P [--host 127.0.0.1|::1]\n"
             "               [--conns N] [--size BYTES] [--duration S] [--warmup S] [--settle S] [--pid PID]\n");
     exit(2);
 }
@@ -835,6 +950,8 @@ int main(int argc, char **argv)
 
     if (strcmp(c.mode, "tcp-pingpong") == 0)
         rc = run_tcp_pingpong(&c);
+    else if (strcmp(c.mode, "tcp-churn") == 0)
+        rc = run_tcp_churn(&c);
     else if (strcmp(c.mode, "tcp-stream") == 0)
         rc = run_tcp_stream(&c);
     else if (strcmp(c.mode, "udp-pingpong") == 0)

@@ -1,11 +1,13 @@
 /*
  * ns_echo.c - the echo server on netsock, as an application would write it.
  *
- *   ns_echo tcp|udp HOST:PORT [THREADS [wait|thread]]   (e.g. 127.0.0.1:0; prints "port=N")
+ *   ns_echo tcp|udp HOST:PORT [THREADS [wait|thread [reuseport]]]   (e.g. 127.0.0.1:0; prints "port=N")
  *
  * TCP: ns_tcp_serve, each chunk sent back with ns_conn_send; THREADS loop threads (default 1).
  * `wait` (the default) runs the first loop on main's thread inside ns_server_wait, as a
  * single-threaded server would (ns_options_set_run_in_wait); `thread` gives it a thread.
+ * `reuseport`: one SO_REUSEPORT socket per loop (ns_options_set_reuseport) instead of one
+ * socket whose connections loop 0 hands round.
  * UDP: ns_udp_serve, each datagram sent back with ns_udp_reply.
  * SIGTERM or SIGINT stop the server (ns_server_stop) and the program exits.
  */
@@ -41,11 +43,12 @@ int main(int argc, char **argv)
     ns_options *opts;
     struct sigaction sa;
     long threads = 1;
-    int rc, udp, in_wait = 1;
+    int rc, udp, in_wait = 1, reuseport = argc == 6 && strcmp(argv[5], "reuseport") == 0;
 
-    if (argc < 3 || argc > 5 || (strcmp(argv[1], "tcp") != 0 && strcmp(argv[1], "udp") != 0) ||
-        (argc == 5 && !(in_wait = strcmp(argv[4], "wait") == 0) && strcmp(argv[4], "thread") != 0)) {
-        fprintf(stderr, "usage: ns_echo tcp|udp HOST:PORT [THREADS [wait|thread]]\n");
+    if (argc < 3 || argc > 6 || (strcmp(argv[1], "tcp") != 0 && strcmp(argv[1], "udp") != 0) ||
+        (argc >= 5 && !(in_wait = strcmp(argv[4], "wait") == 0) && strcmp(argv[4], "thread") != 0) ||
+        (argc == 6 && !reuseport)) {
+        fprintf(stderr, "usage: ns_echo tcp|udp HOST:PORT [THREADS [wait|thread [reuseport]]]\n");
         return 2;
     }
     udp = strcmp(argv[1], "udp") == 0;
@@ -55,7 +58,7 @@ int main(int argc, char **argv)
     }
     opts = ns_options_new();
     if (opts == NULL || ns_options_set_threads(opts, (size_t)threads) != NS_OK ||
-        ns_options_set_run_in_wait(opts, in_wait) != NS_OK) {
+        ns_options_set_run_in_wait(opts, in_wait) != NS_OK || ns_options_set_reuseport(opts, reuseport) != NS_OK) {
         fprintf(stderr, "ns_echo: options: %s\n", ns_last_error());
         return 1;
     }

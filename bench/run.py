@@ -36,10 +36,10 @@ Environment:
     BENCH_KEPT_ROUNDS=n rounds of the scenarios whose servers are kept up (tcp-pp-64,
                         tcp-pp-64-loops, udp-pp-64) (default 40; quick 3)
     BENCH_ONLY=a,b      only these scenarios (tcp-pp-64, tcp-pp-64-loops, tcp-pp-4k, tcp-stream,
-                        udp-pp-64, idle, timers, conn-timers, resp-p1, resp-p16); `timers` also
+                        udp-pp-64, churn, idle, timers, conn-timers, resp-p1, resp-p16); `timers` also
                         names both timer scenarios (timers and conn-timers), `resp` both RESP ones
-    BENCH_SERVERS=a,b   only these servers (netsock, netsock-thr, netsock-2t, libuv, epoll,
-                        epoll-2t, netsock-base, redis-server)
+    BENCH_SERVERS=a,b   only these servers (netsock, netsock-thr, netsock-2t, netsock-rp-2t, libuv,
+                        epoll, epoll-2t, netsock-base, redis-server)
     BENCH_BASE=rev      (set by `make bench BENCH_BASE=rev`, which builds BUILD_DIR/ns_echo_base
                         against netsock at that git revision) adds the server netsock-base to
                         tcp-pp-64, tcp-pp-4k, tcp-stream and udp-pp-64, interleaved as netsock
@@ -102,6 +102,7 @@ SERVERS = {
     "libuv": lambda proto: [BIN["uv_echo"], proto, ADDR],
     "epoll": lambda proto: [BIN["epoll_echo"], proto, ADDR],
     "epoll-2t": lambda proto: [BIN["epoll_echo"], proto, ADDR, "2"],
+    "netsock-rp-2t": lambda proto: [BIN["ns_echo"], proto, ADDR, "2", "wait", "reuseport"],
 }
 if BASE:
     SERVERS["netsock-base"] = lambda proto: [BIN["ns_echo_base"], proto, ADDR, "1", "wait"]
@@ -125,6 +126,11 @@ SCENARIOS = [
          conns=4, size=65536, servers=["netsock", "libuv", "epoll"]),
     dict(name="udp-pp-64", title=f"UDP ping-pong, 8 sockets x 64 B ({KEPT_ROUNDS} short rounds, servers kept up)",
          proto="udp", mode="udp-pingpong", conns=8, size=64, servers=["netsock", "libuv", "epoll"], kept_up=True),
+    # Issue 15: accept-heavy load, one shared listener (loop 0 hands connections round) against
+    # one SO_REUSEPORT socket per loop.
+    dict(name="churn", title="Connection churn: 50 clients each connect, send 64 B, read the echo and reset, again "
+         "and again: one loop, two loops sharing one listener, two loops with reuseport", proto="tcp",
+         mode="tcp-churn", conns=50, size=64, servers=["netsock", "netsock-2t", "netsock-rp-2t", "epoll-2t"]),
     dict(name="idle", title=f"{IDLE_CONNS} idle connections, then one echo each", proto="tcp", mode="idle",
          conns=IDLE_CONNS, size=16, servers=["netsock", "libuv", "epoll"]),
     # Issue 13's timers: a program of each library runs its own timers on its loop, pinned to
@@ -562,6 +568,9 @@ METRICS = {
     "udp-pingpong": [("rps", "req/s", 0, True), ("p50_us", "p50 us", 1, False), ("p99_us", "p99 us", 0, False),
                      ("cpu_us_per_req", "server CPU us/req", 2, False), ("user_us_per_req", "of it user us/req", 2, False),
                      ("ctxsw_per_req", "ctx sw/req", 3, False)],
+    "tcp-churn": [("rps", "conns/s", 0, True), ("p50_us", "p50 us", 1, False), ("p99_us", "p99 us", 0, False),
+                  ("cpu_us_per_req", "server CPU us/conn", 2, False), ("user_us_per_req", "of it user us/conn", 2, False),
+                  ("ctxsw_per_req", "ctx sw/conn", 3, False)],
     "tcp-stream": [("mbps", "MB/s", 0, True), ("cpu_ms_per_gb", "server CPU ms/GB", 0, False),
                    ("user_ms_per_gb", "of it user ms/GB", 0, False)],
     "idle": [("held_b_per_conn", "B/conn held", 0, False), ("after_b_per_conn", "B/conn after echo", 0, False),
@@ -594,6 +603,9 @@ TARGETS = [
     ("conn-timers", "cpu_us_per_req", "netsock", "libuv", 1.00),
     ("resp-p1", "cpu_us_per_req", "netsock", "redis-server", 1.00),
     ("resp-p16", "cpu_us_per_req", "netsock", "redis-server", 1.00),
+    # Issue 15 asks for the measurement, not a target: reuseport against the shared listener.
+    ("churn", "cpu_us_per_req", "netsock-rp-2t", "netsock-2t", None),
+    ("churn", "rps", "netsock-rp-2t", "netsock-2t", None),
 ]
 if BASE:
     # No regression against the base revision: its ratio and spread, judged by the reader
