@@ -65,11 +65,13 @@ pub(crate) fn systemd_fd(spec: &str, env: impl Fn(&str) -> Option<String>, pid: 
 /// descriptor that fails them is left open and untouched. `what` names it in errors.
 pub(crate) fn take(fd: RawFd, kind: Type, what: &str) -> Result<Bound> {
     check(fd, kind, what)?;
-    // SAFETY: `fd` is an open socket (getsockopt just answered on it), which the caller gives
-    // to this server: it closes it when it is done.
-    let sock = unsafe { Socket::from_raw_fd(fd) };
+    // SAFETY: `fd` is an open socket (getsockopt just answered on it). Not owned until it is
+    // set up: a failure before leaves it open, as the caller gave it.
+    let sock = std::mem::ManuallyDrop::new(unsafe { Socket::from_raw_fd(fd) });
     sock.set_cloexec(true).map_err(|e| Error::io("FD_CLOEXEC", e))?;
-    Bound::adopted(sock)
+    sock.set_nonblocking(true).map_err(|e| Error::io("O_NONBLOCK", e))?;
+    // From here the server owns it, and closes it when it is done.
+    Bound::adopted(std::mem::ManuallyDrop::into_inner(sock))
 }
 
 /// Whether `fd` is a socket a server of type `kind` can serve.
