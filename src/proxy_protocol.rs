@@ -56,6 +56,11 @@ fn parse_v1(buf: &[u8]) -> Result<Header, &'static str> {
         }
         return Ok(Header::Partial(None));
     };
+    // A lone CR or LF before the CRLF is refused here as it is in a prefix (found by the
+    // proxy_protocol fuzz target: an UNKNOWN line ignores the rest, but not its line breaks).
+    if buf[..end].iter().any(|&b| b == b'\r' || b == b'\n') {
+        return Err("a PROXY v1 header with a stray CR or LF");
+    }
     // The signature matched, so the CRLF comes after it.
     let line = std::str::from_utf8(&buf[sig.len()..end]).map_err(|_| "a PROXY v1 header that is not ASCII")?;
     let len = end + 2;
@@ -222,6 +227,8 @@ mod tests {
             b"PROXX TCP4",
             b"GET / HTTP/1.1\r\n",
             b"PROXY TCP4 1.2.3.4\r5.6.7.8 1 2\r\n",
+            b"PROXY UNKNOWN 1.2.3.4\r5\r\n",
+            b"PROXY UNKNOWN \n\r\n",
         ] {
             assert!(parse(h).is_err(), "{:?} accepted", String::from_utf8_lossy(h));
         }
