@@ -175,7 +175,9 @@ impl Server {
         if let Some(svc) = self.service.get() {
             svc.handed_off.store(true, Ordering::Release);
             let until = std::time::Instant::now() + self.opts.drain_timeout.unwrap_or_default();
-            while svc.counters.sum().active > 0 && std::time::Instant::now() < until {
+            // Also those lingering (a stop would cut them short, and late input would then
+            // draw a reset) or still waiting for their PROXY header.
+            while svc.held() > 0 && std::time::Instant::now() < until {
                 std::thread::sleep(std::time::Duration::from_millis(5));
             }
         }

@@ -448,6 +448,11 @@ impl Service {
         }
     }
 
+    /// Connections holding a descriptor now: open, lingering, or waiting for a PROXY header.
+    pub(crate) fn held(&self) -> usize {
+        self.active.load(Ordering::Relaxed)
+    }
+
     /// Releases the connections: no callback but `on_close` runs after this.
     pub(crate) fn release(&self) {
         self.released.store(true, Ordering::Release);
