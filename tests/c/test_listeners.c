@@ -299,6 +299,78 @@ static void handoff(void)
     unlink(path);
 }
 
+static ns_server *serve_opts(const char *addr, const char *name, int reuseport, size_t threads)
+{
+    ns_server *srv = NULL;
+    ns_options *o = ns_options_new();
+    CHECK_EQ_INT(ns_options_set_on_open(o, on_open), NS_OK);
+    CHECK_EQ_INT(ns_options_set_reuseport(o, reuseport), NS_OK);
+    CHECK_EQ_INT(ns_options_set_threads(o, threads), NS_OK);
+    CHECK_EQ_INT(ns_options_set_connect_timeout_ms(o, 3000), NS_OK);
+    CHECK_EQ_INT(ns_tcp_serve(addr, on_data, (void *)name, o, &srv), NS_OK);
+    ns_options_free(o);
+    return srv;
+}
+
+static void handoff_sockets(void)
+{
+    char path[64], addr[80];
+    struct handoff_args h;
+    pthread_t t;
+    int i, port, failed = 0, new = 0;
+    ns_server *a, *b;
+
+    snprintf(path, sizeof path, "/tmp/netsock-test-handoff2-%d.sock", (int)getpid());
+    snprintf(addr, sizeof addr, "handoff:%s", path);
+
+    SECTION("ns_server_handoff of 3 reuseport sockets to a server with one loop: all served");
+    a = serve_opts("127.0.0.1:0", "O", 1, 3);
+    port = ns_server_port(a);
+    h.srv = a, h.path = path, h.timeout_ms = 5000, h.rc = 1;
+    CHECK(pthread_create(&t, NULL, handoff_thread, &h) == 0);
+    b = serve_opts(addr, "N", 0, 1);
+    pthread_join(t, NULL);
+    CHECK_EQ_INT(h.rc, NS_OK);
+    ns_server_free(a);
+    for (i = 0; i < 60; i++) { /* the kernel hashes them over the 3 sockets */
+        char c = greeting(port);
+        new += c == 'N';
+        failed += c == 0;
+    }
+    CHECK_EQ_INT(failed, 0);
+    CHECK_EQ_INT(new, 60);
+    ns_server_free(b);
+
+    SECTION("ns_server_handoff of a UDP server");
+    {
+        ns_server *u = NULL, *v = NULL;
+        ns_options *o = ns_options_new();
+        char back[8] = {0};
+        int c = socket(AF_INET, SOCK_DGRAM, 0);
+        struct sockaddr_in to;
+        CHECK_EQ_INT(ns_udp_serve("127.0.0.1:0", on_datagram, NULL, NULL, &u), NS_OK);
+        h.srv = u, h.rc = 1;
+        CHECK(pthread_create(&t, NULL, handoff_thread, &h) == 0);
+        CHECK_EQ_INT(ns_options_set_threads(o, 2), NS_OK);
+        CHECK_EQ_INT(ns_udp_serve(addr, on_datagram, NULL, o, &v), NS_OK);
+        ns_options_free(o);
+        pthread_join(t, NULL);
+        CHECK_EQ_INT(h.rc, NS_OK);
+        CHECK_EQ_INT(ns_server_port(v), ns_server_port(u));
+        ns_server_free(u);
+        memset(&to, 0, sizeof to);
+        to.sin_family = AF_INET;
+        to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        to.sin_port = htons((uint16_t)ns_server_port(v));
+        CHECK_EQ_INT(sendto(c, "moved", 5, 0, (struct sockaddr *)&to, sizeof to), 5);
+        CHECK_EQ_INT(read_timeout(c, back, 5, 3000, NULL), 5);
+        CHECK_EQ_STR(back, "moved");
+        close(c);
+        ns_server_free(v);
+    }
+    unlink(path);
+}
+
 int main(void)
 {
     watchdog(90);
@@ -306,5 +378,6 @@ int main(void)
     systemd_forms();
     reuseport();
     handoff();
+    handoff_sockets();
     return CHECK_DONE();
 }
