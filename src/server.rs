@@ -152,8 +152,8 @@ impl Server {
         std::iter::once(&self.bound).chain(&self.more).cloned().collect()
     }
 
-    /// Hands the server's sockets to a new process started with `handoff:PATH` (see
-    /// [`crate::handoff`]): offers them at `path` for up to `timeout`, then stops accepting,
+    /// Hands the server's sockets to a new process started with `handoff:PATH` (passed with
+    /// SCM_RIGHTS, to a process of the same user): offers them at `path` for up to `timeout`, then stops accepting,
     /// gives its connections up to the drain timeout to end by themselves, and stops (as
     /// [`Server::stop`], then [`Server::wait`]). `Timeout` if nobody took them: the server
     /// serves on. Not from the server's own loop threads (`Misuse`).
