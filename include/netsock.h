@@ -464,6 +464,7 @@ int ns_conn_pause(struct ns_conn *conn);
  * Writes the peer's address as NUL-terminated text ("127.0.0.1:5000", "[::1]:5000", or
  * "unix:" for a Unix-domain peer, which has no name) into `buf` of `cap` bytes. `NS_OK`;
  * `NS_ERR_TRUNCATED` (nothing written) if it does not fit (64 bytes fit any IP address).
+ * With `ns_options_set_proxy_protocol`, the client the connection's PROXY header named.
  * Loop thread only (inside a callback).
  */
 int ns_conn_peer(const struct ns_conn *conn, char *buf, size_t cap);

@@ -120,6 +120,7 @@ pub extern "C" fn ns_conn_id(conn: *const ns_conn) -> u64 {
 /// Writes the peer's address as NUL-terminated text ("127.0.0.1:5000", "[::1]:5000", or
 /// "unix:" for a Unix-domain peer, which has no name) into `buf` of `cap` bytes. `NS_OK`;
 /// `NS_ERR_TRUNCATED` (nothing written) if it does not fit (64 bytes fit any IP address).
+/// With `ns_options_set_proxy_protocol`, the client the connection's PROXY header named.
 /// Loop thread only (inside a callback).
 #[unsafe(no_mangle)]
 pub extern "C" fn ns_conn_peer(conn: *const ns_conn, buf: *mut c_char, cap: usize) -> c_int {
