@@ -199,7 +199,8 @@ typedef struct ns_client ns_client;
 
 /**
  * One TCP or Unix stream connection. Borrowed: valid only during the callback it was passed
- * to, and only on that (the loop) thread. To reach a connection later or from another thread,
+ * to, and only on that thread (the loop's; with `ns_options_set_workers()`, a worker's, where
+ * every `ns_conn_*` function works the same: "loop thread only" below means that thread). To reach a connection later or from another thread,
  * keep its `ns_conn_id()` and use `ns_server_send()`.
  */
 typedef struct ns_conn ns_conn;
@@ -335,6 +336,15 @@ typedef struct ns_stats {
    * Connections closed by the idle timeout.
    */
   uint64_t timeouts;
+  /**
+   * Worker callbacks running now (`ns_options_set_workers()`); 0 without workers.
+   */
+  uint64_t worker_busy;
+  /**
+   * Connection events (an open, a message, a drain, a timer, a close) waiting for a worker
+   * now; 0 without workers.
+   */
+  uint64_t worker_queued;
 } ns_stats;
 
 /**
@@ -731,6 +741,37 @@ int ns_options_set_run_in_wait(struct ns_options *opts, int on);
  * Connections are spread over the threads as they are accepted.
  */
 int ns_options_set_threads(struct ns_options *opts, size_t threads);
+
+/**
+ * With `workers` > 0, a TCP server's (or client's) `on_open`, `on_data`, `on_drain`,
+ * `on_timer` and `on_close` run on a pool of `workers` threads of its own instead of the loop
+ * thread, so a handler may block (on a file, a database, a slow computation) without stalling
+ * the other connections. The callbacks of one connection still run one at a time and in order,
+ * never two at once, never reordered; different connections' run in parallel, up to
+ * `workers` at once. Default 0: every callback on the loop thread. At most 1024;
+ * `NS_ERR_INVALID` above.
+ *
+ * Thread rule: in these callbacks, `conn` and every `ns_conn_*` function work as on the loop
+ * (for the call only); what they do reaches the loop in order (sends are accepted or refused
+ * at once, as `ns_server_send()` does, and written in the order made). `ns_conn_pending()`
+ * also counts bytes on their way to the loop. `ns_conn_keep()` keeps the bytes on the worker
+ * side: the next `on_data` of that connection starts with them. Tasks of `ns_server_post()`
+ * still run on the loop thread, where `ns_conn_user()` is NULL (the pointer lives with the
+ * worker callbacks).
+ *
+ * Backpressure: while a connection's callback runs, what arrives for it waits, and reading
+ * from that peer pauses once `max_frame` bytes (counting 64 bytes per message) wait for a
+ * worker: a connection holds at most that plus one 64 KiB read. The pool's run queue holds
+ * each connection at most once. `ns_stats` counts `worker_busy` and `worker_queued`.
+ *
+ * Stop and free: callbacks already running finish; after `ns_server_free()` (or
+ * `ns_client_free()`) only `on_close` callbacks start, and they have all returned when it
+ * returns (called inside a worker callback, it cannot wait for that one: the pool ends by
+ * itself once the last `on_close` returned). `ns_server_wait()` also waits for them, and
+ * returns `NS_ERR_MISUSE` inside a worker callback. A panic in a worker callback closes that
+ * connection with `NS_ERR_PANIC`; the pool keeps its threads.
+ */
+int ns_options_set_workers(struct ns_options *opts, size_t workers);
 
 /**
  * Writes the peer's address as NUL-terminated text ("127.0.0.1:5000", "[::1]:5000",

@@ -38,6 +38,10 @@ pub struct Options {
     /// A client that closed for any reason but its owner's close connects again after the
     /// first wait, doubled after each failed attempt up to the second (with jitter).
     pub reconnect: Option<(Duration, Duration)>,
+    /// With more than 0, the connection callbacks run on a pool of this many worker threads
+    /// (per server, or per client connection) instead of the loop thread, so they may block;
+    /// each connection's callbacks still run one at a time, in order.
+    pub workers: usize,
 }
 
 impl Default for Options {
@@ -58,6 +62,7 @@ impl Default for Options {
             drain_timeout: None,
             connect_timeout: Some(Duration::from_secs(10)),
             reconnect: None,
+            workers: 0,
         }
     }
 }

@@ -60,6 +60,10 @@ pub struct Stats {
     pub frames_too_large: u64,
     /// Connections closed by the idle timeout.
     pub timeouts: u64,
+    /// Worker callbacks running now (`Options::workers`).
+    pub worker_busy: u64,
+    /// Connection events waiting for a worker now.
+    pub worker_queued: u64,
 }
 
 impl Stats {

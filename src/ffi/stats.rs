@@ -32,6 +32,11 @@ pub struct ns_stats {
     pub frames_too_large: u64,
     /// Connections closed by the idle timeout.
     pub timeouts: u64,
+    /// Worker callbacks running now (`ns_options_set_workers()`); 0 without workers.
+    pub worker_busy: u64,
+    /// Connection events (an open, a message, a drain, a timer, a close) waiting for a worker
+    /// now; 0 without workers.
+    pub worker_queued: u64,
 }
 
 /// Writes `stats` into the caller's struct, no more than its `size` says.
@@ -56,6 +61,8 @@ pub(crate) fn fill(out: *mut ns_stats, stats: &Stats) -> crate::Result<()> {
         datagrams_out: stats.datagrams_out,
         frames_too_large: stats.frames_too_large,
         timeouts: stats.timeouts,
+        worker_busy: stats.worker_busy,
+        worker_queued: stats.worker_queued,
     };
     // Whole fields only: a size that ends inside a counter leaves that counter out.
     let n = size.min(size_of::<ns_stats>()) / 8 * 8;

@@ -360,7 +360,7 @@ impl<'g> Streams<'g> {
         let svc = &self.services[st.svc].0;
         let stats = svc.counters.of(self.me.index());
         for _ in 0..READS_PER_TURN {
-            let backlogged = st.paused || st.user_paused || st.pending() > svc.opts.low_water();
+            let backlogged = st.paused || st.user_paused || st.held || st.pending() > svc.opts.low_water();
             if st.phase != Phase::Open || st.failed.is_some() || st.peer_eof || backlogged || !live(self.group, svc) {
                 return;
             }

@@ -1,0 +1,176 @@
+//! The worker pool (`Options::workers`) from Rust: callbacks off the loop thread, in order per
+//! connection, a panic closing its connection with the pool's threads kept, and the end.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{Sender, channel};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use netsock::{Conn, Error, Framing, Options, Result, Server, TcpHandler};
+
+const T: Duration = Duration::from_secs(5);
+
+fn opts(workers: usize) -> Options {
+    Options {
+        framing: Framing::Line,
+        workers,
+        ..Options::default()
+    }
+}
+
+fn connect(srv: &Server) -> (TcpStream, BufReader<TcpStream>) {
+    let s = TcpStream::connect(("127.0.0.1", srv.port())).unwrap();
+    s.set_read_timeout(Some(T)).unwrap();
+    let r = BufReader::new(s.try_clone().unwrap());
+    (s, r)
+}
+
+fn line(r: &mut BufReader<TcpStream>) -> String {
+    let mut l = String::new();
+    r.read_line(&mut l).unwrap();
+    l
+}
+
+/// Waits until `n` callbacks are inside it at once (each needs a thread of its own), or 5 s.
+#[derive(Default)]
+struct Meet(Mutex<usize>, Condvar);
+
+impl Meet {
+    fn arrive(&self, n: usize) -> bool {
+        let mut here = self.0.lock().unwrap();
+        *here += 1;
+        self.1.notify_all();
+        let (here, timeout) = self.1.wait_timeout_while(here, T, |h| *h < n).unwrap();
+        drop(here);
+        !timeout.timed_out()
+    }
+}
+
+/// Panics on "boom"; on "meet" waits for 4 callbacks at once; echoes the thread's name.
+struct Pooled {
+    closes: Sender<String>,
+    meet: Meet,
+}
+
+impl TcpHandler for Pooled {
+    fn on_open(&self, conn: &mut Conn<'_>) {
+        conn.set_user(Some(Box::new(7u32)));
+    }
+    fn on_data(&self, conn: &mut Conn<'_>, data: &[u8]) {
+        assert_eq!(conn.user::<u32>(), Some(&7));
+        match data {
+            b"boom" => panic!("boom in a worker"),
+            b"meet" => {
+                let met = self.meet.arrive(4);
+                conn.send_frame(if met { b"met" } else { b"alone" }).unwrap();
+            }
+            _ => {
+                let name = std::thread::current().name().unwrap_or("").to_owned();
+                conn.send_frame(name.as_bytes()).unwrap();
+                assert!(conn.peer().is_ok());
+                assert!(conn.id() != 0);
+            }
+        }
+    }
+    fn on_close(&self, conn: &mut Conn<'_>, reason: &Result<()>) {
+        assert!(matches!(conn.send(b"late"), Err(Error::Closed(_))));
+        let why = match reason {
+            Ok(()) => "ok".to_owned(),
+            Err(Error::Panic(_)) => "panic".to_owned(),
+            Err(Error::Stopped) => "stopped".to_owned(),
+            Err(e) => e.to_string(),
+        };
+        let _ = self.closes.send(why);
+    }
+}
+
+#[test]
+fn callbacks_run_on_workers_and_a_panic_keeps_the_threads() {
+    let (tx, closes) = channel();
+    let srv = Server::tcp("127.0.0.1:0", &opts(4)).unwrap();
+    srv.start_tcp(Pooled {
+        closes: tx,
+        meet: Meet::default(),
+    })
+    .unwrap();
+    let (mut s, mut r) = connect(&srv);
+    s.write_all(b"who\n").unwrap();
+    assert!(line(&mut r).starts_with("netsock-worker-"));
+    // A panic in each of the 4 workers: each closes its connection with Panic.
+    for _ in 0..4 {
+        let (mut s, mut r) = connect(&srv);
+        s.write_all(b"boom\n").unwrap();
+        assert_eq!(line(&mut r), "", "a panicking connection closes");
+        assert_eq!(closes.recv_timeout(T).unwrap(), "panic");
+    }
+    // Still 4 threads: 4 callbacks can be inside at once.
+    let mut conns: Vec<_> = (0..4).map(|_| connect(&srv)).collect();
+    for (s, _) in &mut conns {
+        s.write_all(b"meet\n").unwrap();
+    }
+    for (_, r) in &mut conns {
+        assert_eq!(line(r), "met\n");
+    }
+    drop(conns);
+    drop((s, r));
+    for _ in 0..5 {
+        assert_eq!(
+            closes
+                .recv_timeout(T)
+                .map_err(|e| format!("{e} {:?}", srv.stats()))
+                .unwrap(),
+            "ok"
+        );
+    }
+}
+
+/// Counts callbacks and how many ran at once for one connection.
+#[derive(Default)]
+struct Order {
+    inside: AtomicUsize,
+    overlaps: AtomicUsize,
+    closed: AtomicUsize,
+}
+
+struct Ordered(Arc<Order>);
+
+impl TcpHandler for Ordered {
+    fn on_data(&self, conn: &mut Conn<'_>, data: &[u8]) {
+        if self.0.inside.fetch_add(1, Ordering::SeqCst) != 0 {
+            self.0.overlaps.fetch_add(1, Ordering::SeqCst);
+        }
+        std::thread::sleep(Duration::from_micros(u64::from(data[0] % 7) * 100));
+        conn.send_frame(data).unwrap();
+        self.0.inside.fetch_sub(1, Ordering::SeqCst);
+    }
+    fn on_close(&self, _: &mut Conn<'_>, _: &Result<()>) {
+        std::thread::sleep(Duration::from_millis(50));
+        self.0.closed.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn one_connection_in_order_and_free_waits_for_on_close() {
+    let order = Arc::new(Order::default());
+    let srv = Server::tcp("127.0.0.1:0", &opts(4)).unwrap();
+    srv.start_tcp(Ordered(order.clone())).unwrap();
+    let (mut s, mut r) = connect(&srv);
+    let all: String = (0..300).map(|i| format!("{i}\n")).collect();
+    s.write_all(all.as_bytes()).unwrap();
+    for i in 0..300 {
+        assert_eq!(line(&mut r), format!("{i}\n"));
+    }
+    assert_eq!(order.overlaps.load(Ordering::SeqCst), 0);
+    // The last callback may still be returning after its reply.
+    let idle = (0..500).any(|_| {
+        let stats = srv.stats();
+        std::thread::sleep(Duration::from_millis(10));
+        (stats.worker_busy, stats.worker_queued) == (0, 0)
+    });
+    assert!(idle, "{:?}", srv.stats());
+    // Dropping the server waits for the connection's on_close on its worker.
+    drop(srv);
+    assert_eq!(order.closed.load(Ordering::SeqCst), 1);
+}
