@@ -137,8 +137,10 @@ struct WorkerSide {
     keep: usize,
     /// Closed by the application, or by the loop (`on_close` ran or runs).
     closed: bool,
-    /// Paused by the application.
+    /// Paused by the application: messages that were read before the pause reached the loop
+    /// wait here until it resumes (they still count toward the reading bound).
     paused: bool,
+    deferred: VecDeque<Event>,
     /// A callback panicked: only `on_close` is left.
     failed: bool,
 }
@@ -495,6 +497,11 @@ fn run(line: &Arc<Line>, ev: Event) {
             other => other,
         };
         side.closed = true;
+        for ev in std::mem::take(&mut side.deferred) {
+            if let Event::Data { counted, .. } = ev {
+                line.consumed(counted);
+            }
+        }
         let _busy = Busy::new(&shared.busy);
         // A panic in on_close has nothing left to close.
         let _ = guard(|| app.on_close(&mut Conn::remote(&mut View { line, side: &mut side }), &reason));
@@ -507,6 +514,10 @@ fn run(line: &Arc<Line>, ev: Event) {
         _ => 0,
     };
     let skip = side.failed || !shared.live() || (side.closed && !matches!(ev, Event::Open));
+    if !skip && side.paused && counted > 0 {
+        side.deferred.push_back(ev);
+        return;
+    }
     if !skip {
         let _busy = Busy::new(&shared.busy);
         let ran = match ev {
@@ -597,6 +608,15 @@ impl Remote for View<'_> {
     fn resume(&mut self) {
         if std::mem::take(&mut self.side.paused) {
             self.line.to_loop(|c| c.resume());
+            // What was read before the pause comes next, before anything queued since.
+            let deferred = std::mem::take(&mut self.side.deferred);
+            if !deferred.is_empty() {
+                self.line.shared.queued.fetch_add(deferred.len(), SeqCst);
+                let mut q = lock(&self.line.queue);
+                for ev in deferred.into_iter().rev() {
+                    q.events.push_front(ev);
+                }
+            }
             // Kept bytes come back at once, new input or not (as on the loop).
             if !self.side.carry.is_empty() {
                 self.line.push(Event::Data {
