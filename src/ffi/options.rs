@@ -434,8 +434,8 @@ pub extern "C" fn ns_options_set_connect_timeout_ms(opts: *mut ns_options, ms: u
 /// each connection at most once. `ns_stats` counts `worker_busy` and `worker_queued`.
 ///
 /// Stop and free: callbacks already running finish; after `ns_server_free()` (or
-/// `ns_client_free()`) only `on_close` callbacks start, and they have all returned when it
-/// returns (called inside a worker callback, it cannot wait for that one: the pool ends by
+/// `ns_client_free()`) only `on_close` callbacks start (none for a connection whose `on_open`
+/// had not started yet: it gets neither), and they have all returned when it returns (called inside a worker callback, it cannot wait for that one: the pool ends by
 /// itself once the last `on_close` returned). `ns_server_wait()` also waits for them, and
 /// returns `NS_ERR_MISUSE` inside a worker callback. A panic in a worker callback closes that
 /// connection with `NS_ERR_PANIC`; the pool keeps its threads.

@@ -85,6 +85,9 @@ pub(crate) struct ConnState {
     pub(crate) held: bool,
     /// The worker pool's side of the connection (see `workers`), dropped with it.
     pub(crate) pooled: Option<Box<dyn Any + Send>>,
+    /// Events handed to a worker and not yet done: the orderly close at the peer's end waits
+    /// for them (their replies are on their way).
+    pub(crate) awaiting: usize,
 }
 
 /// A connect in progress: the next address to try if this one fails, and until when.
@@ -135,6 +138,7 @@ impl ConnState {
             out_pos: 0,
             held: false,
             pooled: None,
+            awaiting: 0,
         }
     }
 

@@ -459,7 +459,7 @@ impl<'g> Streams<'g> {
             self.close(key, Err(e));
         } else if self.drain_until.is_some() && st.pending() == 0 {
             self.close(key, Err(Error::Stopped));
-        } else if (st.phase == Phase::Closing || st.peer_eof) && st.pending() == 0 {
+        } else if (st.phase == Phase::Closing || (st.peer_eof && st.awaiting == 0)) && st.pending() == 0 {
             self.close(key, Ok(()));
         } else if !st.paused && st.pending() > low_water {
             st.paused = true;

@@ -48,6 +48,8 @@ enum Event {
     Drain,
     Timer,
     Close(Result<()>),
+    /// Raw bytes kept before a pause, handed back after the resume (from the worker itself).
+    Kept,
 }
 
 /// What the pool's threads share with the loops' side ([`Pooled`]) and the owner ([`Workers`]).
@@ -143,6 +145,10 @@ struct WorkerSide {
     deferred: VecDeque<Event>,
     /// A callback panicked: only `on_close` is left.
     failed: bool,
+    /// `on_open` ran: `on_close` runs for this connection (and only then).
+    opened: bool,
+    /// Events from the loop done since the loop was last told (`ConnState::awaiting`).
+    done: usize,
 }
 
 impl Line {
@@ -212,6 +218,13 @@ fn hold(c: &mut Conn<'_>, on: bool) {
     }
 }
 
+/// Counts an event handed to a worker (`ConnState::awaiting`).
+fn hand(c: &mut Conn<'_>) {
+    if let Some(st) = c.state() {
+        st.awaiting += 1;
+    }
+}
+
 /// The handler the loop calls for a service with workers: it queues the events.
 pub(crate) struct Pooled(Arc<Shared>);
 
@@ -259,6 +272,7 @@ impl TcpHandler for Pooled {
         };
         drop(lines);
         st.pooled = Some(Box::new(line.clone()));
+        st.awaiting += 1;
         line.push(Event::Open);
     }
 
@@ -266,6 +280,7 @@ impl TcpHandler for Pooled {
         let Some(line) = Pooled::line(conn) else { return };
         let counted = data.len() + EVENT_OVERHEAD;
         let now = line.waiting.fetch_add(counted, SeqCst) + counted;
+        hand(conn);
         line.push(Event::Data {
             bytes: data.to_vec(),
             counted,
@@ -282,12 +297,14 @@ impl TcpHandler for Pooled {
 
     fn on_drain(&self, conn: &mut Conn<'_>) {
         if let Some(line) = Pooled::line(conn) {
+            hand(conn);
             line.push(Event::Drain);
         }
     }
 
     fn on_timer(&self, conn: &mut Conn<'_>) {
         if let Some(line) = Pooled::line(conn) {
+            hand(conn);
             line.push(Event::Timer);
         }
     }
@@ -502,12 +519,18 @@ fn run(line: &Arc<Line>, ev: Event) {
                 line.consumed(counted);
             }
         }
-        let _busy = Busy::new(&shared.busy);
-        // A panic in on_close has nothing left to close.
-        let _ = guard(|| app.on_close(&mut Conn::remote(&mut View { line, side: &mut side }), &reason));
+        // Released before its on_open could start: the application never saw it.
+        if side.opened {
+            let _busy = Busy::new(&shared.busy);
+            // A panic in on_close has nothing left to close.
+            let _ = guard(|| app.on_close(&mut Conn::remote(&mut View { line, side: &mut side }), &reason));
+        }
         // A client that reconnects starts afresh.
         *side = WorkerSide::default();
         return;
+    }
+    if !matches!(ev, Event::Kept) {
+        side.done += 1;
     }
     let counted = match &ev {
         Event::Data { counted, .. } => *counted,
@@ -515,6 +538,7 @@ fn run(line: &Arc<Line>, ev: Event) {
     };
     let skip = side.failed || !shared.live() || (side.closed && !matches!(ev, Event::Open));
     if !skip && side.paused && counted > 0 {
+        side.done -= 1;
         side.deferred.push_back(ev);
         return;
     }
@@ -522,10 +546,15 @@ fn run(line: &Arc<Line>, ev: Event) {
         let _busy = Busy::new(&shared.busy);
         let ran = match ev {
             Event::Open => {
-                *side = WorkerSide::default();
+                *side = WorkerSide {
+                    opened: true,
+                    done: side.done,
+                    ..WorkerSide::default()
+                };
                 guard(|| app.on_open(&mut Conn::remote(&mut View { line, side: &mut side })))
             }
             Event::Data { bytes, .. } => deliver(line, &mut side, bytes),
+            Event::Kept => deliver(line, &mut side, Vec::new()),
             Event::Drain => guard(|| app.on_drain(&mut Conn::remote(&mut View { line, side: &mut side }))),
             Event::Timer => guard(|| app.on_timer(&mut Conn::remote(&mut View { line, side: &mut side }))),
             Event::Close(_) => Ok(()),
@@ -535,6 +564,15 @@ fn run(line: &Arc<Line>, ev: Event) {
             side.failed = true;
             line.to_loop(move |c| c.fail(e));
         }
+    }
+    // Caught up: the loop learns it (after the callbacks' sends), once per catching up.
+    if side.done > 0 && lock(&line.queue).events.is_empty() {
+        let done = std::mem::take(&mut side.done);
+        line.to_loop(move |c| {
+            if let Some(st) = c.state() {
+                st.awaiting = st.awaiting.saturating_sub(done);
+            }
+        });
     }
     drop(side);
     line.consumed(counted);
@@ -619,10 +657,7 @@ impl Remote for View<'_> {
             }
             // Kept bytes come back at once, new input or not (as on the loop).
             if !self.side.carry.is_empty() {
-                self.line.push(Event::Data {
-                    bytes: Vec::new(),
-                    counted: 0,
-                });
+                self.line.push(Event::Kept);
             }
         }
     }

@@ -1465,7 +1465,7 @@ def tcp_serve(addr: str, on_data: DataCallback, *, on_open: Optional[ConnCallbac
               idle_timeout: Optional[float] = None, max_conns: Optional[int] = None,
               drain_timeout: Optional[float] = None, max_write_buffer: Optional[int] = None,
               backlog: Optional[int] = None, nodelay: Optional[bool] = None,
-              keepalive: Optional[int] = None) -> Server:
+              keepalive: Optional[int] = None, workers: int = 0) -> Server:
     """Starts a TCP server on ``addr`` ("127.0.0.1:6666", "[::1]:0", "unix:/path", ...) and
     returns the :class:`Server` once it listens.
 
@@ -1483,6 +1483,11 @@ def tcp_serve(addr: str, on_data: DataCallback, *, on_open: Optional[ConnCallbac
     1 MiB) for framed connections; ``idle_timeout`` and ``drain_timeout`` in seconds (None:
     off); ``max_conns`` (None: no limit); ``max_write_buffer`` (bytes, default 8 MiB),
     ``backlog``, ``nodelay`` (default True), ``keepalive`` (idle seconds, None: off).
+
+    ``workers``: with more than 0, the callbacks run on a pool of that many worker threads
+    instead of the loop thread, so a handler may block (``time.sleep``, a file, a database)
+    without stalling the other connections; each connection's callbacks still run one at a
+    time and in order. Each call holds the GIL only while in Python.
     """
     _callable(on_data, "on_data", True)
     for name, cb in (("on_open", on_open), ("on_close", on_close), ("on_drain", on_drain),
@@ -1501,6 +1506,8 @@ def tcp_serve(addr: str, on_data: DataCallback, *, on_open: Optional[ConnCallbac
                             _ms(drain_timeout, "drain_timeout", True)))
     if backlog is not None:
         setters.append(_set(_lib.ns_options_set_backlog, _uint(backlog, "backlog", 2**31 - 1)))
+    if _uint(workers, "workers", 1024):
+        setters.append(_set(_lib.ns_options_set_workers, workers))
 
     server = Server("tcp", loop)
     stream = _Stream(server, on_data, on_open, on_close, on_drain, on_timer)
