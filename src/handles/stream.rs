@@ -673,6 +673,12 @@ impl<'g> Streams<'g> {
                         self.add_timer(self.now + Duration::from_millis(1), key, id);
                         continue;
                     }
+                    if st.awaiting > 0 {
+                        // A worker is busy with its events: not idle. Looked at again later.
+                        st.since = self.now;
+                        self.schedule(key);
+                        continue;
+                    }
                     self.services[st.svc].0.counters.of(self.me.index()).timeouts.add(1);
                     st.failed = Some(Error::Timeout("the connection was idle too long".into()));
                     self.settle(key);

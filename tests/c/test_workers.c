@@ -8,6 +8,7 @@
  *             (on_data and on_timer); the callbacks never run on the loop thread
  *   api       every ns_conn_* call on a worker: id, peer, server, user, pending, timer,
  *             pause/resume, keep (raw framing), close, send after close
+ *   idle      a handler blocking past the idle timeout does not make its connection idle
  *   flood     a client floods while its handler sleeps: worker_queued stays within the bound
  *             (max_frame plus one 64 KiB read, counting 64 bytes per message) and RSS flat
  *   many      10,000 connections (a child process opens them), 8 workers, a handler blocking
@@ -395,6 +396,38 @@ static void test_api(void)
     ns_server_free(ksrv);
 }
 
+/* ---- idle ----------------------------------------------------------------------------- */
+
+static void very_slow_echo(ns_conn *conn, const uint8_t *data, size_t len, void *user)
+{
+    (void)user;
+    sleep_ms(300);
+    CHECK_EQ_INT(ns_conn_send_frame(conn, data, len), NS_OK);
+}
+
+/* A handler that blocks past the idle timeout does not make its connection idle; once it is
+ * done, the timeout applies again. */
+static void test_idle(void)
+{
+    ns_options *o = options(1, NS_FRAMING_LINE);
+    ns_server *srv;
+    int fd;
+    char line[32];
+    SECTION("idle");
+    ns_options_set_idle_timeout_ms(o, 100);
+    srv = serve(very_slow_echo, NULL, o);
+    ns_options_free(o);
+    if (!srv)
+        return;
+    fd = tcp_connect4(ns_server_port(srv));
+    CHECK_EQ_INT(write_all_timeout(fd, "slow\n", 5, 2000), 5);
+    CHECK_EQ_INT(read_line(fd, line, sizeof line, 5000), 4);
+    CHECK_EQ_INT(wait_eof(fd, 5000), 1);
+    CHECK_EQ_INT(server_stats(srv).timeouts, 1);
+    close(fd);
+    ns_server_free(srv);
+}
+
 /* ---- flood ----------------------------------------------------------------------------- */
 
 static void sleepy(ns_conn *conn, const uint8_t *data, size_t len, void *user)
@@ -770,6 +803,7 @@ int main(int argc, char **argv)
     test_parallel();
     test_order();
     test_api();
+    test_idle();
     test_flood();
     test_many();
     test_stop();
