@@ -123,7 +123,6 @@ struct LineQueue {
     scheduled: bool,
 }
 
-#[derive(Clone)]
 struct Info {
     peer: Option<SockAddr>,
     budget: Arc<SendBudget>,
@@ -154,12 +153,13 @@ struct WorkerSide {
 impl Line {
     /// Appends `ev`, scheduling the line unless it is scheduled already.
     fn push(self: &Arc<Self>, ev: Event) {
+        // Counted first: the worker that takes it may count it off at once.
+        self.shared.queued.fetch_add(1, SeqCst);
         let first = {
             let mut q = lock(&self.queue);
             q.events.push_back(ev);
             !std::mem::replace(&mut q.scheduled, true)
         };
-        self.shared.queued.fetch_add(1, SeqCst);
         if first {
             self.shared.schedule(self.clone());
         }
