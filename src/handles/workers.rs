@@ -78,6 +78,8 @@ struct RunQueue {
     lines: usize,
     /// The owner let go: threads end once no line is left.
     closing: bool,
+    /// Workers waiting for work: only then does new work need a wake-up (a system call).
+    sleeping: usize,
 }
 
 thread_local! {
@@ -97,8 +99,13 @@ impl Shared {
 
     /// Queues `line` for a worker (it has events and is nowhere else).
     fn schedule(&self, line: Arc<Line>) {
-        lock(&self.queue).ready.push_back(line);
-        self.work.notify_one();
+        let mut q = lock(&self.queue);
+        q.ready.push_back(line);
+        let wake = q.sleeping > 0;
+        drop(q);
+        if wake {
+            self.work.notify_one();
+        }
     }
 }
 
@@ -368,6 +375,7 @@ pub(crate) fn start(
             ready: VecDeque::new(),
             lines: 0,
             closing: false,
+            sleeping: 0,
         }),
         work: Condvar::new(),
         idle: Condvar::new(),
@@ -480,7 +488,9 @@ fn work(shared: Arc<Shared>) {
                 if q.closing && q.lines == 0 {
                     return;
                 }
+                q.sleeping += 1;
                 q = shared.work.wait(q).unwrap_or_else(|p| p.into_inner());
+                q.sleeping -= 1;
             }
         };
         let ev = lock(&line.queue).events.pop_front();
