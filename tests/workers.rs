@@ -174,3 +174,22 @@ fn one_connection_in_order_and_free_waits_for_on_close() {
     drop(srv);
     assert_eq!(order.closed.load(Ordering::SeqCst), 1);
 }
+
+#[test]
+fn a_server_on_a_shared_loop_runs_its_callbacks_on_workers() {
+    let lp = netsock::ClientLoop::new(&Options::default()).unwrap();
+    let order = Arc::new(Order::default());
+    let srv = Server::tcp_on("127.0.0.1:0", &opts(2), &lp).unwrap();
+    srv.start_tcp(Ordered(order.clone())).unwrap();
+    let (mut s, mut r) = connect(&srv);
+    s.write_all(b"1\n2\n3\n").unwrap();
+    for i in 1..=3 {
+        assert_eq!(line(&mut r), format!("{i}\n"));
+    }
+    // Dropping the server closes its connections on the loop, which goes on, and waits for
+    // their on_close on the workers.
+    drop(srv);
+    assert_eq!(order.closed.load(Ordering::SeqCst), 1);
+    assert_eq!(order.overlaps.load(Ordering::SeqCst), 0);
+    lp.post(|| {}).unwrap();
+}
