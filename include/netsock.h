@@ -199,8 +199,9 @@ typedef struct ns_client ns_client;
 
 /**
  * One TCP or Unix stream connection. Borrowed: valid only during the callback it was passed
- * to, and only on that thread (the loop's; with `ns_options_set_workers()`, a worker's, where
- * every `ns_conn_*` function works the same: "loop thread only" below means that thread). To reach a connection later or from another thread,
+ * to, and only on that thread: the loop's, or with `ns_options_set_workers()` a worker's,
+ * where every `ns_conn_*` function works the same ("loop thread only" below means the
+ * callback's thread). To reach a connection later or from another thread,
  * keep its `ns_conn_id()` and use `ns_server_send()`.
  */
 typedef struct ns_conn ns_conn;
@@ -764,12 +765,17 @@ int ns_options_set_threads(struct ns_options *opts, size_t threads);
  * worker: a connection holds at most that plus one 64 KiB read. The pool's run queue holds
  * each connection at most once. `ns_stats` counts `worker_busy` and `worker_queued`.
  *
+ * Closing: a connection whose events a worker is still handling is not idle (the idle
+ * timeout waits), and the peer's end closes it only once the worker is done with what came
+ * before (so a peer that sends a request and half-closes gets its reply).
+ *
  * Stop and free: callbacks already running finish; after `ns_server_free()` (or
  * `ns_client_free()`) only `on_close` callbacks start (none for a connection whose `on_open`
- * had not started yet: it gets neither), and they have all returned when it returns (called inside a worker callback, it cannot wait for that one: the pool ends by
- * itself once the last `on_close` returned). `ns_server_wait()` also waits for them, and
- * returns `NS_ERR_MISUSE` inside a worker callback. A panic in a worker callback closes that
- * connection with `NS_ERR_PANIC`; the pool keeps its threads.
+ * had not started yet: it gets neither), and they have all returned when it returns. Called
+ * inside a worker callback, it cannot wait for that one: the pool then ends by itself once
+ * the last `on_close` returned. `ns_server_wait()` also waits for them, and returns
+ * `NS_ERR_MISUSE` inside a worker callback. A panic in a worker callback (a Rust handler)
+ * closes that connection with `NS_ERR_PANIC`; the pool keeps its threads.
  */
 int ns_options_set_workers(struct ns_options *opts, size_t workers);
 

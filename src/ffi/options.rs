@@ -433,12 +433,17 @@ pub extern "C" fn ns_options_set_connect_timeout_ms(opts: *mut ns_options, ms: u
 /// worker: a connection holds at most that plus one 64 KiB read. The pool's run queue holds
 /// each connection at most once. `ns_stats` counts `worker_busy` and `worker_queued`.
 ///
+/// Closing: a connection whose events a worker is still handling is not idle (the idle
+/// timeout waits), and the peer's end closes it only once the worker is done with what came
+/// before (so a peer that sends a request and half-closes gets its reply).
+///
 /// Stop and free: callbacks already running finish; after `ns_server_free()` (or
 /// `ns_client_free()`) only `on_close` callbacks start (none for a connection whose `on_open`
-/// had not started yet: it gets neither), and they have all returned when it returns (called inside a worker callback, it cannot wait for that one: the pool ends by
-/// itself once the last `on_close` returned). `ns_server_wait()` also waits for them, and
-/// returns `NS_ERR_MISUSE` inside a worker callback. A panic in a worker callback closes that
-/// connection with `NS_ERR_PANIC`; the pool keeps its threads.
+/// had not started yet: it gets neither), and they have all returned when it returns. Called
+/// inside a worker callback, it cannot wait for that one: the pool then ends by itself once
+/// the last `on_close` returned. `ns_server_wait()` also waits for them, and returns
+/// `NS_ERR_MISUSE` inside a worker callback. A panic in a worker callback (a Rust handler)
+/// closes that connection with `NS_ERR_PANIC`; the pool keeps its threads.
 #[unsafe(no_mangle)]
 pub extern "C" fn ns_options_set_workers(opts: *mut ns_options, workers: usize) -> c_int {
     ffi_panic_boundary! {
