@@ -757,8 +757,7 @@ int ns_options_set_threads(struct ns_options *opts, size_t threads);
  * at once, as `ns_server_send()` does, and written in the order made). `ns_conn_pending()`
  * also counts bytes on their way to the loop. `ns_conn_keep()` keeps the bytes on the worker
  * side: the next `on_data` of that connection starts with them. Tasks of `ns_server_post()`
- * still run on the loop thread, where `ns_conn_user()` is NULL (the pointer lives with the
- * worker callbacks).
+ * and `ns_client_post()` run on a worker too, in order with the connection's callbacks.
  *
  * Backpressure: while a connection's callback runs, what arrives for it waits, and reading
  * from that peer pauses once `max_frame` bytes (counting 64 bytes per message) wait for a
@@ -848,8 +847,9 @@ int ns_server_port(const struct ns_server *srv);
  * hand: every `ns_conn_*` call works there, as in any callback (pause, resume, close, send,
  * set a timer). `NS_ERR_CLOSED` (`cb` not run) if that connection is not open now or the
  * server stopped; if it closes before the task runs, `cb(NULL, user)` runs instead, so `user`
- * can be freed. Tasks to one connection run in the order posted from one thread.
- * `NS_ERR_INVALID` for NULL `srv` or `cb`, or a UDP server. Any thread.
+ * can be freed. Tasks to one connection run in the order posted from one thread. With
+ * `ns_options_set_workers()` the task runs on a worker instead, in order with the
+ * connection's callbacks. `NS_ERR_INVALID` for NULL `srv` or `cb`, or a UDP server. Any thread.
  */
 int ns_server_post(struct ns_server *srv, uint64_t conn_id, ns_conn_task_cb cb, void *user);
 

@@ -252,6 +252,10 @@ impl Server {
         if self.kind != Type::STREAM {
             return Err(Error::Invalid("connections belong to a TCP server".into()));
         }
+        // With workers, on the connection's worker side, in order with its callbacks.
+        if let Some(pool) = self.workers.get() {
+            return pool.post(id, Box::new(task));
+        }
         let cmd = Cmd::Handle(HandleCmd::Task {
             id,
             task: Box::new(task),

@@ -211,6 +211,10 @@ impl Client {
     /// Runs `task` on the connection's loop with the connection in hand, or with `None` if it
     /// closed before the task could run. `Closed` (task dropped unrun) if it is not open now.
     pub fn post(&self, task: impl FnOnce(Option<&mut crate::Conn<'_>>) + Send + 'static) -> Result<()> {
+        // With workers, on the connection's worker side, in order with its callbacks.
+        if let Some(pool) = &self.workers {
+            return pool.post(self.id, Box::new(task));
+        }
         let cmd = Cmd::Handle(HandleCmd::Task {
             id: self.id,
             task: Box::new(task),

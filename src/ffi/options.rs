@@ -425,8 +425,7 @@ pub extern "C" fn ns_options_set_connect_timeout_ms(opts: *mut ns_options, ms: u
 /// at once, as `ns_server_send()` does, and written in the order made). `ns_conn_pending()`
 /// also counts bytes on their way to the loop. `ns_conn_keep()` keeps the bytes on the worker
 /// side: the next `on_data` of that connection starts with them. Tasks of `ns_server_post()`
-/// still run on the loop thread, where `ns_conn_user()` is NULL (the pointer lives with the
-/// worker callbacks).
+/// and `ns_client_post()` run on a worker too, in order with the connection's callbacks.
 ///
 /// Backpressure: while a connection's callback runs, what arrives for it waits, and reading
 /// from that peer pauses once `max_frame` bytes (counting 64 bytes per message) wait for a

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use socket2::SockAddr;
 
-use super::cmd::{Cmd, Group, HandleCmd, push_send};
+use super::cmd::{Cmd, ConnTask, Group, HandleCmd, push_send};
 use super::conn::{Conn, Remote, TcpHandler, check_keep};
 use crate::error::{Error, Result};
 use crate::framing;
@@ -50,6 +50,8 @@ enum Event {
     Close(Result<()>),
     /// Raw bytes kept before a pause, handed back after the resume (from the worker itself).
     Kept,
+    /// Work posted to the connection (`Server::post`), run in order with its callbacks.
+    Task(ConnTask),
 }
 
 /// What the pool's threads share with the loops' side ([`Pooled`]) and the owner ([`Workers`]).
@@ -190,7 +192,7 @@ impl Line {
     /// Runs `f` on the loop with the connection in hand, in order with its other commands.
     fn to_loop(&self, f: impl FnOnce(&mut Conn<'_>) + Send + 'static) {
         let group = &self.shared.group;
-        let task: super::cmd::ConnTask = Box::new(move |c| {
+        let task: ConnTask = Box::new(move |c| {
             if let Some(c) = c {
                 f(c)
             }
@@ -416,6 +418,19 @@ impl Workers {
         )
     }
 
+    /// Runs `task` on a worker with connection `id` in hand, in order with its callbacks (with
+    /// `None` if it ended first). `Closed` if the pool has no such connection.
+    pub(crate) fn post(&self, id: u64, task: ConnTask) -> Result<()> {
+        let line = lock(&self.shared.lines).get(&id).and_then(Weak::upgrade);
+        match line {
+            Some(line) => {
+                line.push(Event::Task(task));
+                Ok(())
+            }
+            None => Err(Error::Closed(format!("no open connection with id {id}").into())),
+        }
+    }
+
     /// What waits for the pool's connections to be done, without borrowing the owner.
     pub(crate) fn idle(&self) -> Idle {
         Idle(self.shared.clone())
@@ -535,11 +550,14 @@ fn run(line: &Arc<Line>, ev: Event) {
             // A panic in on_close has nothing left to close.
             let _ = guard(|| app.on_close(&mut Conn::remote(&mut View { line, side: &mut side }), &reason));
         }
-        // A client that reconnects starts afresh.
-        *side = WorkerSide::default();
+        // A client that reconnects starts afresh (with its next on_open).
+        *side = WorkerSide {
+            closed: true,
+            ..WorkerSide::default()
+        };
         return;
     }
-    if !matches!(ev, Event::Kept) {
+    if !matches!(ev, Event::Kept | Event::Task(_)) {
         side.done += 1;
     }
     let counted = match &ev {
@@ -552,7 +570,15 @@ fn run(line: &Arc<Line>, ev: Event) {
         side.deferred.push_back(ev);
         return;
     }
-    if !skip {
+    if skip {
+        if let Event::Task(task) = ev {
+            // The connection ended (or was let go) first: the task gets `None`, so that what
+            // it holds can be freed.
+            if let Err(e) = guard(|| task(None)) {
+                log!(Error, "a task posted to connection {} failed: {e}", line.id);
+            }
+        }
+    } else {
         let _busy = Busy::new(&shared.busy);
         let ran = match ev {
             Event::Open => {
@@ -567,6 +593,7 @@ fn run(line: &Arc<Line>, ev: Event) {
             Event::Kept => deliver(line, &mut side, Vec::new()),
             Event::Drain => guard(|| app.on_drain(&mut Conn::remote(&mut View { line, side: &mut side }))),
             Event::Timer => guard(|| app.on_timer(&mut Conn::remote(&mut View { line, side: &mut side }))),
+            Event::Task(task) => guard(|| task(Some(&mut Conn::remote(&mut View { line, side: &mut side })))),
             Event::Close(_) => Ok(()),
         };
         if let Err(e) = ran {

@@ -7,7 +7,8 @@
  *             order, and an in-flight flag per connection never sees two callbacks at once
  *             (on_data and on_timer); the callbacks never run on the loop thread
  *   api       every ns_conn_* call on a worker: id, peer, server, user, pending, timer,
- *             pause/resume, keep (raw framing), close, send after close
+ *             pause/resume, keep (raw framing), close, send after close; ns_server_post runs
+ *             its task on a worker, with the user pointer
  *   idle      a handler blocking past the idle timeout does not make its connection idle
  *   flood     a client floods while its handler sleeps: worker_queued stays within the bound
  *             (max_frame plus one 64 KiB read, counting 64 bytes per message) and RSS flat
@@ -257,9 +258,24 @@ static void test_order(void)
 
 static ns_server *api_srv;
 static struct {
-    long checked, closes, close_ok, timers, resumed, kept;
+    long checked, closes, close_ok, timers, resumed, kept, posted, posted_null;
 } api;
 static int user_token;
+static uint64_t api_id;
+
+/* Posted with ns_server_post: runs on a worker too, with the connection's user pointer. */
+static void api_task(ns_conn *conn, void *user)
+{
+    CHECK(user == &user_token);
+    if (conn == NULL) {
+        bump(&api.posted_null);
+        return;
+    }
+    CHECK(on_worker());
+    CHECK(ns_conn_user(conn) == &user_token);
+    CHECK_EQ_INT(ns_conn_send_frame(conn, "posted", 6), NS_OK);
+    bump(&api.posted);
+}
 
 static void api_data(ns_conn *conn, const uint8_t *data, size_t len, void *user)
 {
@@ -274,6 +290,9 @@ static void api_data(ns_conn *conn, const uint8_t *data, size_t len, void *user)
         CHECK(ns_conn_user(conn) == NULL);
         CHECK_EQ_INT(ns_conn_set_user(conn, &user_token), NS_OK);
         CHECK(ns_conn_user(conn) == &user_token);
+        pthread_mutex_lock(&mu);
+        api_id = ns_conn_id(conn);
+        pthread_mutex_unlock(&mu);
         CHECK_EQ_INT(ns_conn_send_frame(conn, "info", 4), NS_OK);
         CHECK(ns_conn_pending(conn) <= 5);
         CHECK_EQ_INT(ns_server_wait(api_srv), NS_ERR_MISUSE); /* would wait for itself */
@@ -338,6 +357,7 @@ static void test_api(void)
     int fd, eof = 0;
     char line[64];
     int64_t t0;
+    uint64_t id;
     SECTION("api");
     ns_options_set_on_timer(o, api_timer);
     ns_options_set_on_close(o, api_close);
@@ -348,6 +368,13 @@ static void test_api(void)
     fd = tcp_connect4(ns_server_port(api_srv));
     CHECK_EQ_INT(write_all_timeout(fd, "info\n", 5, 2000), 5);
     CHECK_EQ_INT(read_line(fd, line, sizeof line, 5000), 4);
+    pthread_mutex_lock(&mu);
+    id = api_id;
+    pthread_mutex_unlock(&mu);
+    CHECK_EQ_INT(ns_server_post(api_srv, id, api_task, &user_token), NS_OK);
+    CHECK_EQ_INT(read_line(fd, line, sizeof line, 5000), 6);
+    CHECK_EQ_STR(line, "posted");
+    CHECK_EQ_INT(ns_server_post(api_srv, id + 256 * 1000, api_task, &user_token), NS_ERR_CLOSED);
     t0 = now_ms();
     CHECK_EQ_INT(write_all_timeout(fd, "pause\nlater\n", 12, 2000), 12);
     CHECK_EQ_INT(read_line(fd, line, sizeof line, 5000), 6);
@@ -362,6 +389,8 @@ static void test_api(void)
     CHECK_EQ_INT(get(&api.checked), 1);
     CHECK_EQ_INT(get(&api.timers), 1);
     CHECK_EQ_INT(get(&api.close_ok), 1);
+    CHECK_EQ_INT(get(&api.posted), 1);
+    CHECK_EQ_INT(get(&api.posted_null), 0);
     ns_server_free(api_srv);
 
     o = options(2, NS_FRAMING_RAW);
