@@ -193,3 +193,77 @@ fn a_server_on_a_shared_loop_runs_its_callbacks_on_workers() {
     assert_eq!(order.overlaps.load(Ordering::SeqCst), 0);
     lp.post(|| {}).unwrap();
 }
+
+/// Records a client's callbacks in order, and any that overlapped.
+struct Reconnecting {
+    seen: Mutex<String>,
+    order: Order,
+}
+
+impl Reconnecting {
+    fn note(&self, what: char) {
+        if self.order.inside.fetch_add(1, Ordering::SeqCst) != 0 {
+            self.order.overlaps.fetch_add(1, Ordering::SeqCst);
+        }
+        // Slow enough that the next connection's events queue up behind this one's.
+        std::thread::sleep(Duration::from_millis(5));
+        self.seen.lock().unwrap().push(what);
+        self.order.inside.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+struct Client(Arc<Reconnecting>);
+
+impl TcpHandler for Client {
+    fn on_open(&self, conn: &mut Conn<'_>) {
+        self.0.note('o');
+        // (Closed if the test drops the client meanwhile.)
+        let _ = conn.send_frame(b"hi");
+    }
+    fn on_data(&self, _: &mut Conn<'_>, _: &[u8]) {
+        self.0.note('d');
+    }
+    fn on_close(&self, _: &mut Conn<'_>, _: &Result<()>) {
+        self.0.note('c');
+    }
+}
+
+/// Answers once, then closes.
+struct Once;
+
+impl TcpHandler for Once {
+    fn on_data(&self, conn: &mut Conn<'_>, data: &[u8]) {
+        conn.send_frame(data).unwrap();
+        conn.close();
+    }
+}
+
+#[test]
+fn a_reconnecting_client_keeps_its_callbacks_in_order_across_connections() {
+    let srv = Server::tcp("127.0.0.1:0", &opts(0)).unwrap();
+    srv.start_tcp(Once).unwrap();
+    let rec = Arc::new(Reconnecting {
+        seen: Mutex::default(),
+        order: Order::default(),
+    });
+    let copts = Options {
+        reconnect: Some((Duration::from_millis(1), Duration::from_millis(2))),
+        ..opts(2)
+    };
+    let addr = format!("127.0.0.1:{}", srv.port());
+    let client = netsock::Client::connect(&addr, Client(rec.clone()), &copts, None).unwrap();
+    let deadline = std::time::Instant::now() + T;
+    while rec.seen.lock().unwrap().len() < 12 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    drop(client);
+    let seen = rec.seen.lock().unwrap().clone();
+    assert!(seen.len() >= 12, "{seen}");
+    // Each connection: open, its reply, close; the next one's open only after that close.
+    assert!(seen.starts_with("odc"), "{seen}");
+    for w in seen.as_bytes().windows(2) {
+        let ok = matches!(w, [b'o', b'd'] | [b'o', b'c'] | [b'd', b'c'] | [b'c', b'o']);
+        assert!(ok, "{seen}");
+    }
+    assert_eq!(rec.order.overlaps.load(Ordering::SeqCst), 0);
+}
