@@ -17,6 +17,8 @@ BENCH_CWARN  := -O2 -g -std=gnu11 -Wall -Wextra -Werror
 BENCH_CFLAGS := $(BENCH_CWARN) -Iinclude
 BENCH_BINS   := $(BENCH_OUT)/loadgen $(BENCH_OUT)/epoll_echo $(BENCH_OUT)/uv_echo $(BENCH_OUT)/ns_echo \
                 $(BENCH_OUT)/uv_timers $(BENCH_OUT)/ns_timers $(BUILD)/resp_server
+# The workers scenarios (issue 18): netsock's blocking handlers, and the classic server in C.
+BENCH_BINS   += $(BENCH_OUT)/ns_work $(BENCH_OUT)/tpc_server
 
 # BENCH_BASE=<rev>: a second netsock, from that git revision, measured in the same run.
 BENCH_BASE     ?=
@@ -74,6 +76,14 @@ $(BENCH_OUT)/uv_timers: bench/uv_timers.c bench/timers_common.h | bench-deps
 $(BENCH_OUT)/ns_echo: bench/ns_echo.c lib
 	@mkdir -p $(BENCH_OUT)
 	$(CC) $(BENCH_CFLAGS) $< -o $@ -L$(BUILD) -Wl,-rpath,'$$ORIGIN/..' -lnetsock -lpthread
+
+$(BENCH_OUT)/ns_work: bench/ns_work.c lib
+	@mkdir -p $(BENCH_OUT)
+	$(CC) $(BENCH_CFLAGS) $< -o $@ -L$(BUILD) -Wl,-rpath,'$$ORIGIN/..' -lnetsock -lpthread
+
+$(BENCH_OUT)/tpc_server: bench/tpc_server.c
+	@mkdir -p $(BENCH_OUT)
+	$(CC) $(BENCH_CFLAGS) -pthread $< -o $@
 
 $(BENCH_OUT)/ns_timers: bench/ns_timers.c bench/timers_common.h lib
 	@mkdir -p $(BENCH_OUT)

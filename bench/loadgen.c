@@ -12,6 +12,10 @@
  *   udp-pingpong  N connected UDP sockets; each sends an S-byte datagram (a sequence number in
  *                 its first 8 bytes), waits for the echo, repeats; a reply missing for 200 ms is
  *                 resent (counted as `lost`).
+ *   tcp-oneshot   N clients, each in a loop: connect, send S bytes, read the reply until the
+ *                 server closes (the classic server's "ACK!" then close), close. Requests/s,
+ *                 latency of the whole exchange, and with --pid the server's peak RSS (VmHWM)
+ *                 and thread count at the end of the window.
  *   tcp-churn     N clients; each connects, sends S bytes, waits for the S-byte echo, and
  *                 closes with a reset (SO_LINGER 0: no TIME_WAIT piles up over a long run), then
  *                 connects again. Connections/s, connect-to-echo latency (p50, p99): the load
@@ -163,16 +167,24 @@ static long long proc_ctxsw(int pid)
     return total;
 }
 
-static long proc_rss_kb(int pid)
+/* A number of /proc/PID/status ("VmRSS", "VmHWM", "Threads"); -1 if unreadable. */
+static long proc_status(int pid, const char *key)
 {
     char path[64], buf[8192], *p;
-    long kb;
+    long v;
+    size_t klen = strlen(key);
     snprintf(path, sizeof path, "/proc/%d/status", pid);
-    if (read_file(path, buf, sizeof buf) != 0 || (p = strstr(buf, "VmRSS:")) == NULL)
+    if (read_file(path, buf, sizeof buf) != 0)
         return -1;
-    if (sscanf(p + 6, "%ld", &kb) != 1)
-        return -1;
-    return kb;
+    for (p = buf; (p = strstr(p, key)) != NULL; p += klen)
+        if ((p == buf || p[-1] == '\n') && p[klen] == ':')
+            return sscanf(p + klen + 1, "%ld", &v) == 1 ? v : -1;
+    return -1;
+}
+
+static long proc_rss_kb(int pid)
+{
+    return proc_status(pid, "VmRSS");
 }
 
 /* Busy time of the whole machine (all cores), in clock ticks, from /proc/stat; -1 if unreadable.
@@ -575,6 +587,122 @@ static int run_tcp_churn(const struct cfg *c)
     return errors ? 1 : 0;
 }
 
+/* ---- tcp one-shot requests ---- */
+
+struct osconn {
+    int fd;
+    int state; /* 0 connecting, 1 reading the reply */
+    size_t got;
+    int64_t t0;
+};
+
+/* Starts slot `i`'s next exchange: a non-blocking connect. */
+static void os_start(int ep, struct osconn *oc, uint32_t i)
+{
+    int one = 1;
+    oc->fd = socket(g_addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (oc->fd < 0)
+        die("socket");
+    setsockopt(oc->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    oc->state = 0;
+    oc->got = 0;
+    oc->t0 = now_ns();
+    if (connect(oc->fd, (struct sockaddr *)&g_addr, g_addrlen) != 0 && errno != EINPROGRESS)
+        die("connect");
+    ep_add(ep, oc->fd, EPOLLOUT, i);
+}
+
+static int run_tcp_oneshot(const struct cfg *c)
+{
+    struct osconn *ocs = calloc((size_t)c->conns, sizeof *ocs);
+    char *msg = malloc(c->size), rbuf[4096];
+    struct epoll_event evs[MAX_EVENTS];
+    struct snap a, b;
+    int ep = epoll_create1(EPOLL_CLOEXEC), measuring;
+    uint64_t done = 0, errors = 0;
+    int64_t start, warm_end, end;
+    double win, cpu;
+
+    if (!ocs || !msg || ep < 0)
+        die("setup");
+    memset(msg, 'q', c->size);
+    hist_reset();
+    start = now_ns();
+    warm_end = start + (int64_t)(c->warmup * 1e9);
+    end = warm_end + (int64_t)(c->duration * 1e9);
+    measuring = c->warmup <= 0;
+    if (measuring)
+        take_snap(c, &a);
+    for (int i = 0; i < c->conns; i++)
+        os_start(ep, &ocs[i], (uint32_t)i);
+    for (;;) {
+        int n = epoll_wait(ep, evs, MAX_EVENTS, 5);
+        int64_t t = now_ns();
+        if (n < 0 && errno != EINTR)
+            die("epoll_wait");
+        if (!measuring && t >= warm_end) {
+            take_snap(c, &a);
+            hist_reset();
+            done = errors = 0;
+            measuring = 1;
+        }
+        if (t >= end)
+            break;
+        for (int e = 0; e < n; e++) {
+            uint32_t idx = evs[e].data.u32;
+            struct osconn *oc = &ocs[idx];
+            int ok = 0;
+            if (oc->state == 0) {
+                int err = 0;
+                socklen_t len = sizeof err;
+                if (getsockopt(oc->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err != 0 ||
+                    send(oc->fd, msg, c->size, MSG_NOSIGNAL) != (ssize_t)c->size)
+                    goto next;
+                oc->state = 1;
+                ep_mod(ep, oc->fd, EPOLLIN, idx);
+                continue;
+            }
+            for (;;) {
+                ssize_t r = recv(oc->fd, rbuf, sizeof rbuf, 0);
+                if (r > 0) {
+                    oc->got += (size_t)r;
+                    continue;
+                }
+                if (r < 0 && errno == EINTR)
+                    continue;
+                if (r < 0 && errno == EAGAIN)
+                    break;
+                ok = r == 0 && oc->got > 0; /* the whole reply, then the server's close */
+                goto next;
+            }
+            continue;
+        next:
+            if (ok) {
+                t = now_ns();
+                hist_add(t - oc->t0);
+                done++;
+            } else {
+                errors++;
+            }
+            close(oc->fd); /* leaves the epoll set with it */
+            os_start(ep, oc, idx);
+        }
+    }
+    take_snap(c, &b);
+    print_head(c);
+    win = print_window(c, &a, &b, &cpu);
+    printf(" requests=%llu rps=%.0f p50_us=%.1f p99_us=%.1f errors=%llu", (unsigned long long)done,
+           (double)done / win, hist_quantile(0.50), hist_quantile(0.99), (unsigned long long)errors);
+    if (cpu >= 0 && done > 0)
+        printf(" cpu_us_per_req=%.3f", cpu * 1e6 / (double)done);
+    if (c->pid > 0)
+        printf(" srv_hwm_kb=%ld srv_threads=%ld", proc_status(c->pid, "VmHWM"), proc_status(c->pid, "Threads"));
+    printf("\n");
+    for (int i = 0; i < c->conns; i++)
+        close(ocs[i].fd);
+    return 0;
+}
+
 /* ---- tcp streaming ---- */
 
 struct stconn {
@@ -872,7 +1000,7 @@ static void raise_nofile(int conns)
 static void usage(void)
 {
     fprintf(stderr,
-            "usage: loadgen tcp-pingpong|tcp-churn|tcp-stream|udp-pingpong|idle --port P [--host 127.0.0.1|::1]\n"
+            "usage: loadgen tcp-pingpong|tcp-churn|tcp-oneshot|tcp-stream|udp-pingpong|idle --port P [--host 127.0.0.1|::1]\n"
             "               [--conns N] [--size BYTES] [--duration S] [--warmup S] [--settle S] [--pid PID]\n");
     exit(2);
 }
@@ -954,6 +1082,8 @@ int main(int argc, char **argv)
         rc = run_tcp_churn(&c);
     else if (strcmp(c.mode, "tcp-stream") == 0)
         rc = run_tcp_stream(&c);
+    else if (strcmp(c.mode, "tcp-oneshot") == 0)
+        rc = run_tcp_oneshot(&c);
     else if (strcmp(c.mode, "udp-pingpong") == 0)
         rc = run_udp_pingpong(&c);
     else if (strcmp(c.mode, "idle") == 0)

@@ -37,7 +37,11 @@ Environment:
                         tcp-pp-64-loops, udp-pp-64) (default 40; quick 3)
     BENCH_ONLY=a,b      only these scenarios (tcp-pp-64, tcp-pp-64-loops, tcp-pp-4k, tcp-stream,
                         udp-pp-64, churn, idle, timers, conn-timers, resp-p1, resp-p16); `timers` also
-                        names both timer scenarios (timers and conn-timers), `resp` both RESP ones
+                        names both timer scenarios (timers and conn-timers), `resp` both RESP ones;
+                        `workers` names workers-block-100, workers-block-1000, workers-pp50
+    BENCH_WORKERS=n     worker threads of netsock in the workers-block scenarios (default 16)
+    BENCH_WORK_BLOCK_MS=ms  how long their handler blocks per request (default 10)
+    BENCH_WORK_SPIN_US=us   CPU time per message of workers-pp50's handler (default 50)
     BENCH_SERVERS=a,b   only these servers (netsock, netsock-thr, netsock-2t, netsock-rp-2t, libuv,
                         epoll, epoll-2t, netsock-base, redis-server)
     BENCH_BASE=rev      (set by `make bench BENCH_BASE=rev`, which builds BUILD_DIR/ns_echo_base
@@ -64,7 +68,9 @@ import signal
 import socket
 import statistics
 import subprocess
+import re
 import sys
+import threading
 import time
 
 OUT = sys.argv[1] if len(sys.argv) > 1 else "build/bench"
@@ -92,7 +98,7 @@ ADDR = "127.0.0.1:0"
 BASE = os.environ.get("BENCH_BASE", "").strip()
 
 BIN = {name: os.path.join(OUT, name) for name in ("loadgen", "ns_echo", "uv_echo", "epoll_echo", "ns_timers",
-                                                   "uv_timers") + (("ns_echo_base",) if BASE else ())}
+                                                   "uv_timers", "ns_work", "tpc_server") + (("ns_echo_base",) if BASE else ())}
 
 # Servers: how to start each for a protocol.
 SERVERS = {
@@ -107,7 +113,24 @@ SERVERS = {
 if BASE:
     SERVERS["netsock-base"] = lambda proto: [BIN["ns_echo_base"], proto, ADDR, "1", "wait"]
 # The references, and how a netsock cell names its ratio to each.
-REFS = {"libuv": "uv", "epoll": "ep", "redis-server": "redis"}
+REFS = {"libuv": "uv", "epoll": "ep", "redis-server": "redis", "tpc": "tpc"}
+
+# Issue 18's workers scenarios: a handler that blocks WORK_BLOCK_MS per request (the classic
+# server's protocol: one request per connection, "ACK!", close) on netsock with WORKERS worker
+# threads, the classic thread-per-connection server in C (bench/tpc_server.c), and the seed's
+# threaded Python server (bench/seed_server.py), each with a backlog of 4096; and a CPU-bound
+# echo handler (WORK_SPIN_US of CPU per message) with 1 worker against none.
+WORK_BLOCK_MS = int(os.environ.get("BENCH_WORK_BLOCK_MS", "10"))
+WORK_SPIN_US = int(os.environ.get("BENCH_WORK_SPIN_US", "50"))
+WORKERS = int(os.environ.get("BENCH_WORKERS", "16"))
+SEED_SERVER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "seed_server.py")
+BLOCKING = {
+    f"netsock_w{WORKERS}": lambda proto: [BIN["ns_work"], "oneshot", ADDR, str(WORKERS), str(WORK_BLOCK_MS)],
+    "tpc": lambda proto: [BIN["tpc_server"], "0", str(WORK_BLOCK_MS), "4096"],
+    "seed_py": lambda proto: [sys.executable, SEED_SERVER, "127.0.0.1", "0", str(WORK_BLOCK_MS), "4096"],
+}
+SPINNING = {f"netsock_w{w}": (lambda w: lambda proto: [BIN["ns_work"], "spin", ADDR, str(w), str(WORK_SPIN_US)])(w)
+            for w in (0, 1)}
 
 # The RESP scenarios: examples-c/resp_server (built beside the library) against redis-server.
 RESP_SERVER = os.path.join(OUT, "..", "resp_server")
@@ -147,6 +170,16 @@ SCENARIOS = [
     dict(name="resp-p16", group="resp", title=f"RESP: redis-benchmark -t ping,set,get -P 16, {RESP_CLIENTS} clients, "
          "against examples-c/resp_server and redis-server", mode="resp", pipeline=16,
          servers=["netsock", "redis-server"]),
+    dict(name="workers-block-100", group="workers", title=f"Workers: a handler blocking {WORK_BLOCK_MS} ms per "
+         "request, 100 clients (connect, request, \"ACK!\", close), netsock with "
+         f"{WORKERS} workers vs a thread per connection", proto="tcp", mode="tcp-oneshot", conns=100, size=64,
+         servers=list(BLOCKING), cmd=BLOCKING),
+    dict(name="workers-block-1000", group="workers", title=f"Workers: a handler blocking {WORK_BLOCK_MS} ms per "
+         f"request, 1,000 clients, netsock with {WORKERS} workers vs a thread per connection", proto="tcp",
+         mode="tcp-oneshot", conns=1000, size=64, servers=list(BLOCKING), cmd=BLOCKING),
+    dict(name="workers-pp50", group="workers", title=f"Workers: TCP ping-pong, 50 conns x 64 B, a CPU-bound handler "
+         f"({WORK_SPIN_US} us of CPU per message) on 1 worker vs on the loop thread", proto="tcp",
+         mode="tcp-pingpong", conns=50, size=64, servers=list(SPINNING), cmd=SPINNING),
     dict(name="conn-timers", group="timers", title=f"TCP ping-pong, {TIMER_CONNS:,} conns x 64 B, every message "
          f"re-arming its connection's timer (5 s) ({TIMER_WARMUP:g} s warm-up)", proto="tcp", mode="tcp-pingpong",
          conns=TIMER_CONNS, size=64, servers=["netsock", "libuv"], warmup=TIMER_WARMUP,
@@ -268,10 +301,22 @@ def start_server(server, proto, sc=None):
     errlog.close()
     ready, _, _ = select.select([p.stdout], [], [], 10)
     line = p.stdout.readline() if ready else ""
-    if not line.startswith("port="):
+    # "port=N", or the seed server's "[*] Listening on HOST:N"
+    port = re.match(r"port=(\d+)$|\[\*\] Listening on .*:(\d+)$", line.strip())
+    if not port:
         stop_server(p)
         raise RuntimeError(f"{server} did not start (said {line!r}; see {OUT}/server.log)")
-    return p, int(line.strip().split("=", 1)[1])
+    # What a server prints later (the seed server, a line per request) must not fill the pipe.
+    threading.Thread(target=drain, args=(p.stdout,), daemon=True).start()
+    return p, int(port.group(1) or port.group(2))
+
+
+def drain(f):
+    try:
+        for _ in f:
+            pass
+    except (OSError, ValueError):
+        pass
 
 
 def stop_server(p):
@@ -573,6 +618,9 @@ METRICS = {
                   ("ctxsw_per_req", "ctx sw/conn", 3, False)],
     "tcp-stream": [("mbps", "MB/s", 0, True), ("cpu_ms_per_gb", "server CPU ms/GB", 0, False),
                    ("user_ms_per_gb", "of it user ms/GB", 0, False)],
+    "tcp-oneshot": [("rps", "req/s", 0, True), ("p50_us", "p50 us", 0, False), ("p99_us", "p99 us", 0, False),
+                    ("srv_hwm_kb", "peak RSS kB", 0, False), ("srv_threads", "threads", 0, False),
+                    ("cpu_us_per_req", "server CPU us/req", 1, False), ("errors", "errors", 0, False)],
     "idle": [("held_b_per_conn", "B/conn held", 0, False), ("after_b_per_conn", "B/conn after echo", 0, False),
              ("connect_s", "connect all s", 2, False), ("echoed", "echoed", 0, True)],
     "resp": [("cpu_us_per_req", "server CPU us/req", 2, False), ("cpu_us_ping", "of it PING", 2, False),
@@ -606,6 +654,10 @@ TARGETS = [
     # Issue 15 asks for the measurement, not a target: reuseport against the shared listener.
     ("churn", "cpu_us_per_req", "netsock-rp-2t", "netsock-2t", None),
     ("churn", "rps", "netsock-rp-2t", "netsock-2t", None),
+    # Throughput >= 0.9x thread-per-connection at 100 clients: tpc / netsock <= 1/0.9.
+    ("workers-block-100", "rps", "tpc", f"netsock_w{WORKERS}", 1.11),
+    ("workers-block-1000", "srv_hwm_kb", f"netsock_w{WORKERS}", "tpc", None),
+    ("workers-pp50", "cpu_us_per_req", "netsock_w1", "netsock_w0", 1.05),
 ]
 if BASE:
     # No regression against the base revision: its ratio and spread, judged by the reader

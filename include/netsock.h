@@ -209,7 +209,9 @@ typedef struct ns_client ns_client;
 
 /**
  * One TCP or Unix stream connection. Borrowed: valid only during the callback it was passed
- * to, and only on that (the loop) thread. To reach a connection later or from another thread,
+ * to, and only on that thread: the loop's, or with `ns_options_set_workers()` a worker's,
+ * where every `ns_conn_*` function works the same ("loop thread only" below means the
+ * callback's thread). To reach a connection later or from another thread,
  * keep its `ns_conn_id()` and use `ns_server_send()`.
  */
 typedef struct ns_conn ns_conn;
@@ -351,6 +353,15 @@ typedef struct ns_stats {
    * malformed header, none, or the peer's close before it.
    */
   uint64_t proxy_rejected;
+  /**
+   * Worker callbacks running now (`ns_options_set_workers()`); 0 without workers.
+   */
+  uint64_t worker_busy;
+  /**
+   * Connection events (an open, a message, a drain, a timer, a close) waiting for a worker
+   * now; 0 without workers.
+   */
+  uint64_t worker_queued;
 } ns_stats;
 
 /**
@@ -776,6 +787,41 @@ int ns_options_set_run_in_wait(struct ns_options *opts, int on);
 int ns_options_set_threads(struct ns_options *opts, size_t threads);
 
 /**
+ * With `workers` > 0, a TCP server's (or client's) `on_open`, `on_data`, `on_drain`,
+ * `on_timer` and `on_close` run on a pool of `workers` threads of its own instead of the loop
+ * thread, so a handler may block (on a file, a database, a slow computation) without stalling
+ * the other connections. The callbacks of one connection still run one at a time and in order,
+ * never two at once, never reordered; different connections' run in parallel, up to
+ * `workers` at once. Default 0: every callback on the loop thread. At most 1024;
+ * `NS_ERR_INVALID` above.
+ *
+ * Thread rule: in these callbacks, `conn` and every `ns_conn_*` function work as on the loop
+ * (for the call only); what they do reaches the loop in order (sends are accepted or refused
+ * at once, as `ns_server_send()` does, and written in the order made). `ns_conn_pending()`
+ * also counts bytes on their way to the loop. `ns_conn_keep()` keeps the bytes on the worker
+ * side: the next `on_data` of that connection starts with them. Tasks of `ns_server_post()`
+ * and `ns_client_post()` run on a worker too, in order with the connection's callbacks.
+ *
+ * Backpressure: while a connection's callback runs, what arrives for it waits, and reading
+ * from that peer pauses once `max_frame` bytes (counting 64 bytes per message) wait for a
+ * worker: a connection holds at most that plus one 64 KiB read. The pool's run queue holds
+ * each connection at most once. `ns_stats` counts `worker_busy` and `worker_queued`.
+ *
+ * Closing: a connection whose events a worker is still handling is not idle (the idle
+ * timeout waits), and the peer's end closes it only once the worker is done with what came
+ * before (so a peer that sends a request and half-closes gets its reply).
+ *
+ * Stop and free: callbacks already running finish; after `ns_server_free()` (or
+ * `ns_client_free()`) only `on_close` callbacks start (none for a connection whose `on_open`
+ * had not started yet: it gets neither), and they have all returned when it returns. Called
+ * inside a worker callback, it cannot wait for that one: the pool then ends by itself once
+ * the last `on_close` returned. `ns_server_wait()` also waits for them, and returns
+ * `NS_ERR_MISUSE` inside a worker callback. A panic in a worker callback (a Rust handler)
+ * closes that connection with `NS_ERR_PANIC`; the pool keeps its threads.
+ */
+int ns_options_set_workers(struct ns_options *opts, size_t workers);
+
+/**
  * Writes the peer's address as NUL-terminated text ("127.0.0.1:5000", "[::1]:5000",
  * "unix:/path", or "unix:" for an unnamed Unix socket) into `buf` of `cap` bytes. `NS_OK`;
  * `NS_ERR_TRUNCATED` (nothing written) if it does not fit (64 bytes fit any IP address);
@@ -861,8 +907,9 @@ int ns_server_port(const struct ns_server *srv);
  * hand: every `ns_conn_*` call works there, as in any callback (pause, resume, close, send,
  * set a timer). `NS_ERR_CLOSED` (`cb` not run) if that connection is not open now or the
  * server stopped; if it closes before the task runs, `cb(NULL, user)` runs instead, so `user`
- * can be freed. Tasks to one connection run in the order posted from one thread.
- * `NS_ERR_INVALID` for NULL `srv` or `cb`, or a UDP server. Any thread.
+ * can be freed. Tasks to one connection run in the order posted from one thread. With
+ * `ns_options_set_workers()` the task runs on a worker instead, in order with the
+ * connection's callbacks. `NS_ERR_INVALID` for NULL `srv` or `cb`, or a UDP server. Any thread.
  */
 int ns_server_post(struct ns_server *srv, uint64_t conn_id, ns_conn_task_cb cb, void *user);
 

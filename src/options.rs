@@ -45,6 +45,10 @@ pub struct Options {
     /// Every connection starts with a PROXY protocol header (v1 or v2) naming the real client:
     /// read before `on_open`, and required (see [`crate::proxy_protocol`]).
     pub proxy_protocol: bool,
+    /// With more than 0, the connection callbacks run on a pool of this many worker threads
+    /// (per server, or per client connection) instead of the loop thread, so they may block;
+    /// each connection's callbacks still run one at a time, in order.
+    pub workers: usize,
 }
 
 impl Default for Options {
@@ -67,6 +71,7 @@ impl Default for Options {
             reconnect: None,
             reuseport: false,
             proxy_protocol: false,
+            workers: 0,
         }
     }
 }

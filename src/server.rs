@@ -14,6 +14,7 @@ use crate::handles::conn::{Service, TcpHandler};
 use crate::handles::datagram::DatagramServer;
 use crate::handles::datagram::{Responder, UdpHandler};
 use crate::handles::service::{Counters, Ending};
+use crate::handles::workers::{self, Idle, Workers};
 use crate::handles::{self, Cmd, Group, HandleCmd};
 use crate::listen;
 use crate::loop_core::lock;
@@ -45,6 +46,8 @@ pub struct Server {
     ending: OnceLock<Arc<Ending>>,
     /// Its sockets after `bound`: one per loop with SO_REUSEPORT, or as many as were handed over.
     more: Vec<Arc<Bound>>,
+    /// A TCP server's worker pool (`Options::workers`), ended after the loops let go.
+    workers: OnceLock<Workers>,
 }
 
 impl Server {
@@ -96,6 +99,7 @@ impl Server {
             service: OnceLock::new(),
             counters: OnceLock::new(),
             ending: OnceLock::new(),
+            workers: OnceLock::new(),
         })
     }
 
@@ -134,7 +138,13 @@ impl Server {
         }
         let inet = self.bound.local.as_socket().is_some();
         let loops = self.group.loops.len();
-        let svc = Arc::new(Service::new(Arc::new(handler), self.opts.clone(), inet, loops));
+        let app: Arc<dyn TcpHandler> = Arc::new(handler);
+        let mut svc = Service::new(app.clone(), self.opts.clone(), inet, loops);
+        if let Some((pool, dispatch)) = workers::start(&app, &self.opts, &self.group)? {
+            let _ = self.workers.set(pool);
+            svc.handler = dispatch;
+        }
+        let svc = Arc::new(svc);
         let _ = self.service.set(svc.clone());
         let cmds = listen::tcp_shares(&self.bounds(), loops)
             .into_iter()
@@ -251,10 +261,11 @@ impl Server {
         let Some(ending) = self.ending.get() else {
             return Err(Error::Misuse("the server was never started".into()));
         };
-        Ok(match self.shared {
-            None => Waiter::Own(self.group.clone()),
-            Some(_) => Waiter::Shared(self.group.clone(), ending.clone()),
-        })
+        let how = match self.shared {
+            None => Waiting::Own(self.group.clone()),
+            Some(_) => Waiting::Shared(self.group.clone(), ending.clone()),
+        };
+        Ok(Waiter(how, self.workers.get().map(Workers::idle)))
     }
 
     /// Sends `data` (copied) to the TCP connection `id`, from any thread.
@@ -297,6 +308,10 @@ impl Server {
         if self.kind != Type::STREAM {
             return Err(Error::Invalid("connections belong to a TCP server".into()));
         }
+        // With workers, on the connection's worker side, in order with its callbacks.
+        if let Some(pool) = self.workers.get() {
+            return pool.post(id, Box::new(task));
+        }
         let cmd = Cmd::Handle(HandleCmd::Task {
             id,
             task: Box::new(task),
@@ -306,7 +321,7 @@ impl Server {
 
     /// A TCP server's handler, once started.
     pub fn handler(&self) -> Option<&dyn TcpHandler> {
-        self.service.get().map(|svc| &*svc.handler)
+        self.service.get().map(|svc| &*svc.app)
     }
 
     /// The server's loops as a handle, for posted work and timers (they run on its first
@@ -335,12 +350,17 @@ impl Server {
             (None, None) => Stats::default(),
         };
         stats.datagrams_out += self.replies.get();
+        if let Some(pool) = self.workers.get() {
+            (stats.worker_busy, stats.worker_queued) = pool.load();
+        }
         stats
     }
 }
 
-/// Waits for a server's end (see [`Server::waiter`]).
-pub(crate) enum Waiter {
+/// Waits for a server's end (see [`Server::waiter`]): its loops, then its worker pool.
+pub(crate) struct Waiter(Waiting, Option<Idle>);
+
+enum Waiting {
     /// Its own loops, which end with it.
     Own(Arc<Group>),
     /// Shared loops, which let go of it.
@@ -349,16 +369,21 @@ pub(crate) enum Waiter {
 
 impl Waiter {
     pub(crate) fn wait(self) -> Result<()> {
-        match self {
-            Waiter::Own(group) => group.wait(),
-            Waiter::Shared(group, _) if group.on_loop_thread() => Err(Error::Misuse(
-                "waiting for a server inside a callback of its loops would deadlock".into(),
-            )),
-            Waiter::Shared(_, ending) => {
-                ending.wait();
-                Ok(())
-            }
+        let Waiter(how, idle) = self;
+        // Inside a worker callback, waiting for the pool would wait for itself.
+        if let Some(idle) = &idle {
+            idle.check()?;
         }
+        match how {
+            Waiting::Own(group) => group.wait()?,
+            Waiting::Shared(group, _) if group.on_loop_thread() => {
+                return Err(Error::Misuse(
+                    "waiting for a server inside a callback of its loops would deadlock".into(),
+                ));
+            }
+            Waiting::Shared(_, ending) => ending.wait(),
+        }
+        idle.map_or(Ok(()), |idle| idle.wait())
     }
 }
 
@@ -368,6 +393,9 @@ impl Drop for Server {
         // but on_close may run, and none may see the handle.
         if let Some(svc) = self.service.get() {
             svc.release();
+        }
+        if let Some(pool) = self.workers.get() {
+            pool.release();
         }
         match &self.shared {
             None => self.group.shutdown(),

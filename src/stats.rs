@@ -64,6 +64,10 @@ pub struct Stats {
     /// Connections closed before `on_open` for want of a valid PROXY protocol header in time
     /// ([`crate::Options::proxy_protocol`]).
     pub proxy_rejected: u64,
+    /// Worker callbacks running now (`Options::workers`).
+    pub worker_busy: u64,
+    /// Connection events waiting for a worker now.
+    pub worker_queued: u64,
 }
 
 impl Stats {

@@ -9,6 +9,7 @@ use crate::deadline::Deadline;
 use crate::error::Result;
 use crate::framing;
 use crate::handles::conn::{Service, Slot, TcpHandler};
+use crate::handles::workers::{self, Workers};
 use crate::handles::{self, Cmd, Group, HandleCmd};
 use crate::options::Options;
 use crate::socket;
@@ -102,6 +103,8 @@ pub struct Client {
     _owner: Option<Arc<Owner>>,
     id: u64,
     svc: Arc<Service>,
+    /// The worker pool of its callbacks (`Options::workers`), ended after the connection.
+    workers: Option<Workers>,
 }
 
 impl Client {
@@ -116,12 +119,7 @@ impl Client {
         let shared = group.pick_loop();
         let id = shared.new_id();
         let inet = sock.peer_addr().is_ok_and(|a| a.as_socket().is_some());
-        let svc = Arc::new(Service::new(
-            Arc::new(handler),
-            opts.clone(),
-            inet,
-            lp.group.loops.len(),
-        ));
+        let (svc, workers) = Self::service(handler, opts, inet, &lp)?;
         // Kept for reconnecting, which happens on the loop and never resolves names there.
         let _ = svc.target.set(addr.sock_addrs()?);
         handles::adopt(group, shared, id, sock, Slot::take(&svc, 0).expect("no limit"))?;
@@ -130,6 +128,7 @@ impl Client {
             _owner: lp.owner,
             id,
             svc,
+            workers,
         })
     }
 
@@ -149,12 +148,7 @@ impl Client {
         let group = lp.group.clone();
         let id = group.pick_loop().new_id();
         let inet = !matches!(parsed, Some(Addr::Unix(_)));
-        let svc = Arc::new(Service::new(
-            Arc::new(handler),
-            opts.clone(),
-            inet,
-            lp.group.loops.len(),
-        ));
+        let (svc, workers) = Self::service(handler, opts, inet, &lp)?;
         let connect = move |group: &Group, svc: Arc<Service>| {
             let cmd = Cmd::Handle(HandleCmd::Connect { id, svc });
             group.loop_of(id).and_then(|l| l.push(group, None, cmd))
@@ -182,7 +176,24 @@ impl Client {
             _owner: lp.owner,
             id,
             svc,
+            workers,
         })
+    }
+
+    /// The service of a client's connection, with its worker pool if it has one.
+    fn service<H: TcpHandler>(
+        handler: H,
+        opts: &Options,
+        inet: bool,
+        lp: &ClientLoop,
+    ) -> Result<(Arc<Service>, Option<Workers>)> {
+        let app: Arc<dyn TcpHandler> = Arc::new(handler);
+        let mut svc = Service::new(app.clone(), opts.clone(), inet, lp.group.loops.len());
+        let pool = workers::start(&app, opts, &lp.group)?.map(|(pool, dispatch)| {
+            svc.handler = dispatch;
+            pool
+        });
+        Ok((Arc::new(svc), pool))
     }
 
     /// The loop a client runs on: `lp`, or one of its own.
@@ -200,6 +211,10 @@ impl Client {
     /// Runs `task` on the connection's loop with the connection in hand, or with `None` if it
     /// closed before the task could run. `Closed` (task dropped unrun) if it is not open now.
     pub fn post(&self, task: impl FnOnce(Option<&mut crate::Conn<'_>>) + Send + 'static) -> Result<()> {
+        // With workers, on the connection's worker side, in order with its callbacks.
+        if let Some(pool) = &self.workers {
+            return pool.post(self.id, Box::new(task));
+        }
         let cmd = Cmd::Handle(HandleCmd::Task {
             id: self.id,
             task: Box::new(task),
@@ -244,6 +259,9 @@ impl Drop for Client {
     fn drop(&mut self) {
         // Inside one of its own callbacks, this stops every callback but on_close at once.
         self.svc.release();
+        if let Some(pool) = &self.workers {
+            pool.release();
+        }
         let (done, finished) = std::sync::mpsc::channel();
         // Queued even if the connection is no longer open: its on_close may be running now, and
         // the loop takes the command only after that has returned.

@@ -39,7 +39,7 @@ VALGRIND_LIMIT ?= 120
 # (test_exhaustion needs no entry: it notices valgrind, whose RLIMIT_NOFILE is emulated, and
 # checks the refusal counts loosely then.)
 VALGRIND_MEMCHECK_ONLY ?= test_concurrency
-HELGRIND_TESTS ?= test_threads test_mt test_concurrency
+HELGRIND_TESTS ?= test_threads test_mt test_concurrency test_workers
 SOAK_SECONDS   ?= 60
 FUZZ_SECONDS   ?= 60
 

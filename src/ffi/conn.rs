@@ -11,7 +11,9 @@ use std::any::Any;
 use std::sync::atomic::Ordering;
 
 /// One TCP or Unix stream connection. Borrowed: valid only during the callback it was passed
-/// to, and only on that (the loop) thread. To reach a connection later or from another thread,
+/// to, and only on that thread: the loop's, or with `ns_options_set_workers()` a worker's,
+/// where every `ns_conn_*` function works the same ("loop thread only" below means the
+/// callback's thread). To reach a connection later or from another thread,
 /// keep its `ns_conn_id()` and use `ns_server_send()`.
 pub struct ns_conn {
     _private: [u8; 0],

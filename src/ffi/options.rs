@@ -445,3 +445,47 @@ pub extern "C" fn ns_options_set_proxy_protocol(opts: *mut ns_options, on: c_int
         Ok(())
     }) }
 }
+
+/// With `workers` > 0, a TCP server's (or client's) `on_open`, `on_data`, `on_drain`,
+/// `on_timer` and `on_close` run on a pool of `workers` threads of its own instead of the loop
+/// thread, so a handler may block (on a file, a database, a slow computation) without stalling
+/// the other connections. The callbacks of one connection still run one at a time and in order,
+/// never two at once, never reordered; different connections' run in parallel, up to
+/// `workers` at once. Default 0: every callback on the loop thread. At most 1024;
+/// `NS_ERR_INVALID` above.
+///
+/// Thread rule: in these callbacks, `conn` and every `ns_conn_*` function work as on the loop
+/// (for the call only); what they do reaches the loop in order (sends are accepted or refused
+/// at once, as `ns_server_send()` does, and written in the order made). `ns_conn_pending()`
+/// also counts bytes on their way to the loop. `ns_conn_keep()` keeps the bytes on the worker
+/// side: the next `on_data` of that connection starts with them. Tasks of `ns_server_post()`
+/// and `ns_client_post()` run on a worker too, in order with the connection's callbacks.
+///
+/// Backpressure: while a connection's callback runs, what arrives for it waits, and reading
+/// from that peer pauses once `max_frame` bytes (counting 64 bytes per message) wait for a
+/// worker: a connection holds at most that plus one 64 KiB read. The pool's run queue holds
+/// each connection at most once. `ns_stats` counts `worker_busy` and `worker_queued`.
+///
+/// Closing: a connection whose events a worker is still handling is not idle (the idle
+/// timeout waits), and the peer's end closes it only once the worker is done with what came
+/// before (so a peer that sends a request and half-closes gets its reply).
+///
+/// Stop and free: callbacks already running finish; after `ns_server_free()` (or
+/// `ns_client_free()`) only `on_close` callbacks start (none for a connection whose `on_open`
+/// had not started yet: it gets neither), and they have all returned when it returns. Called
+/// inside a worker callback, it cannot wait for that one: the pool then ends by itself once
+/// the last `on_close` returned. `ns_server_wait()` also waits for them, and returns
+/// `NS_ERR_MISUSE` inside a worker callback. A panic in a worker callback (a Rust handler)
+/// closes that connection with `NS_ERR_PANIC`; the pool keeps its threads.
+#[unsafe(no_mangle)]
+pub extern "C" fn ns_options_set_workers(opts: *mut ns_options, workers: usize) -> c_int {
+    ffi_panic_boundary! {
+        update(opts, |o| match workers {
+            0..=crate::handles::workers::MAX_WORKERS => {
+                o.opts.workers = workers;
+                Ok(())
+            }
+            _ => Err(Error::Invalid("at most 1024 worker threads".into())),
+        })
+    }
+}

@@ -353,8 +353,9 @@ pub extern "C" fn ns_server_loop(srv: *const ns_server) -> *mut ns_loop {
 /// hand: every `ns_conn_*` call works there, as in any callback (pause, resume, close, send,
 /// set a timer). `NS_ERR_CLOSED` (`cb` not run) if that connection is not open now or the
 /// server stopped; if it closes before the task runs, `cb(NULL, user)` runs instead, so `user`
-/// can be freed. Tasks to one connection run in the order posted from one thread.
-/// `NS_ERR_INVALID` for NULL `srv` or `cb`, or a UDP server. Any thread.
+/// can be freed. Tasks to one connection run in the order posted from one thread. With
+/// `ns_options_set_workers()` the task runs on a worker instead, in order with the
+/// connection's callbacks. `NS_ERR_INVALID` for NULL `srv` or `cb`, or a UDP server. Any thread.
 #[unsafe(no_mangle)]
 pub extern "C" fn ns_server_post(srv: *mut ns_server, conn_id: u64, cb: ns_conn_task_cb, user: *mut c_void) -> c_int {
     ffi_panic_boundary! {

@@ -36,6 +36,11 @@ pub struct ns_stats {
     /// protocol header within the connect timeout (`ns_options_set_proxy_protocol()`): a
     /// malformed header, none, or the peer's close before it.
     pub proxy_rejected: u64,
+    /// Worker callbacks running now (`ns_options_set_workers()`); 0 without workers.
+    pub worker_busy: u64,
+    /// Connection events (an open, a message, a drain, a timer, a close) waiting for a worker
+    /// now; 0 without workers.
+    pub worker_queued: u64,
 }
 
 /// Writes `stats` into the caller's struct, no more than its `size` says.
@@ -61,6 +66,8 @@ pub(crate) fn fill(out: *mut ns_stats, stats: &Stats) -> crate::Result<()> {
         frames_too_large: stats.frames_too_large,
         timeouts: stats.timeouts,
         proxy_rejected: stats.proxy_rejected,
+        worker_busy: stats.worker_busy,
+        worker_queued: stats.worker_queued,
     };
     // Whole fields only: a size that ends inside a counter leaves that counter out.
     let n = size.min(size_of::<ns_stats>()) / 8 * 8;

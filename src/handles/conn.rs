@@ -85,6 +85,13 @@ pub(crate) struct ConnState {
     out_pos: usize,
     /// The client a PROXY protocol header named, reported as the peer.
     pub(crate) proxied: Option<SockAddr>,
+    /// Reading waits: `max_frame` bytes of input wait for a worker (see `workers`).
+    pub(crate) held: bool,
+    /// The worker pool's side of the connection (see `workers`), dropped with it.
+    pub(crate) pooled: Option<Box<dyn Any + Send>>,
+    /// Events handed to a worker and not yet done: the orderly close at the peer's end waits
+    /// for them (their replies are on their way).
+    pub(crate) awaiting: usize,
 }
 
 /// A connect in progress: the next address to try if this one fails, and until when.
@@ -134,6 +141,9 @@ impl ConnState {
             out: Vec::new(),
             out_pos: 0,
             proxied: None,
+            held: false,
+            pooled: None,
+            awaiting: 0,
         }
     }
 
@@ -272,61 +282,112 @@ fn tail_slices<'a>(parts: &[&'a [u8]], mut skip: usize) -> ([IoSlice<'a>; 3], us
 }
 
 /// A connection as callbacks see it: borrowed for the duration of one callback.
-pub struct Conn<'a> {
-    st: &'a mut ConnState,
-    svc: &'a Service,
+pub struct Conn<'a>(Side<'a>);
+
+/// Where the callback runs: on the connection's loop, with its state in hand, or on a worker
+/// thread (`Options::workers`), whose operations reach the loop through its inbox, in order.
+enum Side<'a> {
+    Loop { st: &'a mut ConnState, svc: &'a Service },
+    Remote(&'a mut (dyn Remote + 'a)),
+}
+
+/// A connection as a worker thread sees it (implemented in `workers`, which the core of
+/// `Conn` need not know): the operations of [`Conn`] that do not borrow the loop's state.
+pub(crate) trait Remote {
+    fn id(&self) -> u64;
+    fn peer(&self) -> Result<SockAddr>;
+    /// `frame`: as one message in the connection's framing.
+    fn send(&mut self, data: &[u8], frame: bool) -> Result<()>;
+    fn pause(&mut self);
+    fn resume(&mut self);
+    fn set_timer(&mut self, after: Option<std::time::Duration>);
+    fn keep(&mut self, n: usize) -> Result<()>;
+    fn close(&mut self);
+    fn pending(&self) -> usize;
+    fn handler(&self) -> &dyn TcpHandler;
+    fn user(&self) -> Option<&(dyn Any + Send)>;
+    fn set_user(&mut self, user: Option<Box<dyn Any + Send>>);
 }
 
 impl<'a> Conn<'a> {
     pub(crate) fn new(st: &'a mut ConnState, svc: &'a Service) -> Conn<'a> {
-        Conn { st, svc }
+        Conn(Side::Loop { st, svc })
+    }
+
+    /// A connection seen from a worker thread.
+    pub(crate) fn remote(view: &'a mut (dyn Remote + 'a)) -> Conn<'a> {
+        Conn(Side::Remote(view))
     }
 
     /// The connection's id: unique for the server's lifetime, never 0.
     pub fn id(&self) -> u64 {
-        self.st.id
+        match &self.0 {
+            Side::Loop { st, .. } => st.id,
+            Side::Remote(r) => r.id(),
+        }
     }
 
     /// The peer's address (asked of the kernel, so idle connections store none), or the client
     /// a PROXY protocol header named ([`crate::Options::proxy_protocol`]).
     pub fn peer(&self) -> Result<SockAddr> {
-        if let Some(client) = &self.st.proxied {
-            return Ok(client.clone());
+        match &self.0 {
+            Side::Loop { st, .. } => match &st.proxied {
+                Some(client) => Ok(client.clone()),
+                None => st.sock.peer_addr().map_err(|e| Error::io("getpeername", e)),
+            },
+            Side::Remote(r) => r.peer(),
         }
-        self.st.sock.peer_addr().map_err(|e| Error::io("getpeername", e))
     }
 
     /// Sends `data` (copied if it cannot be written at once).
     pub fn send(&mut self, data: &[u8]) -> Result<()> {
-        self.st.send(&[data], self.svc.opts.max_write_buffer)
+        match &mut self.0 {
+            Side::Loop { st, svc } => st.send(&[data], svc.opts.max_write_buffer),
+            Side::Remote(r) => r.send(data, false),
+        }
     }
 
     /// Sends `msg` as one message in the connection's framing.
     pub fn send_frame(&mut self, msg: &[u8]) -> Result<()> {
-        let (head, tail) = framing::envelope(&self.svc.opts.framing, msg)?;
-        self.st
-            .send(&[head.as_bytes(), msg, tail], self.svc.opts.max_write_buffer)
+        match &mut self.0 {
+            Side::Loop { st, svc } => {
+                let (head, tail) = framing::envelope(&svc.opts.framing, msg)?;
+                st.send(&[head.as_bytes(), msg, tail], svc.opts.max_write_buffer)
+            }
+            Side::Remote(r) => r.send(msg, true),
+        }
     }
 
     /// Delivers a send another thread made (`frame`: as one framed message), whose room was
     /// taken when it was accepted.
     pub(crate) fn send_accepted(&mut self, data: &[u8], frame: bool) -> Result<()> {
-        let framing = if frame { self.svc.opts.framing } else { Framing::Raw };
+        let Side::Loop { st, svc } = &mut self.0 else {
+            return Err(Error::Misuse("accepted sends are delivered on the loop".into()));
+        };
+        let framing = if frame { svc.opts.framing } else { Framing::Raw };
         let (head, tail) = framing::envelope(&framing, data)?;
-        self.st.send_accepted(&[head.as_bytes(), data, tail])
+        st.send_accepted(&[head.as_bytes(), data, tail])
     }
 
     /// Stops reading from the peer until [`Conn::resume`] (input waits in the kernel, and the
     /// peer's sending stalls once its buffers fill).
     pub fn pause(&mut self) {
-        self.st.user_paused = true;
+        match &mut self.0 {
+            Side::Loop { st, .. } => st.user_paused = true,
+            Side::Remote(r) => r.pause(),
+        }
     }
 
     /// Reads from the peer again after [`Conn::pause`].
     pub fn resume(&mut self) {
-        if self.st.user_paused {
-            self.st.user_paused = false;
-            self.st.wants_read = true;
+        match &mut self.0 {
+            Side::Loop { st, .. } => {
+                if st.user_paused {
+                    st.user_paused = false;
+                    st.wants_read = true;
+                }
+            }
+            Side::Remote(r) => r.resume(),
         }
     }
 
@@ -335,66 +396,112 @@ impl<'a> Conn<'a> {
     ///
     /// [`TcpHandler::on_timer`]: crate::TcpHandler::on_timer
     pub fn set_timer(&mut self, after: Option<std::time::Duration>) {
-        self.st.timer_at = after.map(|a| Instant::now() + a);
-        self.st.timer_moved = true;
+        match &mut self.0 {
+            Side::Loop { st, .. } => {
+                st.timer_at = after.map(|a| Instant::now() + a);
+                st.timer_moved = true;
+            }
+            Side::Remote(r) => r.set_timer(after),
+        }
     }
 
     /// Raw framing, inside `on_data`: keeps the last `n` bytes of this delivery, so that the
     /// next `on_data` starts with them (an unfinished message of a protocol no framing
     /// setting describes). `Invalid` elsewhere or past the delivery; `Limit` past `max_frame`.
     pub fn keep(&mut self, n: usize) -> Result<()> {
-        if self.svc.opts.framing != Framing::Raw || self.st.delivering == 0 {
-            return Err(Error::Invalid("keeping bytes works in on_data with raw framing".into()));
-        }
-        if n > self.st.delivering {
-            return Err(Error::Invalid(
-                format!("{n} bytes to keep of a {}-byte delivery", self.st.delivering).into(),
-            ));
-        }
-        if n > self.svc.opts.max_frame {
-            return Err(Error::Limit(
-                format!(
-                    "keeping {n} bytes passes the {}-byte frame limit",
-                    self.svc.opts.max_frame
-                )
-                .into(),
-            ));
-        }
-        self.st.keep = n;
+        let (st, svc) = match &mut self.0 {
+            Side::Loop { st, svc } => (st, svc),
+            Side::Remote(r) => return r.keep(n),
+        };
+        check_keep(&svc.opts, st.delivering, n)?;
+        st.keep = n;
         Ok(())
     }
 
     /// Closes the connection once everything queued so far has been written.
     pub fn close(&mut self) {
-        if self.st.phase == Phase::Open {
-            self.st.phase = Phase::Closing;
+        match &mut self.0 {
+            Side::Loop { st, .. } => {
+                if st.phase == Phase::Open {
+                    st.phase = Phase::Closing;
+                }
+            }
+            Side::Remote(r) => r.close(),
         }
     }
 
-    /// Bytes queued and not yet written.
+    /// Bytes queued and not yet written (on a worker: also those on their way to the loop).
     pub fn pending(&self) -> usize {
-        self.st.pending()
+        match &self.0 {
+            Side::Loop { st, .. } => st.pending(),
+            Side::Remote(r) => r.pending(),
+        }
     }
 
     /// The handler the connection's callbacks go to (an adapter finds its own state there).
     pub fn handler(&self) -> &dyn TcpHandler {
-        &*self.svc.handler
+        match &self.0 {
+            Side::Loop { svc, .. } => &*svc.app,
+            Side::Remote(r) => r.handler(),
+        }
     }
 
     /// The application's per-connection state, if it is a `T` (`None` until set).
     pub fn user<T: Any>(&self) -> Option<&T> {
-        self.st.user.as_deref().and_then(|u| (u as &dyn Any).downcast_ref())
+        let user = match &self.0 {
+            Side::Loop { st, .. } => st.user.as_deref(),
+            Side::Remote(r) => r.user(),
+        };
+        user.and_then(|u| (u as &dyn Any).downcast_ref())
     }
 
     /// Stores the application's per-connection state (`None` clears it); it is dropped with
     /// the connection.
     pub fn set_user(&mut self, user: Option<Box<dyn Any + Send>>) {
-        self.st.user = user;
+        match &mut self.0 {
+            Side::Loop { st, .. } => st.user = user,
+            Side::Remote(r) => r.set_user(user),
+        }
     }
+
+    /// The loop's state of the connection (`None` on a worker), for the worker pool.
+    pub(crate) fn state(&mut self) -> Option<&mut ConnState> {
+        match &mut self.0 {
+            Side::Loop { st, .. } => Some(st),
+            Side::Remote(_) => None,
+        }
+    }
+
+    /// Ends the connection with `reason` (a worker's callback panicked), on the loop.
+    pub(crate) fn fail(&mut self, reason: Error) {
+        if let Some(st) = self.state() {
+            st.failed.get_or_insert(reason);
+        }
+    }
+}
+
+/// Whether `n` bytes of a `delivering`-byte delivery may be kept (`Conn::keep`).
+pub(crate) fn check_keep(opts: &Options, delivering: usize, n: usize) -> Result<()> {
+    if opts.framing != Framing::Raw || delivering == 0 {
+        return Err(Error::Invalid("keeping bytes works in on_data with raw framing".into()));
+    }
+    if n > delivering {
+        return Err(Error::Invalid(
+            format!("{n} bytes to keep of a {delivering}-byte delivery").into(),
+        ));
+    }
+    if n > opts.max_frame {
+        return Err(Error::Limit(
+            format!("keeping {n} bytes passes the {}-byte frame limit", opts.max_frame).into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Callbacks of TCP connections. A connection's callbacks all run on one loop thread, in
 /// order; a server with several loop threads calls them concurrently for different connections.
+/// With [`Options::workers`] they run on a pool of worker threads instead: still one at a time
+/// and in order for each connection.
 pub trait TcpHandler: Any + Send + Sync + 'static {
     /// A connection was accepted (or a client connection started).
     fn on_open(&self, _conn: &mut Conn<'_>) {}
@@ -411,7 +518,10 @@ pub trait TcpHandler: Any + Send + Sync + 'static {
 
 /// A handler with the options its connections follow.
 pub(crate) struct Service {
+    /// What the loop calls: the application's handler, or with workers the pool's dispatch.
     pub(crate) handler: Arc<dyn TcpHandler>,
+    /// The application's handler (`Conn::handler`).
+    pub(crate) app: Arc<dyn TcpHandler>,
     pub(crate) opts: Options,
     /// Set when the owner let go (a server freed, a client dropped), possibly inside one of
     /// these callbacks: from then on only `on_close` runs.
@@ -435,6 +545,7 @@ pub(crate) struct Service {
 impl Service {
     pub(crate) fn new(handler: Arc<dyn TcpHandler>, opts: Options, inet: bool, loops: usize) -> Service {
         Service {
+            app: handler.clone(),
             handler,
             opts,
             released: AtomicBool::new(false),

@@ -376,7 +376,7 @@ impl<'g> Streams<'g> {
         let svc = &self.services[st.svc].0;
         let stats = svc.counters.of(self.me.index());
         for _ in 0..READS_PER_TURN {
-            let backlogged = st.paused || st.user_paused || st.pending() > svc.opts.low_water();
+            let backlogged = st.paused || st.user_paused || st.held || st.pending() > svc.opts.low_water();
             if st.phase != Phase::Open || st.failed.is_some() || st.peer_eof || backlogged || !live(self.group, svc) {
                 return;
             }
@@ -475,7 +475,7 @@ impl<'g> Streams<'g> {
             self.close(key, Err(e));
         } else if self.drain_until.is_some() && st.pending() == 0 {
             self.close(key, Err(Error::Stopped));
-        } else if (st.phase == Phase::Closing || st.peer_eof) && st.pending() == 0 {
+        } else if (st.phase == Phase::Closing || (st.peer_eof && st.awaiting == 0)) && st.pending() == 0 {
             self.close(key, Ok(()));
         } else if !st.paused && st.pending() > low_water {
             st.paused = true;
@@ -694,6 +694,12 @@ impl<'g> Streams<'g> {
                     if st.timer_at.is_some_and(|t| t <= self.now) {
                         // Set again, already due, inside its own callback: next turn.
                         self.add_timer(self.now + Duration::from_millis(1), key, id);
+                        continue;
+                    }
+                    if st.awaiting > 0 {
+                        // A worker is busy with its events: not idle. Looked at again later.
+                        st.since = self.now;
+                        self.schedule(key);
                         continue;
                     }
                     self.services[st.svc].0.counters.of(self.me.index()).timeouts.add(1);

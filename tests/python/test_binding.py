@@ -747,7 +747,8 @@ def test_stats_count(events):
             assert server.stats()["active"] == 1
         assert set(stats) == {"accepted", "active", "closed", "rejected", "bytes_in",
                               "bytes_out", "datagrams_in", "datagrams_out",
-                              "frames_too_large", "timeouts", "proxy_rejected"}
+                              "frames_too_large", "timeouts", "proxy_rejected",
+                              "worker_busy", "worker_queued"}
 
 
 def test_idle_timeout(events):

@@ -1478,7 +1478,8 @@ def tcp_serve(addr: str, on_data: DataCallback, *, on_open: Optional[ConnCallbac
               drain_timeout: Optional[float] = None, max_write_buffer: Optional[int] = None,
               backlog: Optional[int] = None, nodelay: Optional[bool] = None,
               keepalive: Optional[int] = None, reuseport: bool = False,
-              proxy_protocol: bool = False, connect_timeout: Optional[float] = None) -> Server:
+              proxy_protocol: bool = False, connect_timeout: Optional[float] = None,
+              workers: int = 0) -> Server:
     """Starts a TCP server on ``addr`` ("127.0.0.1:6666", "[::1]:0", "unix:/path", ...) and
     returns the :class:`Server` once it listens.
 
@@ -1504,6 +1505,10 @@ def tcp_serve(addr: str, on_data: DataCallback, *, on_open: Optional[ConnCallbac
     ``proxy_protocol``: every connection must start with a PROXY v1/v2 header (within
     ``connect_timeout``, default 10 s), whose client :meth:`Conn.peer` then reports; only
     behind a proxy that always sends one (SECURITY.md).
+    ``workers``: with more than 0, the callbacks run on a pool of that many worker threads
+    instead of the loop thread, so a handler may block (``time.sleep``, a file, a database)
+    without stalling the other connections; each connection's callbacks still run one at a
+    time and in order. Each call holds the GIL only while in Python.
     """
     _callable(on_data, "on_data", True)
     for name, cb in (("on_open", on_open), ("on_close", on_close), ("on_drain", on_drain),
@@ -1523,6 +1528,8 @@ def tcp_serve(addr: str, on_data: DataCallback, *, on_open: Optional[ConnCallbac
     if backlog is not None:
         setters.append(_set(_lib.ns_options_set_backlog, _uint(backlog, "backlog", 2**31 - 1)))
     setters += _scale_setters(reuseport, proxy_protocol, connect_timeout)
+    if _uint(workers, "workers", 1024):
+        setters.append(_set(_lib.ns_options_set_workers, workers))
 
     server = Server("tcp", loop)
     stream = _Stream(server, on_data, on_open, on_close, on_drain, on_timer)

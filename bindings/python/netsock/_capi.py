@@ -76,7 +76,8 @@ class ns_peer(ctypes.Structure):
 
 
 STATS_FIELDS = ("accepted", "active", "closed", "rejected", "bytes_in", "bytes_out",
-                "datagrams_in", "datagrams_out", "frames_too_large", "timeouts", "proxy_rejected")
+                "datagrams_in", "datagrams_out", "frames_too_large", "timeouts", "proxy_rejected",
+                "worker_busy", "worker_queued")
 
 
 class ns_stats(ctypes.Structure):
@@ -113,6 +114,7 @@ PROTOTYPES: Dict[str, Tuple[Any, List[Any]]] = {
     "ns_options_new": (options_p, []),
     "ns_options_free": (None, [options_p]),
     "ns_options_set_threads": (c_int, [options_p, c_size_t]),
+    "ns_options_set_workers": (c_int, [options_p, c_size_t]),
     "ns_options_set_run_in_wait": (c_int, [options_p, c_int]),
     "ns_options_set_loop": (c_int, [options_p, loop_p]),
     "ns_options_set_framing": (c_int, [options_p, c_int]),
