@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use crate::framing::Framing;
+use crate::tls_config::TlsConfig;
 
 /// Settings of a server, a client connection, or a shared loop.
 #[derive(Debug, Clone)]
@@ -38,6 +39,9 @@ pub struct Options {
     /// A client that closed for any reason but its owner's close connects again after the
     /// first wait, doubled after each failed attempt up to the second (with jitter).
     pub reconnect: Option<(Duration, Duration)>,
+    /// TLS on the connections (a server's or a client's configuration, [`TlsConfig`]); the
+    /// handshake must finish within `connect_timeout`, on servers too.
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for Options {
@@ -58,6 +62,7 @@ impl Default for Options {
             drain_timeout: None,
             connect_timeout: Some(Duration::from_secs(10)),
             reconnect: None,
+            tls: None,
         }
     }
 }

@@ -39,6 +39,8 @@ pub(crate) struct LoopStats {
     pub(crate) datagrams_in: Counter,
     pub(crate) frames_too_large: Counter,
     pub(crate) timeouts: Counter,
+    pub(crate) tls_handshakes: Counter,
+    pub(crate) tls_failures: Counter,
 }
 
 /// A server's counters since it started.
@@ -60,6 +62,10 @@ pub struct Stats {
     pub frames_too_large: u64,
     /// Connections closed by the idle timeout.
     pub timeouts: u64,
+    /// TLS handshakes completed.
+    pub tls_handshakes: u64,
+    /// TLS connections that failed before they opened: a failed, refused or timed-out handshake.
+    pub tls_failures: u64,
 }
 
 impl Stats {
@@ -74,6 +80,8 @@ impl Stats {
             s.datagrams_in += l.datagrams_in.get();
             s.frames_too_large += l.frames_too_large.get();
             s.timeouts += l.timeouts.get();
+            s.tls_handshakes += l.tls_handshakes.get();
+            s.tls_failures += l.tls_failures.get();
         }
         s.active = s.accepted.saturating_sub(s.closed);
         s

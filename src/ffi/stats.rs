@@ -32,6 +32,11 @@ pub struct ns_stats {
     pub frames_too_large: u64,
     /// Connections closed by the idle timeout.
     pub timeouts: u64,
+    /// TLS handshakes completed (each then got `on_open`).
+    pub tls_handshakes: u64,
+    /// TLS connections that failed before `on_open`: a failed, refused or timed-out handshake
+    /// (a server's get no callback at all; each is logged at `NS_LOG_INFO`).
+    pub tls_failures: u64,
 }
 
 /// Writes `stats` into the caller's struct, no more than its `size` says.
@@ -56,6 +61,8 @@ pub(crate) fn fill(out: *mut ns_stats, stats: &Stats) -> crate::Result<()> {
         datagrams_out: stats.datagrams_out,
         frames_too_large: stats.frames_too_large,
         timeouts: stats.timeouts,
+        tls_handshakes: stats.tls_handshakes,
+        tls_failures: stats.tls_failures,
     };
     // Whole fields only: a size that ends inside a counter leaves that counter out.
     let n = size.min(size_of::<ns_stats>()) / 8 * 8;

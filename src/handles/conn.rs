@@ -14,6 +14,7 @@ use std::time::Instant;
 use socket2::{SockAddr, Socket};
 
 use super::service::{Counters, Ending};
+use super::tls::Session;
 use crate::error::{Error, Result};
 use crate::framing::{self, Framing};
 use crate::loop_core::SendBudget;
@@ -79,8 +80,11 @@ pub(crate) struct ConnState {
     pub(crate) budget: Arc<SendBudget>,
     /// Counts the connection as open for its service, until it is dropped.
     _slot: Slot,
-    out: Vec<u8>,
+    pub(super) out: Vec<u8>,
     out_pos: usize,
+    /// A TLS connection's session (handles/tls.rs): output is sealed by it, so `out` holds
+    /// ciphertext, and input is opened by it.
+    pub(crate) tls: Option<Box<Session>>,
 }
 
 /// A connect in progress: the next address to try if this one fails, and until when.
@@ -129,6 +133,7 @@ impl ConnState {
             _slot: slot,
             out: Vec::new(),
             out_pos: 0,
+            tls: None,
         }
     }
 
@@ -173,6 +178,9 @@ impl ConnState {
                 format!("{ahead} bytes queued; {total} more would pass the {max}-byte write buffer limit").into(),
             ));
         }
+        if self.tls.is_some() {
+            return self.send_sealed(parts);
+        }
         let sent = self.write_now(parts, total)?;
         // Only what waits takes room. (A sender on another thread may take room between the
         // check and here: the limit can then be passed by the rest of one message, never a
@@ -187,6 +195,11 @@ impl ConnState {
     pub(crate) fn send_accepted(&mut self, parts: &[&[u8]]) -> Result<()> {
         self.check_open()?;
         let total: usize = parts.iter().map(|p| p.len()).sum();
+        if self.tls.is_some() {
+            // The room was taken for plaintext: the queue holds ciphertext, counted as queued.
+            self.budget.written(total);
+            return self.send_sealed(parts);
+        }
         let sent = self.write_now(parts, total)?;
         self.budget.written(sent);
         self.queue_rest(parts, sent);
@@ -381,6 +394,16 @@ impl<'a> Conn<'a> {
     /// the connection.
     pub fn set_user(&mut self, user: Option<Box<dyn Any + Send>>) {
         self.st.user = user;
+    }
+
+    /// The ALPN protocol agreed on in the TLS handshake (`None` without TLS or ALPN).
+    pub fn alpn(&self) -> Option<&[u8]> {
+        self.st.tls.as_ref().and_then(|t| t.alpn())
+    }
+
+    /// The host name a TLS client asked this server for (SNI), if any.
+    pub fn server_name(&self) -> Option<&str> {
+        self.st.tls.as_ref().and_then(|t| t.server_name())
     }
 }
 

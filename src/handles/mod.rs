@@ -11,6 +11,7 @@ pub(crate) mod datagram;
 mod listener;
 pub(crate) mod service;
 mod stream;
+pub(crate) mod tls;
 
 pub(crate) use cmd::{Cmd, Group, HandleCmd, adopt, push_send};
 
