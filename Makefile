@@ -22,7 +22,7 @@ EXAMPLES := $(patsubst examples-c/%.c,$(BUILD)/%,$(wildcard examples-c/*.c))
 CTESTS   := $(patsubst tests/c/%.c,$(BUILD)/tests/%,$(wildcard tests/c/test_*.c))
 
 .PHONY: all lib demo test test-rust test-c test-python test-readme test-header test-install test-soak \
-        test-peers check-header install uninstall clean
+        test-peers check-header install uninstall clean openssl-cli
 
 all: lib $(EXAMPLES)
 
@@ -50,6 +50,14 @@ demo: all
 # The C suite runs last so that its "C: N passed, N failed" line closes the run. The C tests
 # also run built with ASan/UBSan and under valgrind (tests/hardening.mk), and a short soak.
 test: check-header test-header test-rust test-python test-readme test-install test-soak test-peers test-hardening test-c
+
+# The TLS tests make their certificates with the openssl CLI (tests/tls/certs.sh) and talk to
+# openssl s_client / s_server: Debian's openssl, installed here if missing.
+openssl-cli:
+	@command -v openssl >/dev/null || { echo "installing openssl"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl) >/dev/null; }
+
+test-c test-python test-peers test-asan test-valgrind test-valgrind-all: openssl-cli
 
 test-soak: $(BUILD)/soak
 	$(BUILD)/soak 5

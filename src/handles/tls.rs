@@ -245,21 +245,18 @@ impl Session {
     }
 }
 
-/// Writes to a socket without SIGPIPE (`sys::send`).
-struct SockWriter(RawFd);
-
-impl Write for SockWriter {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        sys::send(self.0, buf)
+/// Sends what `pending` holds and what ciphertext waits in `s`, as far as the socket `fd`
+/// takes it now; the rest stays in `pending` (`WouldBlock` then).
+fn send_cipher(s: &mut Session, fd: RawFd, pending: &mut Vec<u8>) -> io::Result<()> {
+    s.write_cipher(pending)?;
+    while !pending.is_empty() {
+        match sys::send(fd, pending) {
+            Ok(n) => drop(pending.drain(..n)),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
     }
-
-    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        sys::send_vectored(self.0, bufs)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
+    Ok(())
 }
 
 /// Runs a client's handshake on the caller's thread over the connected non-blocking `sock`,
@@ -268,15 +265,15 @@ pub(crate) fn handshake_blocking(sock: &Socket, config: &TlsConfig, deadline: De
     let fd = sock.as_raw_fd();
     let mut s = Box::new(Session::client(config)?);
     let mut buf = vec![0; CIPHER_READ];
+    let mut unsent = Vec::new();
     let timed_out = || format!("the TLS handshake did not finish within {}", deadline.limit_text());
     loop {
-        while s.wants_write() {
-            match s.write_cipher(&mut SockWriter(fd)) {
-                Ok(_) => {}
+        while s.wants_write() || !unsent.is_empty() {
+            match send_cipher(&mut s, fd, &mut unsent) {
+                Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     deadline.wait(fd, libc::POLLOUT, timed_out)?;
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(Error::io("TLS handshake", e)),
             }
         }
@@ -293,7 +290,7 @@ pub(crate) fn handshake_blocking(sock: &Socket, config: &TlsConfig, deadline: De
             Ok(n) => {
                 if let Err(e) = s.feed(&buf[..n]) {
                     // Tell the server why, if the socket takes it now.
-                    let _ = s.write_cipher(&mut SockWriter(fd));
+                    let _ = send_cipher(&mut s, fd, &mut unsent);
                     return Err(e);
                 }
             }
@@ -322,31 +319,17 @@ impl ConnState {
         }
     }
 
-    /// Moves the session's ciphertext to the socket, and what the socket does not take now to
-    /// the queue (counted in the send budget like any queued output).
+    /// Moves the session's ciphertext to the queue (counted in the send budget like any
+    /// queued output) and writes what the socket takes of it now.
     pub(crate) fn push_cipher(&mut self) {
-        let direct = self.pending() == 0 && self.failed.is_none();
+        let idle = self.pending() == 0;
         let Some(tls) = self.tls.as_mut() else { return };
-        if direct {
-            let fd = self.sock.as_raw_fd();
-            loop {
-                match tls.write_cipher(&mut SockWriter(fd)) {
-                    Ok(n) => {
-                        self.written += n;
-                        break;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => {
-                        self.failed = Some(Error::io("write", e));
-                        return;
-                    }
-                }
-            }
-        }
         let before = self.out.len();
         let _ = tls.write_cipher(&mut self.out);
         self.budget.accept(self.out.len() - before);
+        if idle {
+            self.flush();
+        }
     }
 }
 
@@ -529,11 +512,11 @@ impl Streams<'_> {
             if reason.is_ok() {
                 tls.close_notify();
             }
-            let _ = tls.write_cipher(&mut SockWriter(fd));
+            let _ = send_cipher(tls, fd, &mut Vec::new());
             return false;
         }
         // An alert saying why, if the socket takes it now.
-        let _ = tls.write_cipher(&mut SockWriter(fd));
+        let _ = send_cipher(tls, fd, &mut Vec::new());
         let svc = &self.services[st.svc].0;
         let client = svc.target.get().is_some();
         let quiet = matches!(reason, Err(Error::Stopped));
