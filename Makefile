@@ -71,7 +71,7 @@ test-c: $(CTESTS)
 # The RESP and DNS examples against clients nobody here wrote: redis-cli and redis-benchmark
 # (Debian's redis-tools), dig (bind9-dnsutils); each package installed only if its tools are
 # missing (PEERS_VALGRIND=1: the servers under valgrind).
-test-peers: $(BUILD)/resp_server $(BUILD)/dns_server
+test-peers: $(BUILD)/resp_server $(BUILD)/dns_server $(BUILD)/tls_echo_server $(BUILD)/tls_client
 	@command -v redis-cli >/dev/null && command -v redis-benchmark >/dev/null || { \
 		echo "test-peers: installing redis-tools"; \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-tools) >/dev/null; }

@@ -13,6 +13,8 @@
  *   openssl s_client -connect 127.0.0.1:8443 -servername localhost -alpn echo \
  *       -CAfile /tmp/certs/ca.pem        then type lines, Ctrl-D to finish
  *   ./tls_client localhost:8443 /tmp/certs/ca.pem "echo me"
+ * Mutual TLS (clients must present a certificate signed by the CA given last):
+ *   ./tls_echo_server 127.0.0.1:8443 server.pem server.key /tmp/certs/ca.pem
  */
 #ifndef _POSIX_C_SOURCE
 #define _POSIX_C_SOURCE 200809L
@@ -78,6 +80,7 @@ int main(int argc, char **argv)
     const char *addr = argc > 1 ? argv[1] : "127.0.0.1:8443";
     const char *cert = argc > 2 ? argv[2] : "server.pem";
     const char *key = argc > 3 ? argv[3] : "server.key";
+    const char *client_ca = argc > 4 ? argv[4] : NULL;
     ns_tls *tls = NULL;
     ns_options *opts;
     ns_stats stats;
@@ -93,6 +96,11 @@ int main(int argc, char **argv)
         return 1;
     }
     ns_tls_set_alpn(tls, "echo,http/1.1"); /* a client offering neither is refused */
+    if (client_ca && (rc = ns_tls_set_client_ca(tls, client_ca)) != NS_OK) {
+        fprintf(stderr, "cannot load %s: %s (%s)\n", client_ca, ns_strerror(rc), ns_last_error());
+        ns_tls_free(tls);
+        return 1;
+    }
 
     opts = ns_options_new();
     if (!opts || ns_options_set_tls(opts, tls) != NS_OK) {
@@ -117,7 +125,7 @@ int main(int argc, char **argv)
         ns_server_free(g_server);
         return 1;
     }
-    printf("listening on %s (TLS)\n", bound);
+    printf("listening on %s\n", bound); /* TLS: try it with openssl s_client, above */
 
     rc = ns_server_wait(g_server);
     if (handle_signals(SIG_DFL) != 0)
