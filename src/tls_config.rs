@@ -249,7 +249,7 @@ impl TlsConfig {
     /// A client's configuration bound to the host of address text `addr` (its SNI and the
     /// name the certificate must be valid for; an IP address checks the IP SANs). Servers'
     /// are refused (`Invalid`).
-    pub(crate) fn for_address(&self, addr: &str) -> Result<TlsConfig> {
+    pub fn for_address(&self, addr: &str) -> Result<TlsConfig> {
         let Side::Client(config, _) = &self.0 else {
             return Err(Error::Invalid("a client needs a client TLS configuration".into()));
         };

@@ -74,7 +74,7 @@ impl Session {
     }
 
     /// A client's session with `config`, which names the server (`TlsConfig::for_address`).
-    pub(crate) fn client(config: &TlsConfig) -> Result<Session> {
+    pub fn client(config: &TlsConfig) -> Result<Session> {
         let Side::Client(config, Some(name)) = &config.0 else {
             return Err(Error::Invalid(
                 "a client needs a client TLS configuration with a server name".into(),

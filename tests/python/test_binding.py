@@ -747,7 +747,8 @@ def test_stats_count(events):
             assert server.stats()["active"] == 1
         assert set(stats) == {"accepted", "active", "closed", "rejected", "bytes_in",
                               "bytes_out", "datagrams_in", "datagrams_out",
-                              "frames_too_large", "timeouts"}
+                              "frames_too_large", "timeouts", "tls_handshakes",
+                              "tls_failures"}
 
 
 def test_idle_timeout(events):
