@@ -519,7 +519,8 @@ impl Streams<'_> {
         let _ = send_cipher(tls, fd, &mut Vec::new());
         let svc = &self.services[st.svc].0;
         let client = svc.target.get().is_some();
-        let quiet = matches!(reason, Err(Error::Stopped));
+        // Closed or let go by its owner before it opened: nothing failed, and nothing to say.
+        let quiet = matches!(reason, Ok(()) | Err(Error::Stopped));
         if !quiet {
             svc.counters.of(self.me.index()).tls_failures.add(1);
             let peer = st.sock.peer_addr().map(|a| crate::addr::format(&a)).unwrap_or_default();
