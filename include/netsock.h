@@ -260,8 +260,10 @@ typedef void (*ns_task_cb)(void *user);
  * `reason` is `NS_OK` for an orderly close (the peer's end-of-stream, or `ns_conn_close()` after
  * the queue was flushed); `NS_ERR_RESET` or `NS_ERR_IO` for a failure; `NS_ERR_TIMEOUT` for the
  * idle timeout; `NS_ERR_LIMIT` for a message over the frame limit; `NS_ERR_PANIC` for a caught
- * panic; `NS_ERR_STOPPED` when the server stops or the client is freed. Sends from here return
- * `NS_ERR_CLOSED`.
+ * panic; `NS_ERR_STOPPED` when the server stops or the client is freed; with TLS
+ * (`ns_options_set_tls()`), `NS_ERR_TLS` for an alert or a failed handshake or verification
+ * (a client's; a server's connection that never opened gets no callback), and `NS_ERR_CLOSED`
+ * for a TCP end without close_notify. Sends from here return `NS_ERR_CLOSED`.
  */
 typedef void (*ns_close_cb)(struct ns_conn *conn, int reason, void *user);
 
@@ -934,7 +936,9 @@ const char *ns_strerror(int code);
  * `ns_options_set_loop()`, or one of its own. `on_data` (required) and the callbacks of `opts`
  * run on that loop thread with `user`, with the framing, limits and timeouts of `opts`, as for
  * a server's connections; `on_open` runs first. The client is written to `*out` on success.
- * `NS_ERR_REFUSED`, `NS_ERR_TIMEOUT`, `NS_ERR_ADDR` when connecting fails. A closed client
+ * `NS_ERR_REFUSED`, `NS_ERR_TIMEOUT`, `NS_ERR_ADDR` when connecting fails. With TLS
+ * (`ns_options_set_tls()`), the handshake is done before this returns, within the same
+ * timeout: `NS_ERR_TLS` if it fails (the reason in `ns_last_error()`). A closed client
  * stays closed unless `ns_options_set_reconnect()` says otherwise (or free it and connect
  * again). Blocks: inside a loop callback, use `ns_tcp_connect_async()`.
  */
@@ -945,7 +949,8 @@ int ns_tcp_connect(const char *addr, ns_data_cb on_data, void *user, const struc
  * loop, within the connect timeout of `opts`, trying each address of a name in turn (a name
  * is resolved on a thread of netsock's, never on a loop thread). Then `on_open` runs; or, if it
  * fails, `on_close(conn, NS_ERR_REFUSED | NS_ERR_TIMEOUT | NS_ERR_ADDR)` runs with no `on_open`
- * before it. Only text that cannot be parsed fails at once (`NS_ERR_ADDR`). Sends before
+ * before it. With TLS, `on_open` waits for the handshake (within another connect timeout),
+ * and a failed one is `on_close(conn, NS_ERR_TLS | NS_ERR_TIMEOUT)` without `on_open`. Only text that cannot be parsed fails at once (`NS_ERR_ADDR`). Sends before
  * `on_open` return `NS_ERR_CLOSED`. The client is written to `*out` on success; free it with
  * `ns_client_free()` as usual. Any thread, callbacks included (a proxy opening its upstream).
  */

@@ -21,8 +21,8 @@ use libfuzzer_sys::fuzz_target;
 use netsock::tls_config::{TlsConfig, TlsSettings};
 use netsock::{Error, TlsInput, TlsSession};
 
-const CERT: &[u8] = include_bytes!("../tls/server.pem");
-const KEY: &[u8] = include_bytes!("../tls/server.key");
+const CERT: &[u8] = include_bytes!("../../tests/tls/localhost.pem");
+const KEY: &[u8] = include_bytes!("../../tests/tls/localhost.key");
 
 fn configs() -> &'static (TlsConfig, TlsConfig) {
     static CONFIGS: OnceLock<(TlsConfig, TlsConfig)> = OnceLock::new();

@@ -538,3 +538,89 @@ impl Streams<'_> {
         true
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tls_config::TlsSettings;
+
+    const CERT: &[u8] = include_bytes!("../../tests/tls/localhost.pem");
+    const KEY: &[u8] = include_bytes!("../../tests/tls/localhost.key");
+
+    fn pair() -> (Session, Session) {
+        let server = TlsSettings::server(CERT, KEY).unwrap().build().unwrap();
+        let client = TlsSettings::client(Some(CERT)).unwrap().build().unwrap();
+        let client = client.for_address("localhost:443").unwrap();
+        (Session::client(&client).unwrap(), Session::server(&server).unwrap())
+    }
+
+    /// Moves what `from` has to send into `to`, `step` bytes per read; returns `to`'s
+    /// plaintext and how its input ended.
+    fn carry(from: &mut Session, to: &mut Session, step: usize) -> Result<(Vec<u8>, Option<Input>)> {
+        let mut wire = Vec::new();
+        from.write_cipher(&mut wire).unwrap();
+        let (mut got, mut buf) = (Vec::new(), [0u8; 1000]);
+        for read in wire.chunks(step) {
+            to.feed(read)?;
+            loop {
+                match to.read_plain(&mut buf)? {
+                    Input::Plain(n) => got.extend_from_slice(&buf[..n]),
+                    Input::Empty => break,
+                    Input::End => return Ok((got, Some(Input::End))),
+                }
+            }
+        }
+        Ok((got, None))
+    }
+
+    #[test]
+    fn a_handshake_and_data_survive_reads_cut_anywhere() {
+        for step in [1, 7, 100, 1 << 20] {
+            let (mut c, mut s) = pair();
+            let message = vec![7u8; 40_000];
+            c.write_plain(&[&message[..10], &message[10..]]).unwrap();
+            let mut at_server = Vec::new();
+            for _ in 0..4 {
+                at_server.extend(carry(&mut c, &mut s, step).unwrap().0);
+                carry(&mut s, &mut c, step).unwrap();
+            }
+            assert!(!c.handshaking() && !s.handshaking(), "step {step}");
+            assert_eq!(at_server, message, "step {step}");
+            assert!(s.wants_input());
+            c.close_notify();
+            assert_eq!(carry(&mut c, &mut s, step).unwrap().1, Some(Input::End), "step {step}");
+        }
+    }
+
+    #[test]
+    fn a_tcp_end_without_close_notify_is_a_truncation() {
+        let (mut c, mut s) = pair();
+        for _ in 0..3 {
+            carry(&mut c, &mut s, 1000).unwrap();
+            carry(&mut s, &mut c, 1000).unwrap();
+        }
+        s.feed_eof();
+        let e = s.read_plain(&mut [0u8; 10]).unwrap_err();
+        assert!(matches!(e, Error::Closed(_)), "{e}");
+    }
+
+    #[test]
+    fn plaintext_to_a_server_is_a_tls_error() {
+        let (_, mut s) = pair();
+        let e = s.feed(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap_err();
+        assert!(matches!(e, Error::Tls(_)), "{e}");
+        // An alert tells the peer why.
+        assert!(s.wants_write());
+    }
+
+    #[test]
+    fn a_wrong_name_fails_the_client() {
+        let server = TlsSettings::server(CERT, KEY).unwrap().build().unwrap();
+        let client = TlsSettings::client(Some(CERT)).unwrap().build().unwrap();
+        let mut c = Session::client(&client.for_address("other.example:443").unwrap()).unwrap();
+        let mut s = Session::server(&server).unwrap();
+        carry(&mut c, &mut s, 1000).unwrap();
+        let e = carry(&mut s, &mut c, 1000).unwrap_err();
+        assert!(e.to_string().contains("not valid for name"), "{e}");
+    }
+}
