@@ -95,7 +95,8 @@ int main(int argc, char **argv)
                 ns_last_error());
         return 1;
     }
-    ns_tls_set_alpn(tls, "echo,http/1.1"); /* a client offering neither is refused */
+    /* a client offering protocols, neither of these, is refused; one offering none is served */
+    ns_tls_set_alpn(tls, "echo,http/1.1");
     if (client_ca && (rc = ns_tls_set_client_ca(tls, client_ca)) != NS_OK) {
         fprintf(stderr, "cannot load %s: %s (%s)\n", client_ca, ns_strerror(rc), ns_last_error());
         ns_tls_free(tls);

@@ -1050,8 +1050,9 @@ int ns_tls_server_new_pem(const uint8_t *cert_pem, size_t cert_len, const uint8_
 
 /**
  * Sets the ALPN protocols, comma-separated in order of preference ("h2,http/1.1"): offered
- * by a client, chosen from by a server (a client offering none of them is refused with
- * `NS_ERR_TLS` in the handshake). "" clears them. Read the outcome with `ns_conn_alpn()`.
+ * by a client, chosen from by a server (a client that offers protocols, none of them these,
+ * fails its handshake with the no_application_protocol alert; one that offers none is
+ * served without ALPN). "" clears them. Read the outcome with `ns_conn_alpn()`.
  * `NS_ERR_INVALID` for NULL or a protocol over 255 bytes. Applies to options set after.
  */
 int ns_tls_set_alpn(struct ns_tls *tls, const char *protocols);

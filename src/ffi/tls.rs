@@ -101,8 +101,9 @@ pub extern "C" fn ns_tls_client_new(ca_pem_file: *const c_char, out: *mut *mut n
 }
 
 /// Sets the ALPN protocols, comma-separated in order of preference ("h2,http/1.1"): offered
-/// by a client, chosen from by a server (a client offering none of them is refused with
-/// `NS_ERR_TLS` in the handshake). "" clears them. Read the outcome with `ns_conn_alpn()`.
+/// by a client, chosen from by a server (a client that offers protocols, none of them these,
+/// fails its handshake with the no_application_protocol alert; one that offers none is
+/// served without ALPN). "" clears them. Read the outcome with `ns_conn_alpn()`.
 /// `NS_ERR_INVALID` for NULL or a protocol over 255 bytes. Applies to options set after.
 #[unsafe(no_mangle)]
 pub extern "C" fn ns_tls_set_alpn(tls: *mut ns_tls, protocols: *const c_char) -> c_int {
