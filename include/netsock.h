@@ -791,7 +791,8 @@ int ns_options_set_threads(struct ns_options *opts, size_t threads);
  * see plaintext; framing, limits and backpressure apply to it as without TLS (the write
  * buffer counts the sealed bytes waiting for the socket; `bytes_in` and `bytes_out` of
  * `ns_stats` count the bytes on the wire). `NS_ERR_INVALID` for NULL `opts`; a server given a
- * client's configuration or the reverse fails to start with `NS_ERR_INVALID`.
+ * client's configuration or the reverse fails to start with `NS_ERR_INVALID`. Any thread,
+ * one at a time per `ns_options` and per `ns_tls`.
  */
 int ns_options_set_tls(struct ns_options *opts, const struct ns_tls *tls);
 
@@ -1029,7 +1030,8 @@ int ns_tls_client_new(const char *ca_pem_file, struct ns_tls **out);
 
 /**
  * Frees a configuration. Options, servers and clients it was given to keep working: they
- * hold their own reference to what was built from it. NULL is a no-op.
+ * hold their own reference to what was built from it. NULL is a no-op. Any thread, once no
+ * other call on it runs.
  */
 void ns_tls_free(struct ns_tls *tls);
 
@@ -1054,6 +1056,7 @@ int ns_tls_server_new_pem(const uint8_t *cert_pem, size_t cert_len, const uint8_
  * fails its handshake with the no_application_protocol alert; one that offers none is
  * served without ALPN). "" clears them. Read the outcome with `ns_conn_alpn()`.
  * `NS_ERR_INVALID` for NULL or a protocol over 255 bytes. Applies to options set after.
+ * Any thread, one at a time per `ns_tls`.
  */
 int ns_tls_set_alpn(struct ns_tls *tls, const char *protocols);
 
@@ -1061,7 +1064,8 @@ int ns_tls_set_alpn(struct ns_tls *tls, const char *protocols);
  * Server only: requires every client to present a certificate that chains to a CA of the
  * PEM file `ca_pem_file` (mutual TLS); a client without one fails its handshake.
  * `NS_ERR_TLS` for an unreadable file or no usable certificate; `NS_ERR_INVALID` for NULL or
- * a client's configuration. Applies to options set after.
+ * a client's configuration. Applies to options set after. Any thread, one at a time per
+ * `ns_tls`.
  */
 int ns_tls_set_client_ca(struct ns_tls *tls, const char *ca_pem_file);
 
@@ -1069,7 +1073,7 @@ int ns_tls_set_client_ca(struct ns_tls *tls, const char *ca_pem_file);
  * Client only: the certificate chain and key (PEM files) to present when a server asks for
  * one (mutual TLS). `NS_ERR_TLS` for unreadable files, no certificate or key, or a key that
  * does not match; `NS_ERR_INVALID` for NULL or a server's configuration. Applies to options
- * set after.
+ * set after. Any thread, one at a time per `ns_tls`.
  */
 int ns_tls_set_client_cert(struct ns_tls *tls, const char *cert_pem_file, const char *key_pem_file);
 

@@ -105,6 +105,7 @@ pub extern "C" fn ns_tls_client_new(ca_pem_file: *const c_char, out: *mut *mut n
 /// fails its handshake with the no_application_protocol alert; one that offers none is
 /// served without ALPN). "" clears them. Read the outcome with `ns_conn_alpn()`.
 /// `NS_ERR_INVALID` for NULL or a protocol over 255 bytes. Applies to options set after.
+/// Any thread, one at a time per `ns_tls`.
 #[unsafe(no_mangle)]
 pub extern "C" fn ns_tls_set_alpn(tls: *mut ns_tls, protocols: *const c_char) -> c_int {
     ffi_panic_boundary! {
@@ -116,7 +117,8 @@ pub extern "C" fn ns_tls_set_alpn(tls: *mut ns_tls, protocols: *const c_char) ->
 /// Server only: requires every client to present a certificate that chains to a CA of the
 /// PEM file `ca_pem_file` (mutual TLS); a client without one fails its handshake.
 /// `NS_ERR_TLS` for an unreadable file or no usable certificate; `NS_ERR_INVALID` for NULL or
-/// a client's configuration. Applies to options set after.
+/// a client's configuration. Applies to options set after. Any thread, one at a time per
+/// `ns_tls`.
 #[unsafe(no_mangle)]
 pub extern "C" fn ns_tls_set_client_ca(tls: *mut ns_tls, ca_pem_file: *const c_char) -> c_int {
     ffi_panic_boundary! {
@@ -129,7 +131,7 @@ pub extern "C" fn ns_tls_set_client_ca(tls: *mut ns_tls, ca_pem_file: *const c_c
 /// Client only: the certificate chain and key (PEM files) to present when a server asks for
 /// one (mutual TLS). `NS_ERR_TLS` for unreadable files, no certificate or key, or a key that
 /// does not match; `NS_ERR_INVALID` for NULL or a server's configuration. Applies to options
-/// set after.
+/// set after. Any thread, one at a time per `ns_tls`.
 #[unsafe(no_mangle)]
 pub extern "C" fn ns_tls_set_client_cert(
     tls: *mut ns_tls,
@@ -145,7 +147,8 @@ pub extern "C" fn ns_tls_set_client_cert(
 }
 
 /// Frees a configuration. Options, servers and clients it was given to keep working: they
-/// hold their own reference to what was built from it. NULL is a no-op.
+/// hold their own reference to what was built from it. NULL is a no-op. Any thread, once no
+/// other call on it runs.
 #[unsafe(no_mangle)]
 pub extern "C" fn ns_tls_free(tls: *mut ns_tls) {
     ffi_panic_boundary! {
@@ -167,7 +170,8 @@ pub extern "C" fn ns_tls_free(tls: *mut ns_tls) {
 /// see plaintext; framing, limits and backpressure apply to it as without TLS (the write
 /// buffer counts the sealed bytes waiting for the socket; `bytes_in` and `bytes_out` of
 /// `ns_stats` count the bytes on the wire). `NS_ERR_INVALID` for NULL `opts`; a server given a
-/// client's configuration or the reverse fails to start with `NS_ERR_INVALID`.
+/// client's configuration or the reverse fails to start with `NS_ERR_INVALID`. Any thread,
+/// one at a time per `ns_options` and per `ns_tls`.
 #[unsafe(no_mangle)]
 pub extern "C" fn ns_options_set_tls(opts: *mut ns_options, tls: *const ns_tls) -> c_int {
     ffi_panic_boundary! {

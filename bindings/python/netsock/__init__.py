@@ -1307,7 +1307,10 @@ class Tls:
             _lib.ns_tls_free(ptr)
 
     def __del__(self) -> None:
-        self.close()
+        try:
+            self.close()
+        except Exception:  # at interpreter exit the library may be gone already
+            pass
 
     def __repr__(self) -> str:
         return "<netsock.Tls %s>" % self.side
