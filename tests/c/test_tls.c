@@ -12,6 +12,9 @@
  *    never calls back and counts each in tls_failures;
  *  - mutual TLS: the server requires a client certificate; without one the client fails,
  *    with one it is served;
+ *  - a server that accepts and never answers: the client's handshake times out
+ *    (NS_ERR_TIMEOUT, blocking and async);
+ *  - line framing and max_frame apply to the plaintext (NS_ERR_LIMIT, frames_too_large);
  *  - bad peers on plain sockets: plaintext, garbage records, half a ClientHello then silence
  *    (closed at the handshake timeout, which is connect_timeout_ms on servers too): each a
  *    clean close, no callback, counted;
@@ -578,6 +581,90 @@ static void test_bad_peers(void)
     ns_server_free(srv);
 }
 
+/* ---- a silent server: the client's handshake timeout ------------------------------------ */
+
+static void test_client_timeout(void)
+{
+    cli_state cs;
+    ns_options *o = client_opts(&cs, "ca.pem", NULL, NULL);
+    int lfd = bound_socket4(SOCK_STREAM), rc;
+    ns_client *c = NULL;
+    char addr[64];
+    int64_t t0;
+    SECTION("a server that accepts and never answers: the client's handshake times out");
+    if (lfd < 0 || listen(lfd, 8) != 0) {
+        CHECK(0);
+        return;
+    }
+    snprintf(addr, sizeof addr, "localhost:%d", sock_port(lfd));
+    ns_options_set_connect_timeout_ms(o, 300);
+    t0 = now_ms();
+    rc = ns_tcp_connect(addr, c_data, &cs, o, &c);
+    CHECK_EQ_INT(rc, NS_ERR_TIMEOUT);
+    CHECK(strstr(ns_last_error(), "TLS handshake") != NULL);
+    CHECK(now_ms() - t0 >= 250 && now_ms() - t0 < 3000);
+    CHECK(c == NULL);
+    CHECK_EQ_INT(ns_tcp_connect_async(addr, c_data, &cs, o, &c), NS_OK);
+    WAIT_FOR(cget(&cs, &cs.closes) == 1, 5000);
+    CHECK_EQ_INT(cget(&cs, &cs.reason), NS_ERR_TIMEOUT);
+    CHECK_EQ_INT(cget(&cs, &cs.opens), 0);
+    ns_client_free(c);
+    ns_options_free(o);
+    close(lfd);
+}
+
+/* ---- framing and limits apply to the plaintext ------------------------------------------ */
+
+static void f_data(ns_conn *c, const uint8_t *d, size_t n, void *user)
+{
+    (void)user;
+    CHECK_EQ_INT(ns_conn_send_frame(c, d, n), NS_OK);
+}
+
+static void test_framing(void)
+{
+    srv_state s;
+    cli_state cs;
+    ns_tls *tls = NULL;
+    ns_options *so = ns_options_new(), *o;
+    ns_server *srv = NULL;
+    ns_client *c = NULL;
+    char addr[64], big[300];
+    SECTION("line framing and max_frame on the plaintext of a TLS connection");
+    memset(&s, 0, sizeof s);
+    pthread_mutex_init(&s.lock, NULL);
+    CHECK_EQ_INT(ns_tls_server_new(cert("server.pem"), cert("server.key"), &tls), NS_OK);
+    CHECK_EQ_INT(ns_options_set_tls(so, tls), NS_OK);
+    ns_tls_free(tls);
+    ns_options_set_framing(so, NS_FRAMING_LINE);
+    ns_options_set_max_frame(so, 256);
+    ns_options_set_on_close(so, s_close);
+    CHECK_EQ_INT(ns_tcp_serve("127.0.0.1:0", f_data, &s, so, &srv), NS_OK);
+    ns_options_free(so);
+    if (!srv)
+        return;
+    o = client_opts(&cs, "ca.pem", NULL, NULL);
+    cs.buf = malloc(64);
+    cs.cap = 64;
+    addr_of(srv, "localhost", addr, sizeof addr);
+    CHECK_EQ_INT(ns_tcp_connect(addr, c_data, &cs, o, &c), NS_OK);
+    /* two lines in one send, one cut over two sends: three messages back */
+    CHECK_EQ_INT(ns_client_send(c, "one\ntwo\nthr", 11), NS_OK);
+    CHECK_EQ_INT(ns_client_send(c, "ee\n", 3), NS_OK);
+    WAIT_FOR(cgot(&cs) == 14, 5000);
+    CHECK(cs.buf && memcmp(cs.buf, "one\ntwo\nthree\n", 14) == 0);
+    /* a line over max_frame closes the connection with NS_ERR_LIMIT, counted */
+    memset(big, 'x', sizeof big);
+    CHECK_EQ_INT(ns_client_send(c, big, sizeof big), NS_OK);
+    WAIT_FOR(sget(&s, &s.closes) == 1, 5000);
+    CHECK_EQ_INT(sget(&s, &s.last_reason), NS_ERR_LIMIT);
+    CHECK_EQ_INT(server_stats(srv).frames_too_large, 1);
+    ns_client_free(c);
+    free(cs.buf);
+    ns_options_free(o);
+    ns_server_free(srv);
+}
+
 /* ---- a TLS peer that never reads ----------------------------------------------------------- */
 
 #define MAXWB (512u * 1024u)
@@ -688,6 +775,8 @@ int main(void)
     test_verification();
     test_mutual();
     test_bad_peers();
+    test_client_timeout();
+    test_framing();
     test_never_reads();
     test_churn();
     snprintf(cmd, sizeof cmd, "rm -rf %s", certs);
