@@ -194,12 +194,16 @@ impl Session {
     /// Seals `parts` as one piece of plaintext (before the handshake is done, rustls keeps
     /// it until then).
     pub fn write_plain(&mut self, parts: &[&[u8]]) -> Result<()> {
-        let slices: Vec<io::IoSlice<'_>> = parts.iter().map(|p| io::IoSlice::new(p)).collect();
         let total: usize = parts.iter().map(|p| p.len()).sum();
         let mut done = 0;
         while done < total {
-            let n = match done {
-                0 => self.conn.writer().write_vectored(&slices),
+            let n = match (done, parts) {
+                // One part (`ns_conn_send`): sealed without gathering anything first.
+                (0, [one]) => self.conn.writer().write(one),
+                (0, _) => {
+                    let slices: Vec<io::IoSlice<'_>> = parts.iter().map(|p| io::IoSlice::new(p)).collect();
+                    self.conn.writer().write_vectored(&slices)
+                }
                 _ => self.conn.writer().write(&parts.concat()[done..]),
             }
             .map_err(|e| Error::Tls(format!("cannot seal output: {e}").into()))?;
