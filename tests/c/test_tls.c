@@ -17,7 +17,7 @@
  *  - line framing and max_frame apply to the plaintext (NS_ERR_LIMIT, frames_too_large);
  *  - bad peers on plain sockets: plaintext, garbage records, half a ClientHello then silence
  *    (closed at the handshake timeout, which is connect_timeout_ms on servers too): each a
- *    clean close, no callback, counted;
+ *    clean close, no callback, counted, logged at NS_LOG_INFO;
  *  - a TLS peer that never reads: the server's queue stays within max_write_buffer (sends
  *    past it are NS_ERR_LIMIT), memory bounded;
  *  - churn: NS_TLS_CHURN (default 10,000; 2,000 under ASan, 150 under valgrind) full
@@ -539,6 +539,19 @@ static size_t client_hello(uint8_t *out, size_t cap)
     return got;
 }
 
+/* Log lines at NS_LOG_INFO that name a failed TLS handshake. */
+static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
+static int tls_log_lines;
+
+static void on_log(int level, const char *msg)
+{
+    if (level == NS_LOG_INFO && strstr(msg, "TLS handshake") != NULL) {
+        pthread_mutex_lock(&log_lock);
+        tls_log_lines++;
+        pthread_mutex_unlock(&log_lock);
+    }
+}
+
 static void test_bad_peers(void)
 {
     srv_state s;
@@ -551,6 +564,7 @@ static void test_bad_peers(void)
     SECTION("bad peers: plaintext, garbage records, half a ClientHello");
     if (!srv)
         return;
+    CHECK_EQ_INT(ns_set_log(on_log, NS_LOG_INFO), NS_OK);
     {
         char a[64];
         addr_of(srv, "", a, sizeof a);
@@ -575,6 +589,9 @@ static void test_bad_peers(void)
     CHECK(took >= 400 && took < 3000);
 
     WAIT_FOR(server_stats(srv).tls_failures == 4, 3000);
+    CHECK_EQ_INT(ns_set_log(NULL, NS_LOG_OFF), NS_OK);
+    /* each failure logged at NS_LOG_INFO */
+    CHECK_EQ_INT(locked_int(&log_lock, &tls_log_lines), 4);
     CHECK_EQ_INT(server_stats(srv).accepted, 0);
     CHECK_EQ_INT(sget(&s, &s.opens), 0);
     CHECK_EQ_INT(sget(&s, &s.closes), 0);
