@@ -22,7 +22,7 @@ EXAMPLES := $(patsubst examples-c/%.c,$(BUILD)/%,$(wildcard examples-c/*.c))
 CTESTS   := $(patsubst tests/c/%.c,$(BUILD)/tests/%,$(wildcard tests/c/test_*.c))
 
 .PHONY: all lib demo test test-rust test-c test-python test-readme test-header test-install test-soak \
-        test-peers check-header install uninstall clean
+        test-peers check-header install uninstall clean openssl-cli
 
 all: lib $(EXAMPLES)
 
@@ -51,6 +51,14 @@ demo: all
 # also run built with ASan/UBSan and under valgrind (tests/hardening.mk), and a short soak.
 test: check-header test-header test-rust test-python test-readme test-install test-soak test-peers test-hardening test-c
 
+# The TLS tests make their certificates with the openssl CLI (tests/tls/certs.sh) and talk to
+# openssl s_client / s_server: Debian's openssl, installed here if missing.
+openssl-cli:
+	@command -v openssl >/dev/null || { echo "installing openssl"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl) >/dev/null; }
+
+test-c test-python test-peers test-asan test-valgrind test-valgrind-all: openssl-cli
+
 test-soak: $(BUILD)/soak
 	$(BUILD)/soak 5
 
@@ -62,10 +70,12 @@ test-c: $(CTESTS)
 
 # The RESP and DNS examples against clients nobody here wrote: redis-cli and redis-benchmark
 # (Debian's redis-tools), dig (bind9-dnsutils); the listener and PROXY examples against
-# systemd-socket-activate (systemd) and HAProxy (haproxy); each package installed only if its
-# tools are missing (PEERS_VALGRIND=1: the RESP and DNS servers under valgrind).
+# systemd-socket-activate (systemd) and HAProxy (haproxy); the TLS examples against openssl
+# s_client/s_server and Python's ssl; each package installed only if its tools are missing
+# (PEERS_VALGRIND=1: the servers under valgrind).
 test-peers: $(BUILD)/resp_server $(BUILD)/dns_server $(BUILD)/echo_server $(BUILD)/udp_server \
-		$(BUILD)/prefork_server $(BUILD)/proxied_server $(BUILD)/restart_server
+		$(BUILD)/prefork_server $(BUILD)/proxied_server $(BUILD)/restart_server \
+		$(BUILD)/tls_echo_server $(BUILD)/tls_client
 	@command -v redis-cli >/dev/null && command -v redis-benchmark >/dev/null || { \
 		echo "test-peers: installing redis-tools"; \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-tools) >/dev/null; }

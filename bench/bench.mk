@@ -1,4 +1,5 @@
-# The benchmark of netsock against a libuv and a raw-epoll echo server (bench/README.md).
+# The benchmark of netsock against a libuv and a raw-epoll echo server, redis-server, and an
+# epoll + OpenSSL TLS echo server (bench/README.md).
 # Included by the top-level Makefile; not part of `make test`.
 #
 #   make bench                      the scenarios, 5 interleaved rounds (BENCH_ROUNDS=n to change)
@@ -16,7 +17,8 @@ BENCH_PYTHON ?= python3
 BENCH_CWARN  := -O2 -g -std=gnu11 -Wall -Wextra -Werror
 BENCH_CFLAGS := $(BENCH_CWARN) -Iinclude
 BENCH_BINS   := $(BENCH_OUT)/loadgen $(BENCH_OUT)/epoll_echo $(BENCH_OUT)/uv_echo $(BENCH_OUT)/ns_echo \
-                $(BENCH_OUT)/uv_timers $(BENCH_OUT)/ns_timers $(BUILD)/resp_server
+                $(BENCH_OUT)/uv_timers $(BENCH_OUT)/ns_timers $(BUILD)/resp_server \
+                $(BENCH_OUT)/tls_loadgen $(BENCH_OUT)/ns_tls_echo $(BENCH_OUT)/ossl_tls_echo $(BENCH_OUT)/certs/server.pem
 # The workers scenarios (issue 18): netsock's blocking handlers, and the classic server in C.
 BENCH_BINS   += $(BENCH_OUT)/ns_work $(BENCH_OUT)/tpc_server
 
@@ -28,7 +30,7 @@ ifneq ($(strip $(BENCH_BASE)),)
 BENCH_BINS   += $(BENCH_OUT)/ns_echo_base
 endif
 
-.PHONY: bench bench-build bench-deps bench-redis bench-syscalls bench-instructions bench-base-lib
+.PHONY: bench bench-build bench-deps bench-redis bench-openssl bench-syscalls bench-instructions bench-base-lib
 
 bench: bench-build bench-redis
 	BENCH_BASE='$(strip $(BENCH_BASE))' $(BENCH_PYTHON) bench/run.py $(BENCH_OUT)
@@ -55,6 +57,29 @@ bench-redis:
 		echo "bench: installing redis-server"; \
 		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server; }
 	@command -v redis-server >/dev/null || { echo "bench: redis-server is missing"; exit 1; }
+
+# OpenSSL for the TLS reference server and the TLS load generator: Debian's libssl-dev (and the
+# openssl CLI for the certificate), installed once if missing.
+bench-openssl:
+	@pkg-config --exists openssl 2>/dev/null && command -v openssl >/dev/null || { \
+		echo "bench: installing libssl-dev and openssl"; \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y libssl-dev openssl; }
+
+$(BENCH_OUT)/tls_loadgen: bench/tls_loadgen.c | bench-openssl
+	@mkdir -p $(BENCH_OUT)
+	$(CC) $(BENCH_CFLAGS) -pthread $< -o $@ $$(pkg-config --libs openssl)
+
+$(BENCH_OUT)/ossl_tls_echo: bench/ossl_tls_echo.c | bench-openssl
+	@mkdir -p $(BENCH_OUT)
+	$(CC) $(BENCH_CFLAGS) $< -o $@ $$(pkg-config --libs openssl)
+
+$(BENCH_OUT)/ns_tls_echo: bench/ns_tls_echo.c lib
+	@mkdir -p $(BENCH_OUT)
+	$(CC) $(BENCH_CFLAGS) $< -o $@ -L$(BUILD) -Wl,-rpath,'$$ORIGIN/..' -lnetsock -lpthread
+
+# The TLS scenarios' ECDSA P-256 certificate, the same for netsock and OpenSSL.
+$(BENCH_OUT)/certs/server.pem: tests/tls/certs.sh | bench-openssl
+	sh tests/tls/certs.sh $(BENCH_OUT)/certs
 
 $(BENCH_OUT)/loadgen: bench/loadgen.c
 	@mkdir -p $(BENCH_OUT)

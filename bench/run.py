@@ -16,6 +16,13 @@ with --save '' --appendonly no), each pinned to core 1: PING (inline and multibu
 server's utime+stime is read from /proc/PID/stat around each run: server CPU per request, the
 figure the issue's goal (<= 1.0x redis-server) is about.
 
+The TLS scenarios (tls-handshake, tls-pp-64, tls-stream; BENCH_ONLY=tls names all three) run
+bench/tls_loadgen (OpenSSL clients on threads, pinned to core 0) against bench/ns_tls_echo
+(netsock with rustls, provider ring) and bench/ossl_tls_echo (a minimal epoll + OpenSSL echo
+server, the reference), each pinned to core 1, with the same ECDSA P-256 certificate
+(BUILD_DIR/certs, made by tests/tls/certs.sh): server CPU per full handshake (no resumption),
+per 64 B request over 50 persistent connections, and per GB streamed.
+
 The 64 B ping-pongs (TCP and UDP) and the loops scenario (one loop against two on the server's
 one core) judge differences of a few percent, below the noise of single runs (this VM moves
 between a fast and a slow state within seconds), so they run differently: their servers are
@@ -36,14 +43,15 @@ Environment:
     BENCH_KEPT_ROUNDS=n rounds of the scenarios whose servers are kept up (tcp-pp-64,
                         tcp-pp-64-loops, udp-pp-64) (default 40; quick 3)
     BENCH_ONLY=a,b      only these scenarios (tcp-pp-64, tcp-pp-64-loops, tcp-pp-4k, tcp-stream,
-                        udp-pp-64, churn, idle, timers, conn-timers, resp-p1, resp-p16); `timers` also
-                        names both timer scenarios (timers and conn-timers), `resp` both RESP ones;
+                        udp-pp-64, churn, idle, timers, conn-timers, resp-p1, resp-p16, tls-handshake,
+                        tls-pp-64, tls-stream); `timers` also names both timer scenarios (timers and
+                        conn-timers), `resp` both RESP ones, `tls` the three TLS ones;
                         `workers` names workers-block-100, workers-block-1000, workers-pp50
     BENCH_WORKERS=n     worker threads of netsock in the workers-block scenarios (default 16)
     BENCH_WORK_BLOCK_MS=ms  how long their handler blocks per request (default 10)
     BENCH_WORK_SPIN_US=us   CPU time per message of workers-pp50's handler (default 50)
     BENCH_SERVERS=a,b   only these servers (netsock, netsock-thr, netsock-2t, netsock-rp-2t, libuv,
-                        epoll, epoll-2t, netsock-base, redis-server)
+                        epoll, epoll-2t, netsock-base, redis-server, openssl)
     BENCH_BASE=rev      (set by `make bench BENCH_BASE=rev`, which builds BUILD_DIR/ns_echo_base
                         against netsock at that git revision) adds the server netsock-base to
                         tcp-pp-64, tcp-pp-4k, tcp-stream and udp-pp-64, interleaved as netsock
@@ -98,7 +106,12 @@ ADDR = "127.0.0.1:0"
 BASE = os.environ.get("BENCH_BASE", "").strip()
 
 BIN = {name: os.path.join(OUT, name) for name in ("loadgen", "ns_echo", "uv_echo", "epoll_echo", "ns_timers",
-                                                   "uv_timers", "ns_work", "tpc_server") + (("ns_echo_base",) if BASE else ())}
+                                                   "uv_timers", "ns_work", "tpc_server", "tls_loadgen", "ns_tls_echo", "ossl_tls_echo")
+       + (("ns_echo_base",) if BASE else ())}
+# The TLS scenarios' certificate and key (ECDSA P-256), the same for every server.
+CERT, KEY = os.path.join(OUT, "certs", "server.pem"), os.path.join(OUT, "certs", "server.key")
+TLS_SERVERS = {"netsock": lambda proto: [BIN["ns_tls_echo"], ADDR, CERT, KEY],
+               "openssl": lambda proto: [BIN["ossl_tls_echo"], ADDR, CERT, KEY]}
 
 # Servers: how to start each for a protocol.
 SERVERS = {
@@ -113,7 +126,7 @@ SERVERS = {
 if BASE:
     SERVERS["netsock-base"] = lambda proto: [BIN["ns_echo_base"], proto, ADDR, "1", "wait"]
 # The references, and how a netsock cell names its ratio to each.
-REFS = {"libuv": "uv", "epoll": "ep", "redis-server": "redis", "tpc": "tpc"}
+REFS = {"libuv": "uv", "epoll": "ep", "redis-server": "redis", "tpc": "tpc", "openssl": "ossl"}
 
 # Issue 18's workers scenarios: a handler that blocks WORK_BLOCK_MS per request (the classic
 # server's protocol: one request per connection, "ACK!", close) on netsock with WORKERS worker
@@ -185,6 +198,16 @@ SCENARIOS = [
          conns=TIMER_CONNS, size=64, servers=["netsock", "libuv"], warmup=TIMER_WARMUP,
          cmd={"netsock": lambda proto: [BIN["ns_timers"], "conn", ADDR, "timer"],
               "libuv": lambda proto: [BIN["uv_timers"], "conn", ADDR, "timer"]}),
+    # Issue 14: TLS, netsock (rustls) against a minimal epoll + OpenSSL server.
+    dict(name="tls-handshake", group="tls", title="TLS: full handshakes (no resumption), 4 clients, each "
+         "with a 1 B echo and close_notify", proto="tcp", mode="tls-handshake", conns=4, size=1,
+         servers=["netsock", "openssl"], cmd=TLS_SERVERS, loadgen=BIN["tls_loadgen"]),
+    dict(name="tls-pp-64", group="tls", title="TLS ping-pong, 50 persistent conns x 64 B", proto="tcp",
+         mode="tls-pingpong", conns=50, size=64, servers=["netsock", "openssl"], cmd=TLS_SERVERS,
+         loadgen=BIN["tls_loadgen"]),
+    dict(name="tls-stream", group="tls", title="TLS streaming, 4 conns x 64 KiB echoed", proto="tcp",
+         mode="tls-stream", conns=4, size=65536, servers=["netsock", "openssl"], cmd=TLS_SERVERS,
+         loadgen=BIN["tls_loadgen"]),
 ]
 
 # The base revision runs beside netsock (right after it in the rotation of each round).
@@ -197,7 +220,7 @@ if BASE:
 
 SERVERS_ONLY = [x for x in os.environ.get("BENCH_SERVERS", "").split(",") if x]
 if SERVERS_ONLY:
-    unknown = set(SERVERS_ONLY) - set(SERVERS) - {"redis-server"}
+    unknown = set(SERVERS_ONLY) - set(SERVERS) - {"redis-server", "openssl"}
     if unknown:
         sys.exit(f"bench: unknown server(s) in BENCH_SERVERS: {', '.join(sorted(unknown))}")
     for sc in SCENARIOS:
@@ -410,7 +433,7 @@ def run_one(sc, server, running=None):
     p, port = running or start_server(server, sc["proto"], sc)
     window, warmup = (KEPT_WINDOW, KEPT_WARMUP) if running else (WINDOW, sc.get("warmup", WARMUP))
     try:
-        cmd = ["taskset", "-c", LOADGEN_CPU, BIN["loadgen"], sc["mode"], "--host", "127.0.0.1",
+        cmd = ["taskset", "-c", LOADGEN_CPU, sc.get("loadgen", BIN["loadgen"]), sc["mode"], "--host", "127.0.0.1",
                "--port", str(port), "--conns", str(sc["conns"]), "--size", str(sc["size"]), "--pid", str(p.pid)]
         if sc["mode"] == "idle":
             cmd += ["--duration", "60", "--settle", "0.5"]
@@ -626,6 +649,9 @@ METRICS = {
     "resp": [("cpu_us_per_req", "server CPU us/req", 2, False), ("cpu_us_ping", "of it PING", 2, False),
              ("cpu_us_set", "SET", 2, False), ("cpu_us_get", "GET", 2, False), ("rps", "req/s", 0, True),
              ("p99_ms", "worst p99 ms", 2, False)],
+    "tls-handshake": [("hps", "handshakes/s", 0, True), ("cpu_us_per_handshake", "server CPU us/handshake", 1, False)],
+    "tls-pingpong": [("rps", "req/s", 0, True), ("cpu_us_per_req", "server CPU us/req", 2, False)],
+    "tls-stream": [("mbps", "MB/s", 0, True), ("cpu_ms_per_gb", "server CPU ms/GB", 0, False)],
     "timers": [("fires_per_s", "fires/s", 0, True), ("cpu_ns_per_fire", "CPU ns/fire", 1, False),
                ("user_ns_per_fire", "of it user ns/fire", 1, False), ("b_per_timer", "B/armed timer", 1, False),
                ("sleeps_per_s", "loop sleeps/s", 0, False)],
@@ -658,6 +684,9 @@ TARGETS = [
     ("workers-block-100", "rps", "tpc", f"netsock_w{WORKERS}", 1.11),
     ("workers-block-1000", "srv_hwm_kb", f"netsock_w{WORKERS}", "tpc", None),
     ("workers-pp50", "cpu_us_per_req", "netsock_w1", "netsock_w0", 1.05),
+    ("tls-handshake", "cpu_us_per_handshake", "netsock", "openssl", 1.00),
+    ("tls-pp-64", "cpu_us_per_req", "netsock", "openssl", 1.00),
+    ("tls-stream", "cpu_ms_per_gb", "netsock", "openssl", 1.00),
 ]
 if BASE:
     # No regression against the base revision: its ratio and spread, judged by the reader

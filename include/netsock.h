@@ -65,7 +65,7 @@
  * The lowest result code: every code lies in `NS_RESULT_MIN` to 0, with no gap (for range
  * checks, which then need no list of their own).
  */
-#define NS_RESULT_MIN -13
+#define NS_RESULT_MIN -14
 
 /**
  * The longest v1 header, CRLF included (proxy-protocol.txt, 2.1).
@@ -138,6 +138,11 @@ typedef enum ns_result {
    * A call made where it cannot work, such as `ns_server_wait()` inside that server's callback.
    */
   NS_ERR_MISUSE = -13,
+  /**
+   * A TLS failure: a bad certificate or key (at configuration time), a failed handshake or
+   * verification, a TLS alert; `ns_last_error()` names the reason.
+   */
+  NS_ERR_TLS = -14,
 } ns_result;
 
 /**
@@ -240,6 +245,17 @@ typedef struct ns_options ns_options;
 typedef struct ns_server ns_server;
 
 /**
+ * A TLS configuration: a server's certificate and key, or a client's trusted roots, with
+ * ALPN and mutual-TLS settings. Made by `ns_tls_server_new()`, `ns_tls_server_new_pem()` or
+ * `ns_tls_client_new()`, set up with the `ns_tls_set_*()` functions, given to servers and
+ * clients with `ns_options_set_tls()`, and freed by `ns_tls_free()` (at once if you like:
+ * options, servers and clients keep what they need). TLS 1.2 and 1.3 with rustls's safe
+ * defaults (crypto provider `ring`). Not thread-safe while being set up: use one `ns_tls`
+ * from one thread at a time; once given to options it is never changed by netsock.
+ */
+typedef struct ns_tls ns_tls;
+
+/**
  * Called on a connection's loop thread with the connection in hand (`ns_server_post()`,
  * `ns_client_post()`), or with `conn` NULL if the connection ended before the task could run
  * (so that `user` can be freed). `conn` is borrowed for the call only.
@@ -256,8 +272,10 @@ typedef void (*ns_task_cb)(void *user);
  * `reason` is `NS_OK` for an orderly close (the peer's end-of-stream, or `ns_conn_close()` after
  * the queue was flushed); `NS_ERR_RESET` or `NS_ERR_IO` for a failure; `NS_ERR_TIMEOUT` for the
  * idle timeout; `NS_ERR_LIMIT` for a message over the frame limit; `NS_ERR_PANIC` for a caught
- * panic; `NS_ERR_STOPPED` when the server stops or the client is freed. Sends from here return
- * `NS_ERR_CLOSED`.
+ * panic; `NS_ERR_STOPPED` when the server stops or the client is freed; with TLS
+ * (`ns_options_set_tls()`), `NS_ERR_TLS` for an alert or a failed handshake or verification
+ * (a client's; a server's connection that never opened gets no callback), and `NS_ERR_CLOSED`
+ * for a TCP end without close_notify. Sends from here return `NS_ERR_CLOSED`.
  */
 typedef void (*ns_close_cb)(struct ns_conn *conn, int reason, void *user);
 
@@ -362,6 +380,15 @@ typedef struct ns_stats {
    * now; 0 without workers.
    */
   uint64_t worker_queued;
+  /**
+   * TLS handshakes completed (each then got `on_open`).
+   */
+  uint64_t tls_handshakes;
+  /**
+   * TLS connections that failed before `on_open`: a failed, refused or timed-out handshake
+   * (a server's get no callback at all; each is logged at `NS_LOG_INFO`).
+   */
+  uint64_t tls_failures;
 } ns_stats;
 
 /**
@@ -437,6 +464,14 @@ int ns_client_send(struct ns_client *client, const void *data, size_t len);
  * `ns_conn_send_frame()` frames it (`NS_ERR_INVALID` for a message the framing cannot carry).
  */
 int ns_client_send_frame(struct ns_client *client, const void *data, size_t len);
+
+/**
+ * Writes the ALPN protocol agreed on in the handshake as NUL-terminated text into `buf` of
+ * `cap` bytes: "" without TLS or ALPN. `NS_OK`; `NS_ERR_TRUNCATED` (nothing written) if it
+ * does not fit (256 bytes fit any); `NS_ERR_INVALID` for NULL. Loop thread only (inside a
+ * callback).
+ */
+int ns_conn_alpn(const struct ns_conn *conn, char *buf, size_t cap);
 
 /**
  * Closes the connection once everything queued so far has been written; `on_close` follows
@@ -518,6 +553,15 @@ int ns_conn_send_frame(struct ns_conn *conn, const void *data, size_t len);
  * been called (from any thread). Loop thread only (inside a callback).
  */
 struct ns_server *ns_conn_server(const struct ns_conn *conn);
+
+/**
+ * Writes the host name a TLS client asked this server for (SNI) as NUL-terminated text into
+ * `buf` of `cap` bytes: "" if it sent none (an IP address is never sent as SNI), without
+ * TLS, and on a client's connection. `NS_OK`; `NS_ERR_TRUNCATED` (nothing written) if it does
+ * not fit (256 bytes fit any); `NS_ERR_INVALID` for NULL. Loop thread only (inside a
+ * callback).
+ */
+int ns_conn_server_name(const struct ns_conn *conn, char *buf, size_t cap);
 
 /**
  * Arms the connection's one timer: `on_timer` (`ns_options_set_on_timer()`) runs on its loop
@@ -787,6 +831,26 @@ int ns_options_set_run_in_wait(struct ns_options *opts, int on);
 int ns_options_set_threads(struct ns_options *opts, size_t threads);
 
 /**
+ * Makes servers and clients started with these options speak TLS with `tls` as it is now
+ * (built here: later `ns_tls_set_*()` calls do not reach these options; NULL turns TLS off).
+ * A server's connections get `on_open` once their handshake is done; one that fails or does
+ * not finish within the connect timeout (`ns_options_set_connect_timeout_ms()`, on servers
+ * too) gets no callback at all, is counted in `tls_failures` of `ns_stats` and logged at
+ * `NS_LOG_INFO`. A client (`ns_tcp_connect()` returns `NS_ERR_TLS` or `NS_ERR_TIMEOUT`;
+ * `ns_tcp_connect_async()` calls `on_close` with it, without `on_open`) fails the same way.
+ * With TLS 1.3 a server refusing the client's certificate is known only after the
+ * client's handshake is done: the client gets `on_open`, then `on_close(NS_ERR_TLS)`.
+ * `ns_conn_close()` sends close_notify; the peer's close_notify is an orderly end
+ * (`NS_OK`), and its TCP end without one after the handshake is `NS_ERR_CLOSED`. Callbacks
+ * see plaintext; framing, limits and backpressure apply to it as without TLS (the write
+ * buffer counts the sealed bytes waiting for the socket; `bytes_in` and `bytes_out` of
+ * `ns_stats` count the bytes on the wire). `NS_ERR_INVALID` for NULL `opts`; a server given a
+ * client's configuration or the reverse fails to start with `NS_ERR_INVALID`. Any thread,
+ * one at a time per `ns_options` and per `ns_tls`.
+ */
+int ns_options_set_tls(struct ns_options *opts, const struct ns_tls *tls);
+
+/**
  * With `workers` > 0, a TCP server's (or client's) `on_open`, `on_data`, `on_drain`,
  * `on_timer` and `on_close` run on a pool of `workers` threads of its own instead of the loop
  * thread, so a handler may block (on a file, a database, a slow computation) without stalling
@@ -980,7 +1044,9 @@ const char *ns_strerror(int code);
  * `ns_options_set_loop()`, or one of its own. `on_data` (required) and the callbacks of `opts`
  * run on that loop thread with `user`, with the framing, limits and timeouts of `opts`, as for
  * a server's connections; `on_open` runs first. The client is written to `*out` on success.
- * `NS_ERR_REFUSED`, `NS_ERR_TIMEOUT`, `NS_ERR_ADDR` when connecting fails. A closed client
+ * `NS_ERR_REFUSED`, `NS_ERR_TIMEOUT`, `NS_ERR_ADDR` when connecting fails. With TLS
+ * (`ns_options_set_tls()`), the handshake is done before this returns, within the same
+ * timeout: `NS_ERR_TLS` if it fails (the reason in `ns_last_error()`). A closed client
  * stays closed unless `ns_options_set_reconnect()` says otherwise (or free it and connect
  * again). Blocks: inside a loop callback, use `ns_tcp_connect_async()`.
  */
@@ -991,7 +1057,8 @@ int ns_tcp_connect(const char *addr, ns_data_cb on_data, void *user, const struc
  * loop, within the connect timeout of `opts`, trying each address of a name in turn (a name
  * is resolved on a thread of netsock's, never on a loop thread). Then `on_open` runs; or, if it
  * fails, `on_close(conn, NS_ERR_REFUSED | NS_ERR_TIMEOUT | NS_ERR_ADDR)` runs with no `on_open`
- * before it. Only text that cannot be parsed fails at once (`NS_ERR_ADDR`). Sends before
+ * before it. With TLS, `on_open` waits for the handshake (within another connect timeout),
+ * and a failed one is `on_close(conn, NS_ERR_TLS | NS_ERR_TIMEOUT)` without `on_open`. Only text that cannot be parsed fails at once (`NS_ERR_ADDR`). Sends before
  * `on_open` return `NS_ERR_CLOSED`. The client is written to `*out` on success; free it with
  * `ns_client_free()` as usual. Any thread, callbacks included (a proxy opening its upstream).
  */
@@ -1072,6 +1139,66 @@ int ns_timer_start(struct ns_loop *lp, uint32_t after_ms, uint32_t repeat_ms, ns
  * Any thread.
  */
 int ns_timer_stop(struct ns_loop *lp, uint64_t timer_id);
+
+/**
+ * A client's TLS configuration trusting the CA certificates of the PEM file `ca_pem_file`,
+ * or with NULL the system's roots (/etc/ssl/certs, or SSL_CERT_FILE / SSL_CERT_DIR). A
+ * client connecting with it sends the host of its address as SNI and checks the server's
+ * certificate against it (an IP address against the certificate's IP addresses; ":port"
+ * against "localhost"). Written to `*out` on success; free it with `ns_tls_free()`.
+ * `NS_ERR_TLS` for a file that cannot be read or holds no usable certificate, or no system
+ * roots. Any thread.
+ */
+int ns_tls_client_new(const char *ca_pem_file, struct ns_tls **out);
+
+/**
+ * Frees a configuration. Options, servers and clients it was given to keep working: they
+ * hold their own reference to what was built from it. NULL is a no-op. Any thread, once no
+ * other call on it runs.
+ */
+void ns_tls_free(struct ns_tls *tls);
+
+/**
+ * A server's TLS configuration from PEM files: `cert_pem_file` holds the certificate chain
+ * (leaf first), `key_pem_file` its private key (PKCS#8, PKCS#1 or SEC1). Written to `*out` on
+ * success; free it with `ns_tls_free()`. `NS_ERR_TLS` for a file that cannot be read, holds
+ * no certificate or key, or a key that does not match the certificate (`ns_last_error()`
+ * says which); `NS_ERR_INVALID` for NULL. Any thread.
+ */
+int ns_tls_server_new(const char *cert_pem_file, const char *key_pem_file, struct ns_tls **out);
+
+/**
+ * Like `ns_tls_server_new()`, from PEM text in memory: `cert_len` bytes at `cert_pem` and
+ * `key_len` bytes at `key_pem` (copied: free them when this returns). Any thread.
+ */
+int ns_tls_server_new_pem(const uint8_t *cert_pem, size_t cert_len, const uint8_t *key_pem, size_t key_len, struct ns_tls **out);
+
+/**
+ * Sets the ALPN protocols, comma-separated in order of preference ("h2,http/1.1"): offered
+ * by a client, chosen from by a server (a client that offers protocols, none of them these,
+ * fails its handshake with the no_application_protocol alert; one that offers none is
+ * served without ALPN). "" clears them. Read the outcome with `ns_conn_alpn()`.
+ * `NS_ERR_INVALID` for NULL or a protocol over 255 bytes. Applies to options set after.
+ * Any thread, one at a time per `ns_tls`.
+ */
+int ns_tls_set_alpn(struct ns_tls *tls, const char *protocols);
+
+/**
+ * Server only: requires every client to present a certificate that chains to a CA of the
+ * PEM file `ca_pem_file` (mutual TLS); a client without one fails its handshake.
+ * `NS_ERR_TLS` for an unreadable file or no usable certificate; `NS_ERR_INVALID` for NULL or
+ * a client's configuration. Applies to options set after. Any thread, one at a time per
+ * `ns_tls`.
+ */
+int ns_tls_set_client_ca(struct ns_tls *tls, const char *ca_pem_file);
+
+/**
+ * Client only: the certificate chain and key (PEM files) to present when a server asks for
+ * one (mutual TLS). `NS_ERR_TLS` for unreadable files, no certificate or key, or a key that
+ * does not match; `NS_ERR_INVALID` for NULL or a server's configuration. Applies to options
+ * set after. Any thread, one at a time per `ns_tls`.
+ */
+int ns_tls_set_client_cert(struct ns_tls *tls, const char *cert_pem_file, const char *key_pem_file);
 
 /**
  * Sends one datagram of `len` bytes from `data` (copied) from the UDP server's socket to `to`

@@ -46,6 +46,9 @@ pub enum Error {
     /// A call made where it cannot work, such as waiting for a server inside its own callback.
     #[error("misuse: {0}")]
     Misuse(Detail),
+    /// A TLS failure: a bad certificate or key, a failed handshake or verification, an alert.
+    #[error("TLS: {0}")]
+    Tls(Detail),
     /// Any other operating-system error.
     #[error("{context}: {source}")]
     Io {

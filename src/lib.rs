@@ -30,6 +30,11 @@ mod socket;
 pub mod stats;
 mod sys;
 pub mod tcp_client;
+pub mod tls_config;
+
+/// The TLS layer's glue between socket bytes and rustls, for the fuzz target.
+#[doc(hidden)]
+pub use handles::tls::{Input as TlsInput, Session as TlsSession};
 
 pub use error::{Error, Result};
 pub use framing::Framing;

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use crate::framing::Framing;
+use crate::tls_config::TlsConfig;
 
 /// Settings of a server, a client connection, or a shared loop.
 #[derive(Debug, Clone)]
@@ -49,6 +50,9 @@ pub struct Options {
     /// (per server, or per client connection) instead of the loop thread, so they may block;
     /// each connection's callbacks still run one at a time, in order.
     pub workers: usize,
+    /// TLS on the connections (a server's or a client's configuration, [`TlsConfig`]); the
+    /// handshake must finish within `connect_timeout`, on servers too.
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for Options {
@@ -72,6 +76,7 @@ impl Default for Options {
             reuseport: false,
             proxy_protocol: false,
             workers: 0,
+            tls: None,
         }
     }
 }

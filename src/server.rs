@@ -136,6 +136,9 @@ impl Server {
         if self.kind != Type::STREAM {
             return Err(Error::Invalid("not a TCP server".into()));
         }
+        if self.opts.tls.as_ref().is_some_and(|t| !t.is_server()) {
+            return Err(Error::Invalid("a server needs a server TLS configuration".into()));
+        }
         let inet = self.bound.local.as_socket().is_some();
         let loops = self.group.loops.len();
         let app: Arc<dyn TcpHandler> = Arc::new(handler);

@@ -40,6 +40,8 @@ pub(crate) struct LoopStats {
     pub(crate) frames_too_large: Counter,
     pub(crate) timeouts: Counter,
     pub(crate) proxy_rejected: Counter,
+    pub(crate) tls_handshakes: Counter,
+    pub(crate) tls_failures: Counter,
 }
 
 /// A server's counters since it started.
@@ -68,6 +70,10 @@ pub struct Stats {
     pub worker_busy: u64,
     /// Connection events waiting for a worker now.
     pub worker_queued: u64,
+    /// TLS handshakes completed.
+    pub tls_handshakes: u64,
+    /// TLS connections that failed before they opened: a failed, refused or timed-out handshake.
+    pub tls_failures: u64,
 }
 
 impl Stats {
@@ -83,6 +89,8 @@ impl Stats {
             s.frames_too_large += l.frames_too_large.get();
             s.timeouts += l.timeouts.get();
             s.proxy_rejected += l.proxy_rejected.get();
+            s.tls_handshakes += l.tls_handshakes.get();
+            s.tls_failures += l.tls_failures.get();
         }
         s.active = s.accepted.saturating_sub(s.closed);
         s

@@ -110,10 +110,17 @@ pub struct Client {
 impl Client {
     /// Connects to `addr` within `opts.connect_timeout`, blocking the caller, then hands the
     /// connection to `lp` (or to a loop of its own) where `handler` runs with `opts`.
+    /// With TLS (`opts.tls`), the handshake is done here too, within the same timeout.
     pub fn connect<H: TcpHandler>(addr: &str, handler: H, opts: &Options, lp: Option<&ClientLoop>) -> Result<Client> {
         opts.framing.check()?;
+        let opts = &named_tls(opts, addr)?;
         let addr = Addr::parse(addr)?;
-        let (sock, _) = socket::connect(&addr, Deadline::after(opts.connect_timeout))?;
+        let deadline = Deadline::after(opts.connect_timeout);
+        let (sock, _) = socket::connect(&addr, deadline)?;
+        let session = match &opts.tls {
+            Some(tls) => Some(handles::tls::handshake_blocking(&sock, tls, deadline)?),
+            None => None,
+        };
         let lp = Self::loop_for(opts, lp)?;
         let group = &lp.group;
         let shared = group.pick_loop();
@@ -122,7 +129,7 @@ impl Client {
         let (svc, workers) = Self::service(handler, opts, inet, &lp)?;
         // Kept for reconnecting, which happens on the loop and never resolves names there.
         let _ = svc.target.set(addr.sock_addrs()?);
-        handles::adopt(group, shared, id, sock, Slot::take(&svc, 0).expect("no limit"))?;
+        handles::adopt(group, shared, id, sock, Slot::take(&svc, 0).expect("no limit"), session)?;
         Ok(Client {
             group: lp.group,
             _owner: lp.owner,
@@ -143,6 +150,7 @@ impl Client {
         lp: Option<&ClientLoop>,
     ) -> Result<Client> {
         opts.framing.check()?;
+        let opts = &named_tls(opts, addr)?;
         let parsed = Addr::parse_without_lookup(addr)?;
         let lp = Self::loop_for(opts, lp)?;
         let group = lp.group.clone();
@@ -253,6 +261,13 @@ impl Client {
         let max = self.svc.opts.max_write_buffer;
         handles::push_send(group, self.id, data, envelope, max)
     }
+}
+
+/// `opts` with its TLS configuration, if any, bound to the host of `addr` (its SNI and the
+/// name the server's certificate must be valid for).
+fn named_tls(opts: &Options, addr: &str) -> Result<Options> {
+    let tls = opts.tls.as_ref().map(|t| t.for_address(addr)).transpose()?;
+    Ok(Options { tls, ..opts.clone() })
 }
 
 impl Drop for Client {

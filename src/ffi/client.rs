@@ -280,7 +280,9 @@ pub extern "C" fn ns_options_set_loop(opts: *mut ns_options, lp: *const ns_loop)
 /// `ns_options_set_loop()`, or one of its own. `on_data` (required) and the callbacks of `opts`
 /// run on that loop thread with `user`, with the framing, limits and timeouts of `opts`, as for
 /// a server's connections; `on_open` runs first. The client is written to `*out` on success.
-/// `NS_ERR_REFUSED`, `NS_ERR_TIMEOUT`, `NS_ERR_ADDR` when connecting fails. A closed client
+/// `NS_ERR_REFUSED`, `NS_ERR_TIMEOUT`, `NS_ERR_ADDR` when connecting fails. With TLS
+/// (`ns_options_set_tls()`), the handshake is done before this returns, within the same
+/// timeout: `NS_ERR_TLS` if it fails (the reason in `ns_last_error()`). A closed client
 /// stays closed unless `ns_options_set_reconnect()` says otherwise (or free it and connect
 /// again). Blocks: inside a loop callback, use `ns_tcp_connect_async()`.
 #[unsafe(no_mangle)]
@@ -300,7 +302,8 @@ pub extern "C" fn ns_tcp_connect(
 /// loop, within the connect timeout of `opts`, trying each address of a name in turn (a name
 /// is resolved on a thread of netsock's, never on a loop thread). Then `on_open` runs; or, if it
 /// fails, `on_close(conn, NS_ERR_REFUSED | NS_ERR_TIMEOUT | NS_ERR_ADDR)` runs with no `on_open`
-/// before it. Only text that cannot be parsed fails at once (`NS_ERR_ADDR`). Sends before
+/// before it. With TLS, `on_open` waits for the handshake (within another connect timeout),
+/// and a failed one is `on_close(conn, NS_ERR_TLS | NS_ERR_TIMEOUT)` without `on_open`. Only text that cannot be parsed fails at once (`NS_ERR_ADDR`). Sends before
 /// `on_open` return `NS_ERR_CLOSED`. The client is written to `*out` on success; free it with
 /// `ns_client_free()` as usual. Any thread, callbacks included (a proxy opening its upstream).
 #[unsafe(no_mangle)]

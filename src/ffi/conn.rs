@@ -27,9 +27,11 @@ macro_rules! try_conn {
         }
         // SAFETY: netsock hands out pointers to a live `Conn` only for the duration of a
         // callback, and the documented rules forbid keeping them.
-        unsafe { &mut *($p as *const ns_conn).cast_mut().cast::<Conn<'_>>() }
+        unsafe { &mut *($p as *const ns_conn).cast_mut().cast::<$crate::Conn<'_>>() }
     }};
 }
+
+pub(crate) use try_conn;
 
 /// The pointer a callback receives for `c`.
 pub(crate) fn conn_ptr(c: &mut Conn<'_>) -> *mut ns_conn {

@@ -17,3 +17,4 @@ pub mod peer;
 pub mod result;
 pub mod server;
 pub mod stats;
+pub mod tls;

@@ -31,8 +31,10 @@ pub type ns_conn_timer_cb = Option<extern "C" fn(conn: *mut ns_conn, user: *mut 
 /// `reason` is `NS_OK` for an orderly close (the peer's end-of-stream, or `ns_conn_close()` after
 /// the queue was flushed); `NS_ERR_RESET` or `NS_ERR_IO` for a failure; `NS_ERR_TIMEOUT` for the
 /// idle timeout; `NS_ERR_LIMIT` for a message over the frame limit; `NS_ERR_PANIC` for a caught
-/// panic; `NS_ERR_STOPPED` when the server stops or the client is freed. Sends from here return
-/// `NS_ERR_CLOSED`.
+/// panic; `NS_ERR_STOPPED` when the server stops or the client is freed; with TLS
+/// (`ns_options_set_tls()`), `NS_ERR_TLS` for an alert or a failed handshake or verification
+/// (a client's; a server's connection that never opened gets no callback), and `NS_ERR_CLOSED`
+/// for a TCP end without close_notify. Sends from here return `NS_ERR_CLOSED`.
 pub type ns_close_cb = Option<extern "C" fn(conn: *mut ns_conn, reason: c_int, user: *mut c_void)>;
 
 /// Ways to cut a TCP byte stream into messages (`ns_options_set_framing()`).

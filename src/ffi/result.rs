@@ -40,16 +40,19 @@ pub enum ns_result {
     NS_ERR_PANIC = -12,
     /// A call made where it cannot work, such as `ns_server_wait()` inside that server's callback.
     NS_ERR_MISUSE = -13,
+    /// A TLS failure: a bad certificate or key (at configuration time), a failed handshake or
+    /// verification, a TLS alert; `ns_last_error()` names the reason.
+    NS_ERR_TLS = -14,
 }
 
 /// The lowest result code: every code lies in `NS_RESULT_MIN` to 0, with no gap (for range
 /// checks, which then need no list of their own).
-pub const NS_RESULT_MIN: c_int = -13;
+pub const NS_RESULT_MIN: c_int = -14;
 
 impl ns_result {
     /// Every code, from 0 down: the one list that `ns_strerror()`, `NS_RESULT_MIN` and the
     /// tests of the codes are checked against.
-    const ALL: [ns_result; 14] = [
+    const ALL: [ns_result; 15] = [
         ns_result::NS_OK,
         ns_result::NS_ERR_INVALID,
         ns_result::NS_ERR_ADDR,
@@ -64,6 +67,7 @@ impl ns_result {
         ns_result::NS_ERR_STOPPED,
         ns_result::NS_ERR_PANIC,
         ns_result::NS_ERR_MISUSE,
+        ns_result::NS_ERR_TLS,
     ];
 
     /// The code's name and meaning (an exhaustive match: a new code has none until written).
@@ -84,6 +88,7 @@ impl ns_result {
             NS_ERR_STOPPED => c"NS_ERR_STOPPED: server stopped",
             NS_ERR_PANIC => c"NS_ERR_PANIC: internal panic",
             NS_ERR_MISUSE => c"NS_ERR_MISUSE: call not allowed here",
+            NS_ERR_TLS => c"NS_ERR_TLS: TLS failure",
         }
     }
 }
@@ -104,6 +109,7 @@ impl From<&Error> for ns_result {
             Error::Stopped => NS_ERR_STOPPED,
             Error::Panic(_) => NS_ERR_PANIC,
             Error::Misuse(_) => NS_ERR_MISUSE,
+            Error::Tls(_) => NS_ERR_TLS,
             Error::Io { .. } => NS_ERR_IO,
         }
     }
@@ -213,7 +219,7 @@ mod tests {
         ] {
             assert!(text(ns_strerror(code as c_int)).starts_with(name));
         }
-        for garbage in [1, -14, 12345, c_int::MIN, c_int::MAX] {
+        for garbage in [1, -15, 12345, c_int::MIN, c_int::MAX] {
             assert_eq!(text(ns_strerror(garbage)), "unknown netsock result code");
         }
     }

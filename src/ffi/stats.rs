@@ -41,6 +41,11 @@ pub struct ns_stats {
     /// Connection events (an open, a message, a drain, a timer, a close) waiting for a worker
     /// now; 0 without workers.
     pub worker_queued: u64,
+    /// TLS handshakes completed (each then got `on_open`).
+    pub tls_handshakes: u64,
+    /// TLS connections that failed before `on_open`: a failed, refused or timed-out handshake
+    /// (a server's get no callback at all; each is logged at `NS_LOG_INFO`).
+    pub tls_failures: u64,
 }
 
 /// Writes `stats` into the caller's struct, no more than its `size` says.
@@ -68,6 +73,8 @@ pub(crate) fn fill(out: *mut ns_stats, stats: &Stats) -> crate::Result<()> {
         proxy_rejected: stats.proxy_rejected,
         worker_busy: stats.worker_busy,
         worker_queued: stats.worker_queued,
+        tls_handshakes: stats.tls_handshakes,
+        tls_failures: stats.tls_failures,
     };
     // Whole fields only: a size that ends inside a counter leaves that counter out.
     let n = size.min(size_of::<ns_stats>()) / 8 * 8;

@@ -9,6 +9,7 @@ use socket2::Socket;
 
 use super::conn::{Conn, Service, Slot};
 use super::datagram::DatagramServer;
+use super::tls::Session;
 use crate::error::Result;
 use crate::loop_core::{self as core, LoopShared, SendBudget};
 use crate::socket::Bound;
@@ -42,6 +43,8 @@ pub(crate) enum HandleCmd {
         sock: Socket,
         slot: Slot,
         budget: Arc<SendBudget>,
+        /// A client's TLS session, its handshake done on its owner's thread.
+        tls: Option<Box<Session>>,
     },
     /// Serve a TCP server's connections here, and accept them on the sockets `bound` (none, one,
     /// or several); with `keep`, a connection accepted here is served here, else the loops take
@@ -76,12 +79,26 @@ pub(crate) fn push_send(group: &Group, id: u64, data: &[u8], envelope: Option<us
         .push_checked(group, Some(id), cmd, |budget| budget.reserve(id, bytes, max))
 }
 
-/// Hands connection `id` (a connected socket) to loop `target` of `group`, listed as open
-/// there from now on, so that sends to it are accepted before the loop has taken it.
-pub(crate) fn adopt(group: &Group, target: &LoopShared<HandleCmd>, id: u64, sock: Socket, slot: Slot) -> Result<()> {
+/// Hands connection `id` (a connected socket, with its TLS session if it has one) to loop
+/// `target` of `group`, listed as open there from now on, so that sends to it are accepted
+/// before the loop has taken it.
+pub(crate) fn adopt(
+    group: &Group,
+    target: &LoopShared<HandleCmd>,
+    id: u64,
+    sock: Socket,
+    slot: Slot,
+    tls: Option<Box<Session>>,
+) -> Result<()> {
     let budget = Arc::new(SendBudget::default());
     target.add_live(id, budget.clone());
-    let cmd = Cmd::Handle(HandleCmd::Adopt { id, sock, slot, budget });
+    let cmd = Cmd::Handle(HandleCmd::Adopt {
+        id,
+        sock,
+        slot,
+        budget,
+        tls,
+    });
     let pushed = target.push(group, None, cmd);
     if pushed.is_err() {
         target.remove_live(id);

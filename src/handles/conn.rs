@@ -14,6 +14,7 @@ use std::time::Instant;
 use socket2::{SockAddr, Socket};
 
 use super::service::{Counters, Ending};
+use super::tls::Session;
 use crate::error::{Error, Result};
 use crate::framing::{self, Framing};
 use crate::loop_core::SendBudget;
@@ -81,7 +82,7 @@ pub(crate) struct ConnState {
     pub(crate) budget: Arc<SendBudget>,
     /// Counts the connection as open for its service, until it is dropped.
     _slot: Slot,
-    out: Vec<u8>,
+    pub(super) out: Vec<u8>,
     out_pos: usize,
     /// The client a PROXY protocol header named, reported as the peer.
     pub(crate) proxied: Option<SockAddr>,
@@ -92,6 +93,9 @@ pub(crate) struct ConnState {
     /// Events handed to a worker and not yet done: the orderly close at the peer's end waits
     /// for them (their replies are on their way).
     pub(crate) awaiting: usize,
+    /// A TLS connection's session (handles/tls.rs): output is sealed by it, so `out` holds
+    /// ciphertext, and input is opened by it.
+    pub(crate) tls: Option<Box<Session>>,
 }
 
 /// A connect in progress: the next address to try if this one fails, and until when.
@@ -144,6 +148,7 @@ impl ConnState {
             held: false,
             pooled: None,
             awaiting: 0,
+            tls: None,
         }
     }
 
@@ -188,6 +193,9 @@ impl ConnState {
                 format!("{ahead} bytes queued; {total} more would pass the {max}-byte write buffer limit").into(),
             ));
         }
+        if self.tls.is_some() {
+            return self.send_sealed(parts);
+        }
         let sent = self.write_now(parts, total)?;
         // Only what waits takes room. (A sender on another thread may take room between the
         // check and here: the limit can then be passed by the rest of one message, never a
@@ -202,6 +210,11 @@ impl ConnState {
     pub(crate) fn send_accepted(&mut self, parts: &[&[u8]]) -> Result<()> {
         self.check_open()?;
         let total: usize = parts.iter().map(|p| p.len()).sum();
+        if self.tls.is_some() {
+            // The room was taken for plaintext: the queue holds ciphertext, counted as queued.
+            self.budget.written(total);
+            return self.send_sealed(parts);
+        }
         let sent = self.write_now(parts, total)?;
         self.budget.written(sent);
         self.queue_rest(parts, sent);
@@ -307,6 +320,8 @@ pub(crate) trait Remote {
     fn handler(&self) -> &dyn TcpHandler;
     fn user(&self) -> Option<&(dyn Any + Send)>;
     fn set_user(&mut self, user: Option<Box<dyn Any + Send>>);
+    fn alpn(&self) -> Option<Vec<u8>>;
+    fn server_name(&self) -> Option<String>;
 }
 
 impl<'a> Conn<'a> {
@@ -461,6 +476,22 @@ impl<'a> Conn<'a> {
         match &mut self.0 {
             Side::Loop { st, .. } => st.user = user,
             Side::Remote(r) => r.set_user(user),
+        }
+    }
+
+    /// The ALPN protocol agreed on in the TLS handshake (`None` without TLS or ALPN).
+    pub fn alpn(&self) -> Option<Vec<u8>> {
+        match &self.0 {
+            Side::Loop { st, .. } => st.tls.as_ref().and_then(|t| t.alpn()).map(<[u8]>::to_vec),
+            Side::Remote(r) => r.alpn(),
+        }
+    }
+
+    /// The host name a TLS client asked this server for (SNI), if any.
+    pub fn server_name(&self) -> Option<String> {
+        match &self.0 {
+            Side::Loop { st, .. } => st.tls.as_ref().and_then(|t| t.server_name()).map(str::to_owned),
+            Side::Remote(r) => r.server_name(),
         }
     }
 

@@ -128,6 +128,9 @@ impl Streams<'_> {
         st.phase = Phase::Open;
         st.dialing = None;
         self.me.add_live(st.id, st.budget.clone());
+        if self.start_tls(key, None) {
+            return;
+        }
         self.opened(key);
     }
 

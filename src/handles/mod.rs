@@ -12,6 +12,7 @@ mod listener;
 mod proxy;
 pub(crate) mod service;
 mod stream;
+pub(crate) mod tls;
 pub(crate) mod workers;
 
 pub(crate) use cmd::{Cmd, Group, HandleCmd, adopt, push_send};

@@ -59,8 +59,10 @@ impl Streams<'_> {
         let st = &mut self.conns[key];
         st.proxied = source;
         st.phase = Phase::Open;
-        self.opened(key);
-        // What followed the header raised no event of its own.
+        if !self.start_tls(key, None) {
+            self.opened(key);
+        }
+        // What followed the header (data, or a TLS ClientHello) raised no event of its own.
         if self.conns.get(key).is_some_and(|st| st.phase == Phase::Open) {
             self.ready(key, Some(ReadTo::End), false);
         }

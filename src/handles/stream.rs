@@ -20,6 +20,7 @@ use socket2::{Socket, TcpKeepalive};
 use super::cmd::{self, Group, HandleCmd, stream_token};
 use super::conn::{Conn, ConnState, Phase, Service, Slot};
 use super::listener::Listener;
+use super::tls::Session;
 use crate::error::{Error, Result};
 use crate::framing::{self, Framing};
 use crate::log::log;
@@ -73,7 +74,7 @@ pub(crate) struct Streams<'g> {
     pub(super) ids: HashMap<u64, usize>,
     pub(super) buf: Vec<u8>,
     /// Connections that still had input when their turn ended.
-    again: Vec<(usize, u64)>,
+    pub(super) again: Vec<(usize, u64)>,
     /// Idle and linger deadlines; an entry is checked against the connection when it is due.
     timers: BinaryHeap<Reverse<(Instant, usize, u64)>>,
     pub(super) now: Instant,
@@ -84,7 +85,7 @@ pub(crate) struct Streams<'g> {
 }
 
 /// Whether callbacks other than `on_close` may still run for `svc`'s connections.
-fn live(group: &Group, svc: &Service) -> bool {
+pub(super) fn live(group: &Group, svc: &Service) -> bool {
     !group.stopping() && !svc.released.load(Ordering::Acquire)
 }
 
@@ -287,16 +288,24 @@ impl<'g> Streams<'g> {
             if target.index() == self.me.index() {
                 let budget = Arc::new(SendBudget::default());
                 self.me.add_live(id, budget.clone());
-                self.open(reg, sock, id, slot, budget);
-            } else if let Err(e) = cmd::adopt(self.group, target, id, sock, slot) {
+                self.open(reg, sock, id, slot, budget, None);
+            } else if let Err(e) = cmd::adopt(self.group, target, id, sock, slot, None) {
                 log!(Debug, "connection dropped while stopping: {e}");
             }
         }
     }
 
     /// Registers a connection (already listed as live, and holding its slot) and runs
-    /// `on_open`.
-    fn open(&mut self, reg: &Registry, sock: Socket, id: u64, slot: Slot, budget: Arc<SendBudget>) {
+    /// `on_open`, after the TLS handshake if it has one (`tls`: a client's, already done).
+    fn open(
+        &mut self,
+        reg: &Registry,
+        sock: Socket,
+        id: u64,
+        slot: Slot,
+        budget: Arc<SendBudget>,
+        tls: Option<Box<Session>>,
+    ) {
         let Service { opts, inet, .. } = &**slot.service();
         if *inet {
             let _ = sock.set_tcp_nodelay(opts.nodelay);
@@ -321,7 +330,11 @@ impl<'g> Streams<'g> {
         self.ids.insert(id, key);
         let server = self.services[svc].0.target.get().is_none();
         if server && self.services[svc].0.opts.proxy_protocol {
+            // TLS, if any, starts after the header (HAProxy sends it before the ClientHello).
             return self.await_proxy(key);
+        }
+        if self.start_tls(key, tls) {
+            return;
         }
         self.opened(key);
     }
@@ -372,6 +385,9 @@ impl<'g> Streams<'g> {
 
     /// Reads a turn's worth from the socket, handing chunks or messages to `on_data`.
     fn read(&mut self, key: usize, to: ReadTo) {
+        if self.conns[key].tls.is_some() {
+            return self.read_tls(key, to == ReadTo::Short);
+        }
         let st = &mut self.conns[key];
         let svc = &self.services[st.svc].0;
         let stats = svc.counters.of(self.me.index());
@@ -429,7 +445,10 @@ impl<'g> Streams<'g> {
 
     /// After anything happened to a connection: counts its output, applies backpressure, and
     /// closes it if its state says it is time.
-    fn settle(&mut self, key: usize) {
+    pub(super) fn settle(&mut self, key: usize) {
+        if self.tls_opened(key) {
+            return;
+        }
         let st = &mut self.conns[key];
         let svc = &self.services[st.svc].0;
         // Already closed (lingering): `on_close` has run and must not run again.
@@ -490,6 +509,9 @@ impl<'g> Streams<'g> {
     /// `close`, for a client whose connect attempts since it was last up are `attempt`: it
     /// connects again later if its policy says so.
     pub(super) fn end(&mut self, key: usize, reason: Result<()>, attempt: u32) {
+        if self.tls_end(key, &reason) {
+            return;
+        }
         let st = &mut self.conns[key];
         let svc = &self.services[st.svc].0;
         self.ids.remove(&st.id);
@@ -581,12 +603,18 @@ impl<'g> Streams<'g> {
                     let _ = done.send(());
                 }
                 HandleCmd::Connect { id, svc } => self.dial(reg, id, svc, 0),
-                HandleCmd::Adopt { id, sock, slot, budget } => {
+                HandleCmd::Adopt {
+                    id,
+                    sock,
+                    slot,
+                    budget,
+                    tls,
+                } => {
                     let released = slot.service().released.load(Ordering::Acquire);
                     if self.group.stopping() || released {
                         self.me.remove_live(id);
                     } else {
-                        self.open(reg, sock, id, slot, budget);
+                        self.open(reg, sock, id, slot, budget, tls);
                     }
                 }
                 HandleCmd::Serve { svc, bound, keep } => self.serve(reg, svc, (bound, keep), cmd::listener_token),
@@ -627,6 +655,7 @@ impl<'g> Streams<'g> {
             Phase::Connecting => st.dialing.map(|d| d.until),
             Phase::Proxy => self.services[st.svc].0.opts.connect_timeout.map(|t| st.since + t),
             Phase::Lingering => Some(st.since + LINGER),
+            Phase::Open | Phase::Closing if self.tls_deadline(key).is_some() => self.tls_deadline(key),
             Phase::Open | Phase::Closing => {
                 let idle = self.services[st.svc].0.opts.idle_timeout.map(|idle| st.since + idle);
                 match (idle, st.timer_at) {
@@ -689,6 +718,7 @@ impl<'g> Streams<'g> {
                 Some(_) if self.conns[key].phase == Phase::Lingering => self.remove(key),
                 Some(_) if self.conns[key].phase == Phase::Connecting => self.dial_timed_out(key),
                 Some(_) if self.conns[key].phase == Phase::Proxy => self.proxy_failed(key, "no PROXY header in time"),
+                Some(_) if self.tls_deadline(key).is_some() => self.tls_timed_out(key),
                 Some(_) => {
                     let st = &mut self.conns[key];
                     if st.timer_at.is_some_and(|t| t <= self.now) {
@@ -731,7 +761,7 @@ impl<'g> Streams<'g> {
 
 /// At the peer's end: the final line without its newline is a line; a message cut short
 /// fails the connection (`Closed`).
-fn finish_input(group: &Group, st: &mut ConnState, svc: &Service) {
+pub(super) fn finish_input(group: &Group, st: &mut ConnState, svc: &Service) {
     let partial = std::mem::take(&mut st.partial);
     match framing::at_eof(svc.opts.framing, svc.opts.max_frame, &partial) {
         Ok(None) => {}
@@ -752,7 +782,7 @@ fn finish_input(group: &Group, st: &mut ConnState, svc: &Service) {
 }
 
 /// Hands a chunk to `on_data`: as is, or cut into whole messages.
-fn deliver(group: &Group, st: &mut ConnState, svc: &Service, data: &[u8]) {
+pub(super) fn deliver(group: &Group, st: &mut ConnState, svc: &Service, data: &[u8]) {
     let opts = &svc.opts;
     if opts.framing == Framing::Raw {
         // What the application kept of the last delivery (`Conn::keep`) comes first.

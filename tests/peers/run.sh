@@ -1,10 +1,13 @@
 #!/bin/sh
 # tests/peers/run.sh - the RESP and DNS examples against clients nobody here wrote:
 # redis-cli and redis-benchmark (Debian's redis-tools) against examples-c/resp_server, and
-# dig (bind9-dnsutils) against examples-c/dns_server; then tests/peers/scale.py: fd:3 from a
-# parent, systemd-socket-activate (systemd), prefork workers, HAProxy (haproxy) with the PROXY
-# protocol, and a handoff under load. `make test-peers` (part of `make test`)
-# builds the examples, installs the tools when they are missing, and runs this.
+# dig (bind9-dnsutils) against examples-c/dns_server; TLS: openssl s_client and Python's ssl
+# against examples-c/tls_echo_server, examples-c/tls_client against openssl s_server and a
+# Python ssl server, mutual TLS both ways (certificates from tests/tls/certs.sh); then
+# tests/peers/scale.py: fd:3 from a parent, systemd-socket-activate (systemd), prefork
+# workers, HAProxy (haproxy) with the PROXY protocol, and a handoff under load. `make
+# test-peers` (part of `make test`) builds the examples, installs the tools when they are
+# missing, and runs this.
 #
 #   sh tests/peers/run.sh BINDIR        BINDIR holds the built examples
 #   PEERS_VALGRIND=1 sh tests/peers/run.sh BINDIR
@@ -17,13 +20,13 @@
 set -u
 
 bindir=${1:?usage: run.sh BINDIR}
-for tool in redis-cli redis-benchmark dig timeout; do
+for tool in redis-cli redis-benchmark dig timeout openssl; do
     command -v "$tool" >/dev/null 2>&1 || {
         echo "peers: $tool not found (make test-peers installs redis-tools and bind9-dnsutils)" >&2
         exit 1
     }
 done
-for prog in resp_server dns_server; do
+for prog in resp_server dns_server tls_echo_server tls_client; do
     [ -x "$bindir/$prog" ] || { echo "peers: $bindir/$prog not found (build it first)" >&2; exit 1; }
 done
 have_python=0
@@ -89,6 +92,7 @@ start_server() {
     if [ "${PEERS_VALGRIND:-0}" != 0 ]; then
         valgrind --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite,indirect \
             --show-leak-kinds=definite,indirect --log-file="$tmp/$name.valgrind.log" \
+            --suppressions="$(dirname "$0")/../valgrind/ring.supp" \
             "$bindir/$name" "$@" >>"$server_log" 2>&1 &
     else
         "$bindir/$name" "$@" >>"$server_log" 2>&1 &
@@ -336,6 +340,152 @@ if [ "$have_python" -eq 1 ] && command -v haproxy >/dev/null 2>&1 &&
 else
     fail "tests/peers/scale.py needs python3, haproxy and systemd-socket-activate" \
         "(make test-peers installs haproxy and systemd)"
+fi
+
+# ---- TLS: openssl and Python's ssl against tls_echo_server and tls_client ----------------
+c=$tmp/certs
+if ! sh "$(dirname "$0")/../tls/certs.sh" "$c"; then
+    fail "test certificates made by tests/tls/certs.sh"
+elif start_server tls_echo_server 127.0.0.1:0 "$c/server.pem" "$c/server.key"; then
+    for v in 1_2 1_3; do
+        out=$( (printf 'hello-tls%s\n' "$v"; sleep 1) | timeout 10 openssl s_client -connect "127.0.0.1:$port" \
+            -tls$v -servername localhost -alpn echo -CAfile "$c/ca.pem" -verify_return_error -brief 2>&1)
+        contains "openssl s_client -tls$v: verified" "Verification: OK" "$out"
+        contains "openssl s_client -tls$v: protocol" "TLSv$(echo "$v" | tr _ .)" "$out"
+        contains "openssl s_client -tls$v: the line echoed" "hello-tls$v" "$out"
+    done
+    contains "the server saw SNI localhost and ALPN echo" 'SNI "localhost", ALPN "echo"' "$(cat "$server_log")"
+    out=$( (sleep 1) | timeout 10 openssl s_client -connect "127.0.0.1:$port" -alpn h2 \
+        -CAfile "$c/ca.pem" -brief 2>&1)
+    contains "openssl s_client -alpn h2 (not offered by the server): refused" "no application protocol" "$out"
+    if [ "$have_python" -eq 1 ]; then
+        out=$(python3 - "$port" "$c/ca.pem" <<'PY'
+import socket, ssl, sys
+port, ca = int(sys.argv[1]), sys.argv[2]
+for v in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
+    ctx = ssl.create_default_context(cafile=ca)
+    ctx.minimum_version = ctx.maximum_version = v
+    data = bytes(range(256)) * 1024
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+            version = s.version()
+            s.sendall(data)
+            got = b""
+            while len(got) < len(data):
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                got += chunk
+            s.unwrap()  # close_notify, and the server's in return
+            print("%s: %s" % (version, "echoed" if got == data else "got %d bytes" % len(got)))
+PY
+)
+        contains "Python ssl TLS 1.2: 256 KB echoed, close_notify" "TLSv1.2: echoed" "$out"
+        contains "Python ssl TLS 1.3: 256 KB echoed, close_notify" "TLSv1.3: echoed" "$out"
+        nap
+        contains "close_notify from Python's ssl is an orderly close (NS_OK)" "closed: NS_OK" "$(cat "$server_log")"
+    fi
+    stop_server tls_echo_server
+fi
+
+if [ -f "$c/ca.pem" ] && start_server tls_echo_server 127.0.0.1:0 "$c/server.pem" "$c/server.key" "$c/ca.pem"; then
+    out=$( (printf 'mutual\n'; sleep 1) | timeout 10 openssl s_client -connect "127.0.0.1:$port" \
+        -servername localhost -CAfile "$c/ca.pem" -cert "$c/client.pem" -key "$c/client.key" -brief 2>&1)
+    contains "mutual TLS: openssl s_client with a client certificate is served" "mutual" "$out"
+    out=$( (printf 'anonymous\n'; sleep 1) | timeout 10 openssl s_client -connect "127.0.0.1:$port" \
+        -servername localhost -CAfile "$c/ca.pem" -brief 2>&1)
+    contains "mutual TLS: openssl s_client without one is refused" "alert" "$out"
+    stop_server tls_echo_server
+fi
+
+# s_server PORT ARGS...: openssl s_server on 127.0.0.1:PORT for one connection, reversing
+# lines; sets spid.
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+s_server() {
+    sport=$1
+    shift
+    : >"$tmp/s_server.log"
+    timeout 20 openssl s_server -accept "127.0.0.1:$sport" -rev -naccept 1 "$@" >"$tmp/s_server.log" 2>&1 &
+    spid=$!
+    tries=0
+    while ! grep -q ACCEPT "$tmp/s_server.log" 2>/dev/null && [ "$tries" -lt 50 ]; do
+        tries=$((tries + 1))
+        nap
+    done
+}
+if [ -f "$c/ca.pem" ] && [ "$have_python" -eq 1 ]; then
+    for v in 1_2 1_3; do
+        sp=$(free_port)
+        s_server "$sp" -cert "$c/server.pem" -key "$c/server.key" -tls$v
+        out=$(timeout 10 "$bindir/tls_client" "localhost:$sp" "$c/ca.pem" "to s_server" 2>&1)
+        contains "tls_client against openssl s_server -tls$v: the line comes back reversed" "reply: revres_s ot" "$out"
+        contains "tls_client against openssl s_server -tls$v: close_notify both ways" "closed: NS_OK" "$out"
+        wait "$spid" 2>/dev/null
+    done
+    sp=$(free_port)
+    s_server "$sp" -cert "$c/server.pem" -key "$c/server.key" -Verify 1 -CAfile "$c/ca.pem"
+    out=$(timeout 10 "$bindir/tls_client" "localhost:$sp" "$c/ca.pem" "mutual" "$c/client.pem" "$c/client.key" 2>&1)
+    contains "mutual TLS: tls_client with a client certificate, against openssl s_server -Verify" "reply: lautum" "$out"
+    wait "$spid" 2>/dev/null
+    sp=$(free_port)
+    s_server "$sp" -cert "$c/server.pem" -key "$c/server.key" -Verify 1 -CAfile "$c/ca.pem"
+    out=$(timeout 10 "$bindir/tls_client" "localhost:$sp" "$c/ca.pem" "anonymous" 2>&1)
+    case $out in
+    *"reply: suomynona"*) fail "mutual TLS: tls_client without a certificate is refused by s_server" "$out" ;;
+    *) pass "mutual TLS: tls_client without a certificate is refused by s_server" ;;
+    esac
+    wait "$spid" 2>/dev/null
+    sp=$(free_port)
+    s_server "$sp" -cert "$c/wrongname.pem" -key "$c/wrongname.key"
+    out=$(timeout 10 "$bindir/tls_client" "localhost:$sp" "$c/ca.pem" "hi" 2>&1)
+    contains "tls_client refuses a certificate for another name" "not valid for name" "$out"
+    kill "$spid" 2>/dev/null
+    wait "$spid" 2>/dev/null
+
+    # A Python ssl echo server (TLS 1.2, then 1.3 requiring a client certificate).
+    out=$(python3 - "$bindir/tls_client" "$c" <<'PY'
+import socket, ssl, subprocess, sys, threading
+client, c = sys.argv[1], sys.argv[2]
+for v, mutual in ((ssl.TLSVersion.TLSv1_2, False), (ssl.TLSVersion.TLSv1_3, True)):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ctx.maximum_version = v
+    ctx.load_cert_chain(c + "/server.pem", c + "/server.key")
+    if mutual:
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.load_verify_locations(c + "/ca.pem")
+    lsock = socket.create_server(("127.0.0.1", 0))
+    lsock.settimeout(10)
+    port = lsock.getsockname()[1]
+    seen = {}
+    def serve():
+        conn, _ = lsock.accept()
+        conn.settimeout(10)
+        with ctx.wrap_socket(conn, server_side=True) as s:
+            seen["version"] = s.version()
+            seen["peer"] = bool(s.getpeercert())
+            data = s.recv(4096)
+            s.sendall(data.upper())
+            try:
+                s.unwrap()
+                seen["close_notify"] = True
+            except (ssl.SSLError, OSError) as e:
+                seen["close_notify"] = repr(e)
+    t = threading.Thread(target=serve)
+    t.start()
+    args = [client, "localhost:%d" % port, c + "/ca.pem", "shout"]
+    if mutual:
+        args += [c + "/client.pem", c + "/client.key"]
+    out = subprocess.run(args, capture_output=True, text=True, timeout=15).stdout
+    t.join(15)
+    print("%s mutual=%s: %s, client cert seen %s, close_notify %s" % (
+        seen.get("version"), mutual, "SHOUT" if "reply: SHOUT" in out else out.strip(),
+        seen.get("peer"), seen.get("close_notify")))
+PY
+)
+    contains "tls_client against Python's ssl server, TLS 1.2" "TLSv1.2 mutual=False: SHOUT, client cert seen False, close_notify True" "$out"
+    contains "tls_client against Python's ssl server, TLS 1.3, mutual TLS" "TLSv1.3 mutual=True: SHOUT, client cert seen True, close_notify True" "$out"
 fi
 
 echo "peers: $passed passed, $failed failed"

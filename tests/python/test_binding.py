@@ -748,7 +748,8 @@ def test_stats_count(events):
         assert set(stats) == {"accepted", "active", "closed", "rejected", "bytes_in",
                               "bytes_out", "datagrams_in", "datagrams_out",
                               "frames_too_large", "timeouts", "proxy_rejected",
-                              "worker_busy", "worker_queued"}
+                              "worker_busy", "worker_queued", "tls_handshakes",
+                              "tls_failures"}
 
 
 def test_idle_timeout(events):

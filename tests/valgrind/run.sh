@@ -35,6 +35,8 @@ mkdir -p "$logdir"
 
 vg="valgrind --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite,indirect"
 vg="$vg --show-leak-kinds=definite,indirect --num-callers=40"
+# ring's crypto assembly, which memcheck cannot follow (see the file for why).
+vg="$vg --suppressions=$(dirname "$0")/ring.supp"
 
 command -v valgrind >/dev/null || { echo "valgrind is not installed"; exit 1; }
 

@@ -61,6 +61,7 @@ import enum
 import itertools
 import logging
 import math
+import os
 import signal
 import sys
 import threading
@@ -77,7 +78,7 @@ __version__ = "0.1.0"  # the package's version: the netsock release it was writt
 __all__ = [
     "Error", "InvalidError", "AddressError", "AddressInUseError", "RefusedError",
     "NetsockTimeout", "ClosedError", "TruncatedError", "LimitError", "NetsockIOError",
-    "ResetError", "StoppedError", "PanicError", "MisuseError",
+    "ResetError", "StoppedError", "PanicError", "MisuseError", "TlsError", "Tls",
     "Result", "CloseReason", "Framing", "LogLevel", "LengthField",
     "FRAMING_RAW", "FRAMING_LINE", "FRAMING_LEN32", "FRAMING_DELIMITER", "FRAMING_LENGTH_FIELD",
     "FRAMING_FIXED",
@@ -120,6 +121,7 @@ class Result(enum.IntEnum):
     ERR_STOPPED = -11
     ERR_PANIC = -12
     ERR_MISUSE = -13
+    ERR_TLS = -14
 
 
 CloseReason = Result
@@ -139,6 +141,7 @@ ERR_RESET = Result.ERR_RESET
 ERR_STOPPED = Result.ERR_STOPPED
 ERR_PANIC = Result.ERR_PANIC
 ERR_MISUSE = Result.ERR_MISUSE
+ERR_TLS = Result.ERR_TLS
 __all__ += list(Result.__members__)
 
 
@@ -268,6 +271,11 @@ class MisuseError(Error):
     """NS_ERR_MISUSE: a call made where it cannot work (such as Server.wait() in a callback)."""
 
 
+class TlsError(Error):
+    """NS_ERR_TLS: a bad certificate or key, a failed handshake or verification, a TLS alert
+    (the detail names the reason)."""
+
+
 ERRORS: Dict[int, Type[Error]] = {
     Result.ERR_INVALID: InvalidError,
     Result.ERR_ADDR: AddressError,
@@ -282,6 +290,7 @@ ERRORS: Dict[int, Type[Error]] = {
     Result.ERR_STOPPED: StoppedError,
     Result.ERR_PANIC: PanicError,
     Result.ERR_MISUSE: MisuseError,
+    Result.ERR_TLS: TlsError,
 }
 """Result code -> Error subclass."""
 
@@ -794,6 +803,21 @@ class Conn:
         """Bytes queued on the connection and not yet written."""
         return int(_lib.ns_conn_pending(self._p()))
 
+    def _text(self, fn: Callable[..., int]) -> str:
+        buf = ctypes.create_string_buffer(256)
+        _check(fn(self._p(), buf, 256))
+        return buf.value.decode("utf-8", "replace")
+
+    @property
+    def alpn(self) -> str:
+        """The ALPN protocol agreed on in the TLS handshake ("" without TLS or ALPN)."""
+        return self._text(_lib.ns_conn_alpn)
+
+    @property
+    def server_name(self) -> str:
+        """The host name a TLS client asked this server for (SNI; "" if none)."""
+        return self._text(_lib.ns_conn_server_name)
+
     def __repr__(self) -> str:
         return "<netsock.Conn id=%d%s>" % (self.id, "" if self._ptr else " (expired)")
 
@@ -1192,6 +1216,107 @@ def _catch_signal_handlers(run: _Run) -> Dict[int, Tuple[Any, Any]]:
 
 
 # --------------------------------------------------------------------------------------------
+# TLS
+# --------------------------------------------------------------------------------------------
+
+
+def _path(path: Union[str, "os.PathLike[str]"], what: str) -> bytes:
+    text = os.fspath(path)
+    if not isinstance(text, str):
+        raise TypeError("%s must be a path (str), not %s" % (what, type(text).__name__))
+    return text.encode("utf-8")
+
+
+class Tls:
+    """A TLS configuration (rustls inside netsock) for ``tls=`` of :func:`tcp_serve` and
+    :func:`tcp_connect`. Made by :meth:`server`, :meth:`server_pem` or :meth:`client`; each
+    server or client keeps what it needs, so one Tls may serve many, and it may be dropped
+    at once. Raises TlsError for unreadable files, bad PEM or a key that does not match its
+    certificate.
+
+    Servers: callbacks start once the handshake is done; a handshake that fails or takes
+    longer than ``connect_timeout`` never reaches them and is counted in ``stats()``
+    ("tls_failures"). Clients verify the server's certificate against the host of their
+    address (sent as SNI; an IP address checks the certificate's IP addresses): a failure
+    raises TlsError from a blocking :func:`tcp_connect`, or is ``on_close(conn, ERR_TLS)``
+    without ``on_open`` with ``async_=True``. ``Conn.close()`` sends close_notify; a peer's
+    TCP end without one is ``ERR_CLOSED``.
+    """
+
+    def __init__(self, ptr: Any, side: str) -> None:
+        self._ptr: Any = ptr
+        self.side = side  # "server" or "client"
+
+    @classmethod
+    def _made(cls, make: Callable[[Any], int], side: str, alpn: Optional[str],
+              more: Optional[Callable[[Any], int]] = None) -> "Tls":
+        out = _capi.tls_p()
+        _check(make(ctypes.byref(out)))
+        tls = cls(out, side)
+        if alpn is not None:
+            _check(_lib.ns_tls_set_alpn(out, alpn.encode("utf-8")))
+        if more is not None:
+            _check(more(out))
+        return tls
+
+    @classmethod
+    def server(cls, cert: str, key: str, *, alpn: Optional[str] = None,
+               client_ca: Optional[str] = None) -> "Tls":
+        """A server presenting the PEM certificate chain ``cert`` (leaf first) with its PEM
+        private ``key``; ``alpn``: protocols accepted ("h2,http/1.1"); ``client_ca``: a PEM
+        file of CAs, requiring every client to present a certificate they signed."""
+        bcert, bkey = _path(cert, "cert"), _path(key, "key")
+        ca = _path(client_ca, "client_ca") if client_ca is not None else None
+        return cls._made(lambda out: _lib.ns_tls_server_new(bcert, bkey, out), "server", alpn,
+                         None if ca is None else lambda t: _lib.ns_tls_set_client_ca(t, ca))
+
+    @classmethod
+    def server_pem(cls, cert_pem: Buffer, key_pem: Buffer, *, alpn: Optional[str] = None) -> "Tls":
+        """Like :meth:`server`, from PEM text in memory."""
+        c, k = _bytes(cert_pem, "cert_pem"), _bytes(key_pem, "key_pem")
+        return cls._made(lambda out: _lib.ns_tls_server_new_pem(c, len(c), k, len(k), out),
+                         "server", alpn)
+
+    @classmethod
+    def client(cls, ca: Optional[str] = None, *, alpn: Optional[str] = None,
+               cert: Optional[str] = None, key: Optional[str] = None) -> "Tls":
+        """A client trusting the CAs of the PEM file ``ca`` (None: the system's roots);
+        ``alpn``: protocols offered; ``cert`` and ``key``: a client certificate for servers
+        that ask for one."""
+        bca = _path(ca, "ca") if ca is not None else None
+        more: Optional[Callable[[Any], int]] = None
+        if cert is not None or key is not None:
+            if cert is None or key is None:
+                raise InvalidError(Result.ERR_INVALID, "a client certificate needs cert and key")
+            bcert, bkey = _path(cert, "cert"), _path(key, "key")
+            more = lambda t: _lib.ns_tls_set_client_cert(t, bcert, bkey)  # noqa: E731
+        return cls._made(lambda out: _lib.ns_tls_client_new(bca, out), "client", alpn, more)
+
+    def _setter(self, side: str) -> "_Setter":
+        if not isinstance(self, Tls):
+            raise TypeError("tls must be a netsock.Tls, not %s" % type(self).__name__)
+        if self.side != side:
+            raise InvalidError(Result.ERR_INVALID, "a %s needs Tls.%s(...), not a %s's "
+                               "configuration" % (side, side, self.side))
+        return lambda opts: _lib.ns_options_set_tls(opts, self._ptr)
+
+    def close(self) -> None:
+        """Frees the configuration now (servers and clients made with it go on)."""
+        ptr, self._ptr = self._ptr, None
+        if ptr:
+            _lib.ns_tls_free(ptr)
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # at interpreter exit the library may be gone already
+            pass
+
+    def __repr__(self) -> str:
+        return "<netsock.Tls %s>" % self.side
+
+
+# --------------------------------------------------------------------------------------------
 # Options
 # --------------------------------------------------------------------------------------------
 
@@ -1479,7 +1604,7 @@ def tcp_serve(addr: str, on_data: DataCallback, *, on_open: Optional[ConnCallbac
               backlog: Optional[int] = None, nodelay: Optional[bool] = None,
               keepalive: Optional[int] = None, reuseport: bool = False,
               proxy_protocol: bool = False, connect_timeout: Optional[float] = None,
-              workers: int = 0) -> Server:
+              workers: int = 0, tls: Optional[Tls] = None) -> Server:
     """Starts a TCP server on ``addr`` ("127.0.0.1:6666", "[::1]:0", "unix:/path", ...) and
     returns the :class:`Server` once it listens.
 
@@ -1509,6 +1634,8 @@ def tcp_serve(addr: str, on_data: DataCallback, *, on_open: Optional[ConnCallbac
     instead of the loop thread, so a handler may block (``time.sleep``, a file, a database)
     without stalling the other connections; each connection's callbacks still run one at a
     time and in order. Each call holds the GIL only while in Python.
+    ``tls``: a :meth:`Tls.server` configuration (the callbacks see plaintext); its handshake
+    must finish within ``connect_timeout`` too (after the PROXY header, with both).
     """
     _callable(on_data, "on_data", True)
     for name, cb in (("on_open", on_open), ("on_close", on_close), ("on_drain", on_drain),
@@ -1530,6 +1657,8 @@ def tcp_serve(addr: str, on_data: DataCallback, *, on_open: Optional[ConnCallbac
     setters += _scale_setters(reuseport, proxy_protocol, connect_timeout)
     if _uint(workers, "workers", 1024):
         setters.append(_set(_lib.ns_options_set_workers, workers))
+    if tls is not None:
+        setters.append(Tls._setter(tls, "server"))
 
     server = Server("tcp", loop)
     stream = _Stream(server, on_data, on_open, on_close, on_drain, on_timer)
@@ -1730,7 +1859,8 @@ def tcp_connect(addr: str, on_data: Optional[DataCallback] = None, *,
                 length_field: Optional[LengthFieldSpec] = None,
                 fixed_size: Optional[int] = None, max_frame: Optional[int] = None,
                 max_write_buffer: Optional[int] = None, idle_timeout: Optional[float] = None,
-                nodelay: Optional[bool] = None, keepalive: Optional[int] = None) -> Client:
+                nodelay: Optional[bool] = None, keepalive: Optional[int] = None,
+                tls: Optional[Tls] = None) -> Client:
     """Connects to ``addr`` and returns a :class:`Client` whose connection runs on a loop
     (``loop``, or one of its own) with the callbacks, framing and limits of
     :func:`tcp_serve` (``on_data`` may be None: what arrives is dropped).
@@ -1742,6 +1872,9 @@ def tcp_connect(addr: str, on_data: Optional[DataCallback] = None, *,
     ``reconnect=(min, max)`` seconds: whenever the connection ends for any reason but
     ``close()``, connect again after ``min``, doubling per failure up to ``max``; every
     connection gets ``on_open`` and ``on_close``, and sends between them raise ClosedError.
+    ``tls``: a :meth:`Tls.client` configuration; the handshake is part of connecting (within
+    ``connect_timeout``), and a failed one raises TlsError (``on_close`` with ``ERR_TLS``
+    with ``async_=True``).
     """
     for name, cb in (("on_data", on_data), ("on_open", on_open), ("on_close", on_close),
                      ("on_drain", on_drain), ("on_timer", on_timer)):
@@ -1753,6 +1886,8 @@ def tcp_connect(addr: str, on_data: Optional[DataCallback] = None, *,
     if connect_timeout is not None:
         setters.append(_set(_lib.ns_options_set_connect_timeout_ms,
                             _ms(connect_timeout, "connect_timeout", True)))
+    if tls is not None:
+        setters.append(Tls._setter(tls, "client"))
     if reconnect is not None:
         low, high = reconnect
         setters.append(_set(_lib.ns_options_set_reconnect, _ms(low, "reconnect min", False),

@@ -71,13 +71,17 @@ class ns_client(ctypes.Structure):
     """Opaque ns_client."""
 
 
+class ns_tls(ctypes.Structure):
+    """Opaque ns_tls."""
+
+
 class ns_peer(ctypes.Structure):
     _fields_ = [("_storage", c_uint64 * 16), ("_len", c_uint32), ("_pad", c_uint32)]
 
 
 STATS_FIELDS = ("accepted", "active", "closed", "rejected", "bytes_in", "bytes_out",
                 "datagrams_in", "datagrams_out", "frames_too_large", "timeouts", "proxy_rejected",
-                "worker_busy", "worker_queued")
+                "worker_busy", "worker_queued", "tls_handshakes", "tls_failures")
 
 
 class ns_stats(ctypes.Structure):
@@ -89,6 +93,7 @@ server_p = ctypes.POINTER(ns_server)
 options_p = ctypes.POINTER(ns_options)
 loop_p = ctypes.POINTER(ns_loop)
 client_p = ctypes.POINTER(ns_client)
+tls_p = ctypes.POINTER(ns_tls)
 conn_p = c_void_p  # ns_conn *: borrowed in callbacks, handled as a plain address
 
 # Callback types. Pointers are declared c_void_p: the trampolines get plain ints (fast).
@@ -198,6 +203,18 @@ PROTOTYPES: Dict[str, Tuple[Any, List[Any]]] = {
     "ns_udp_send": (c_int, [c_char_p, c_void_p, c_size_t]),
     "ns_udp_request": (c_int, [c_char_p, c_void_p, c_size_t, c_void_p, c_size_t, _size_p,
                                c_uint32]),
+    # TLS
+    "ns_tls_server_new": (c_int, [c_char_p, c_char_p, ctypes.POINTER(tls_p)]),
+    "ns_tls_server_new_pem": (c_int, [c_char_p, c_size_t, c_char_p, c_size_t,
+                                      ctypes.POINTER(tls_p)]),
+    "ns_tls_client_new": (c_int, [c_char_p, ctypes.POINTER(tls_p)]),
+    "ns_tls_set_alpn": (c_int, [tls_p, c_char_p]),
+    "ns_tls_set_client_ca": (c_int, [tls_p, c_char_p]),
+    "ns_tls_set_client_cert": (c_int, [tls_p, c_char_p, c_char_p]),
+    "ns_tls_free": (None, [tls_p]),
+    "ns_options_set_tls": (c_int, [options_p, tls_p]),
+    "ns_conn_alpn": (c_int, [conn_p, c_char_p, c_size_t]),
+    "ns_conn_server_name": (c_int, [conn_p, c_char_p, c_size_t]),
 }
 
 for _name, (_restype, _argtypes) in PROTOTYPES.items():

@@ -27,9 +27,12 @@ impl TcpHandler for Pooled {
         let shared = &self.0;
         let id = conn.id();
         let peer = conn.peer().ok();
+        let (alpn, server_name) = (conn.alpn(), conn.server_name());
         let Some(st) = conn.state() else { return };
         let info = Info {
             peer,
+            alpn,
+            server_name,
             budget: st.budget.clone(),
         };
         let mut lines = lock(&shared.lines);
@@ -118,6 +121,7 @@ fn copy(reason: &Result<()>) -> Result<()> {
         Error::Stopped => Error::Stopped,
         Error::Panic(d) => Error::Panic(d.clone()),
         Error::Misuse(d) => Error::Misuse(d.clone()),
+        Error::Tls(d) => Error::Tls(d.clone()),
         Error::Io { context, source } => Error::Io {
             context,
             source: match source.raw_os_error() {

@@ -116,6 +116,9 @@ pub(super) struct LineQueue {
 
 pub(super) struct Info {
     pub(super) peer: Option<SockAddr>,
+    /// What the TLS handshake settled (ALPN, SNI), if any.
+    pub(super) alpn: Option<Vec<u8>>,
+    pub(super) server_name: Option<String>,
     pub(super) budget: Arc<SendBudget>,
 }
 

@@ -163,6 +163,14 @@ impl Remote for View<'_> {
             .ok_or_else(|| Error::Closed("the peer's address is unknown".into()))
     }
 
+    fn alpn(&self) -> Option<Vec<u8>> {
+        lock(&self.line.info).alpn.clone()
+    }
+
+    fn server_name(&self) -> Option<String> {
+        lock(&self.line.info).server_name.clone()
+    }
+
     fn send(&mut self, data: &[u8], frame: bool) -> Result<()> {
         if self.side.closed {
             return Err(Error::Closed("the connection is closed".into()));
