@@ -140,3 +140,32 @@ def test_a_silent_peer_is_dropped_at_the_handshake_timeout(certs):
             assert 1.5 < time.monotonic() - start < WAIT
         assert wait_for(lambda: srv.stats()["tls_failures"] == 1)
         assert seen["open"] == [] and seen["close"] == []
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_proxy_header_then_tls_handshake(certs, workers):
+    """Behind HAProxy with send-proxy and TLS passed through, the PROXY header comes before the
+    ClientHello: the server reads the header, then does the handshake; with workers too."""
+    seen = []
+
+    def on_data(conn, data):
+        seen.append((conn.peer, conn.server_name, conn.alpn))
+        conn.send(data.upper())
+
+    tls = netsock.Tls.server(certs("server.pem"), certs("server.key"), alpn="echo")
+    srv = netsock.tcp_serve("127.0.0.1:0", on_data, tls=tls, proxy_protocol=True,
+                            connect_timeout=2, workers=workers)
+    with srv:
+        ctx = ssl.create_default_context(cafile=certs("ca.pem"))
+        ctx.set_alpn_protocols(["echo"])
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=WAIT) as raw:
+            raw.sendall(b"PROXY TCP4 192.0.2.7 198.51.100.1 56324 443\r\n")
+            with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+                s.sendall(b"hello")
+                assert s.recv(100) == b"HELLO"
+                s.unwrap()
+        assert wait_for(lambda: len(seen) == 1)
+        peer, sni, alpn = seen[0]
+        assert str(peer) == "192.0.2.7:56324" and sni == "localhost" and alpn == "echo"
+        stats = srv.stats()
+        assert stats["tls_handshakes"] == 1 and stats["proxy_rejected"] == 0
