@@ -33,7 +33,7 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-for bin in loadgen ns_echo uv_echo epoll_echo; do
+for bin in loadgen ns_echo uv_best epoll_echo; do
     [ -x "$B/$bin" ] || { echo "syscalls: $B/$bin is missing: run make bench-build" >&2; exit 1; }
 done
 if ! command -v strace >/dev/null 2>&1; then
@@ -47,7 +47,7 @@ start_server() {
     case $1 in
         netsock) set -- "$B/ns_echo" "$2" 127.0.0.1:0 ;;
         netsock-2t) set -- "$B/ns_echo" "$2" 127.0.0.1:0 2 ;;
-        libuv) set -- "$B/uv_echo" "$2" 127.0.0.1:0 ;;
+        libuv) set -- "$B/uv_best" "$2" 127.0.0.1:0 ;;
         epoll) set -- "$B/epoll_echo" "$2" 127.0.0.1:0 ;;
     esac
     : > "$TMP/port"
