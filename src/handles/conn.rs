@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use socket2::{SockAddr, Socket};
 
+use super::outq::{OutQueue, OwnedBuf};
 use super::service::{Counters, Ending};
 use crate::error::{Error, Result};
 use crate::framing::{self, Framing};
@@ -79,8 +80,13 @@ pub(crate) struct ConnState {
     pub(crate) budget: Arc<SendBudget>,
     /// Counts the connection as open for its service, until it is dropped.
     _slot: Slot,
-    out: Vec<u8>,
-    out_pos: usize,
+    /// Output accepted and not yet written.
+    out: OutQueue,
+    /// `out` holds sends gathered this turn, not yet tried on the socket: the turn's end
+    /// writes them (with a full socket, output waits for it to drain instead).
+    pub(crate) gathered: bool,
+    /// Listed in the loop's connections to write at the turn's end.
+    pub(crate) flush_listed: bool,
 }
 
 /// A connect in progress: the next address to try if this one fails, and until when.
@@ -92,8 +98,13 @@ pub(crate) struct Dialing {
     pub(crate) attempt: u32,
 }
 
-/// Queues above this size are released once they drain, so a burst does not pin memory.
-const KEEP_QUEUE_CAPACITY: usize = 64 * 1024;
+/// Sends up to this size made during a loop turn are gathered (copied) and written together
+/// when the turn ends; a larger one goes to the socket at once, from where it is, after what
+/// was gathered before it.
+const GATHER_MSG: usize = 16 * 1024;
+/// What a connection gathers in one turn at most (and never more than its low-water mark, so
+/// gathering never pauses reading): past it, the gathered sends are written at once.
+const GATHER_MAX: usize = 64 * 1024;
 
 impl ConnState {
     pub(crate) fn new(
@@ -127,22 +138,24 @@ impl ConnState {
             keep: 0,
             budget,
             _slot: slot,
-            out: Vec::new(),
-            out_pos: 0,
+            out: OutQueue::default(),
+            gathered: false,
+            flush_listed: false,
         }
     }
 
     pub(crate) fn pending(&self) -> usize {
-        self.out.len() - self.out_pos
+        self.out.len()
     }
 
     /// Writes what the queue holds until it is empty or the socket would block.
     pub(crate) fn flush(&mut self) {
+        self.gathered = false;
         let before = self.pending();
         while self.pending() > 0 && self.failed.is_none() {
-            match sys::send(self.sock.as_raw_fd(), &self.out[self.out_pos..]) {
+            match self.out.write_with(self.sock.as_raw_fd(), &[]) {
                 Ok(n) => {
-                    self.out_pos += n;
+                    self.out.consume(n);
                     self.written += n;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -151,45 +164,90 @@ impl ConnState {
             }
         }
         self.budget.written(before - self.pending());
-        if self.pending() == 0 {
-            self.out_pos = 0;
-            if self.out.capacity() > KEEP_QUEUE_CAPACITY {
-                self.out = Vec::new();
-            } else {
-                self.out.clear();
-            }
-        }
     }
 
-    /// Sends `parts` as one message from the loop: written at once as far as the socket takes
-    /// it, the rest queued. Refused whole (`Limit`) if the output accepted for the connection
-    /// (queued here, and sends from other threads waiting for the loop) would outgrow `max`.
+    /// Sends `parts` as one message from the loop: gathered until the turn ends if small,
+    /// else written at once as far as the socket takes it; the rest queued. Refused whole
+    /// (`Limit`) if output is accepted for the connection already (queued here, or sends from
+    /// other threads waiting for the loop) and this message would take it past `max`: the
+    /// limit bounds what piles up, so one message of any size is taken when nothing waits.
     pub(crate) fn send(&mut self, parts: &[&[u8]], max: usize) -> Result<()> {
         self.check_open()?;
         let total: usize = parts.iter().map(|p| p.len()).sum();
-        let ahead = self.budget.accepted();
-        if ahead.saturating_add(total) > max {
-            return Err(Error::Limit(
-                format!("{ahead} bytes queued; {total} more would pass the {max}-byte write buffer limit").into(),
-            ));
+        self.check_room(total, max)?;
+        // (A sender on another thread may take room between the check and here: the limit
+        // can then be passed by one message, never a message lost.)
+        self.budget.accept(total);
+        self.put(parts, total, max)
+    }
+
+    /// Sends a buffer the application lent: written from where it is, released once written
+    /// or when the connection ends. Refused as `send` is, and then handed back unreleased.
+    pub(crate) fn send_owned(
+        &mut self,
+        buf: Box<dyn OwnedBuf>,
+        max: usize,
+    ) -> std::result::Result<(), (Error, Box<dyn OwnedBuf>)> {
+        let total = buf.bytes().len();
+        if let Err(e) = self.check_open().and_then(|()| self.check_room(total, max)) {
+            return Err((e, buf));
         }
-        let sent = self.write_now(parts, total)?;
-        // Only what waits takes room. (A sender on another thread may take room between the
-        // check and here: the limit can then be passed by the rest of one message, never a
-        // message lost.)
-        self.budget.accept(total - sent);
-        self.queue_rest(parts, sent);
+        self.budget.accept(total);
+        // Accepted: the buffer is the connection's now. A write that fails here ends the
+        // connection (`on_close` says why), which releases the buffer with its queue.
+        let _ = self.put_owned(buf);
         Ok(())
     }
 
     /// Delivers a send that another thread made, whose room was taken when it was accepted:
     /// no limit applies here, so the loop never drops what a caller was told was sent.
-    pub(crate) fn send_accepted(&mut self, parts: &[&[u8]]) -> Result<()> {
+    pub(crate) fn send_accepted(&mut self, parts: &[&[u8]], max: usize) -> Result<()> {
         self.check_open()?;
         let total: usize = parts.iter().map(|p| p.len()).sum();
-        let sent = self.write_now(parts, total)?;
-        self.budget.written(sent);
-        self.queue_rest(parts, sent);
+        self.put(parts, total, max)
+    }
+
+    /// Delivers a lent buffer another thread sent, whose room was taken when it was accepted.
+    pub(crate) fn send_owned_accepted(&mut self, buf: Box<dyn OwnedBuf>) -> Result<()> {
+        self.check_open()?;
+        self.put_owned(buf)
+    }
+
+    fn check_room(&self, total: usize, max: usize) -> Result<()> {
+        let ahead = self.budget.accepted();
+        if ahead > 0 && ahead.saturating_add(total) > max {
+            return Err(Error::Limit(
+                format!("{ahead} bytes queued; {total} more would pass the {max}-byte write buffer limit").into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Queues `parts` (accepted on the budget) behind the output waiting for a full socket,
+    /// gathers them if small, or writes them now with what was gathered.
+    fn put(&mut self, parts: &[&[u8]], total: usize, max: usize) -> Result<()> {
+        let pending = self.pending();
+        if pending > 0 && !self.gathered {
+            self.queue_rest(parts, 0);
+            return Ok(());
+        }
+        let bound = GATHER_MAX.min(max / 4);
+        if total <= GATHER_MSG && pending + total <= bound {
+            self.queue_rest(parts, 0);
+            self.gathered = true;
+            return Ok(());
+        }
+        self.write_now(parts, total)
+    }
+
+    /// Queues a lent buffer (accepted on the budget) after what is queued, then writes what
+    /// the socket takes unless it is known to be full: the turn's gathered sends go with it.
+    fn put_owned(&mut self, buf: Box<dyn OwnedBuf>) -> Result<()> {
+        let idle = self.pending() == 0 || self.gathered;
+        self.out.push_owned(buf);
+        if idle {
+            self.write_now(&[], 0)?;
+        }
         Ok(())
     }
 
@@ -203,38 +261,46 @@ impl ConnState {
         Ok(())
     }
 
-    /// Writes what the socket takes of `parts` (`total` bytes) if nothing is queued before
-    /// them; returns how much.
-    fn write_now(&mut self, parts: &[&[u8]], total: usize) -> Result<usize> {
-        let mut sent = 0;
-        if self.pending() == 0 {
-            while sent < total {
-                let (slices, n) = tail_slices(parts, sent);
-                let written = match &slices[..n] {
-                    [one] => sys::send(self.sock.as_raw_fd(), one),
-                    many => sys::send_vectored(self.sock.as_raw_fd(), many),
-                };
-                match written {
-                    Ok(n) => sent += n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => {
-                        let reason = Error::io("write", e);
-                        let reply = Error::Closed(format!("the connection failed: {reason}").into());
-                        self.failed = Some(reason);
-                        return Err(reply);
-                    }
+    /// Writes what the socket takes of the queue (gathered sends) and then of `parts`
+    /// (`total` bytes, accepted on the budget, not queued) in as few system calls as it takes;
+    /// queues the rest of `parts`.
+    fn write_now(&mut self, parts: &[&[u8]], total: usize) -> Result<()> {
+        self.gathered = false;
+        let fd = self.sock.as_raw_fd();
+        let mut done = 0;
+        while self.pending() > 0 || done < total {
+            let (slices, n) = tail_slices(parts, done);
+            let written = match (self.pending(), &slices[..n]) {
+                (0, [one]) => sys::send(fd, one),
+                (0, many) => sys::send_vectored(fd, many),
+                _ => self.out.write_with(fd, &slices[..n]),
+            };
+            match written {
+                Ok(k) => {
+                    self.written += k;
+                    self.budget.written(k);
+                    done += self.out.consume(k);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // What of `parts` was neither written nor queued gives its room back.
+                    self.budget.written(total - done);
+                    let reason = Error::io("write", e);
+                    let reply = Error::Closed(format!("the connection failed: {reason}").into());
+                    self.failed = Some(reason);
+                    return Err(reply);
                 }
             }
-            self.written += sent;
         }
-        Ok(sent)
+        self.queue_rest(parts, done);
+        Ok(())
     }
 
     fn queue_rest(&mut self, parts: &[&[u8]], sent: usize) {
         let (rest, n) = tail_slices(parts, sent);
         for slice in &rest[..n] {
-            self.out.extend_from_slice(slice);
+            self.out.push_copy(slice);
         }
     }
 
@@ -243,8 +309,8 @@ impl ConnState {
         let _ = self.sock.shutdown(Shutdown::Write);
         self.phase = Phase::Lingering;
         self.since = now;
-        self.out = Vec::new();
-        self.out_pos = 0;
+        self.out.clear();
+        self.gathered = false;
         self.partial = Vec::new();
     }
 }
@@ -304,7 +370,20 @@ impl<'a> Conn<'a> {
     pub(crate) fn send_accepted(&mut self, data: &[u8], frame: bool) -> Result<()> {
         let framing = if frame { self.svc.opts.framing } else { Framing::Raw };
         let (head, tail) = framing::envelope(&framing, data)?;
-        self.st.send_accepted(&[head.as_bytes(), data, tail])
+        self.st
+            .send_accepted(&[head.as_bytes(), data, tail], self.svc.opts.max_write_buffer)
+    }
+
+    /// Sends `buf` without copying it: written from where it is, and dropped once written or
+    /// when the connection ends. Refused (`Limit`, `Closed`) as [`Conn::send`] is, and then
+    /// handed back with the error, not dropped.
+    pub fn send_owned(&mut self, buf: Box<dyn OwnedBuf>) -> std::result::Result<(), (Error, Box<dyn OwnedBuf>)> {
+        self.st.send_owned(buf, self.svc.opts.max_write_buffer)
+    }
+
+    /// Delivers a lent buffer another thread sent, whose room was taken when it was accepted.
+    pub(crate) fn send_owned_accepted(&mut self, buf: Box<dyn OwnedBuf>) -> Result<()> {
+        self.st.send_owned_accepted(buf)
     }
 
     /// Stops reading from the peer until [`Conn::resume`] (input waits in the kernel, and the

@@ -81,6 +81,8 @@ pub(crate) struct Streams<'g> {
     drain_until: Option<Instant>,
     /// Clients waiting to connect again.
     pub(super) reconnects: Vec<Reconnect>,
+    /// Connections with sends gathered this turn, written when it ends.
+    flushes: Vec<(usize, u64)>,
 }
 
 /// Whether callbacks other than `on_close` may still run for `svc`'s connections.
@@ -104,6 +106,7 @@ impl<'g> Streams<'g> {
             now: Instant::now(),
             drain_until: None,
             reconnects: Vec::new(),
+            flushes: Vec::new(),
         }
     }
 
@@ -194,6 +197,20 @@ impl<'g> Streams<'g> {
                 }
             }
             svc.ending.let_go();
+        }
+    }
+
+    /// The turn is over: the sends each connection gathered during it go out together.
+    pub(crate) fn end_turn(&mut self) {
+        for (key, id) in std::mem::take(&mut self.flushes) {
+            let Some(st) = self.conns.get_mut(key).filter(|st| st.id == id) else {
+                continue;
+            };
+            st.flush_listed = false;
+            if st.gathered {
+                st.flush();
+                self.settle(key);
+            }
         }
     }
 
@@ -420,6 +437,10 @@ impl<'g> Streams<'g> {
         if !matches!(st.phase, Phase::Open | Phase::Closing) {
             return;
         }
+        if st.gathered && !st.flush_listed {
+            st.flush_listed = true;
+            self.flushes.push((key, st.id));
+        }
         if st.written > 0 {
             svc.counters.of(self.me.index()).bytes_out.add(st.written as u64);
             st.written = 0;
@@ -479,6 +500,12 @@ impl<'g> Streams<'g> {
         self.ids.remove(&st.id);
         self.me.remove_live(st.id);
         svc.counters.of(self.me.index()).closed.add(1);
+        if st.gathered {
+            // Sends gathered before the end go out as they would have at once.
+            st.flush();
+            svc.counters.of(self.me.index()).bytes_out.add(st.written as u64);
+            st.written = 0;
+        }
         st.phase = Phase::Closed;
         if let Err(e) = &reason {
             log!(Debug, "connection {} closed: {e}", st.id);
@@ -520,6 +547,17 @@ impl<'g> Streams<'g> {
                     st.budget.taken(bytes);
                     // Fails only if the connection is ending: then `on_close` says why.
                     let _ = Conn::new(st, &self.services[st.svc].0).send_accepted(&data, frame);
+                    self.settle(key);
+                }
+                // Not open any more: the buffer is released as the command is dropped.
+                HandleCmd::SendOwned { id, .. } if !self.ids.contains_key(&id) => {}
+                HandleCmd::SendOwned { id, buf, bytes } => {
+                    let key = self.ids[&id];
+                    let st = &mut self.conns[key];
+                    st.budget.taken(bytes);
+                    // Fails only if the connection is ending (releasing the buffer): then
+                    // `on_close` says why.
+                    let _ = Conn::new(st, &self.services[st.svc].0).send_owned_accepted(buf);
                     self.settle(key);
                 }
                 HandleCmd::Close { id } => {
