@@ -16,7 +16,7 @@ use crate::sys;
 /// Bytes the application lent for sending: read from where they are until written, then
 /// dropped (which returns them to their owner). The core knows no C pointer: the FFI wraps
 /// one in this.
-pub trait OwnedBuf: Send {
+pub trait OwnedBuf: std::any::Any + Send {
     /// The bytes to send; the same slice every time.
     fn bytes(&self) -> &[u8];
 }
