@@ -87,6 +87,8 @@ pub(crate) struct ConnState {
     pub(crate) gathered: bool,
     /// Listed in the loop's connections to write at the turn's end.
     pub(crate) flush_listed: bool,
+    /// Reading stopped with output waiting past the stall bound: read again once it drains.
+    pub(crate) stalled: bool,
 }
 
 /// A connect in progress: the next address to try if this one fails, and until when.
@@ -141,6 +143,7 @@ impl ConnState {
             out: OutQueue::default(),
             gathered: false,
             flush_listed: false,
+            stalled: false,
         }
     }
 

@@ -34,6 +34,12 @@ pub(crate) const READS_PER_TURN: usize = 16;
 /// Size of the one read buffer each loop owns (connections own none).
 const READ_BUF: usize = 64 * 1024;
 
+/// Reading stops while more than this (or the low-water mark, if lower) waits for the socket,
+/// until a writable event drains it: a stream answering what it reads then copies at most the
+/// unsent tail of one answer, never a backlog of them (libuv at its best stops reading while a
+/// write is pending). No `on_drain` comes of it: that is for the low-water mark.
+const STALL: usize = 64 * 1024;
+
 /// How far a read turn goes.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum ReadTo {
@@ -352,8 +358,14 @@ impl<'g> Streams<'g> {
             self.discard(key);
             return;
         }
+        let mut read = read;
         if writable && st.pending() > 0 {
             st.flush();
+            if st.stalled && st.pending() <= STALL {
+                // Input that waited raised no new event: read it now.
+                st.stalled = false;
+                read = Some(ReadTo::End);
+            }
         }
         if let Some(to) = read {
             self.read(key, to);
@@ -379,6 +391,10 @@ impl<'g> Streams<'g> {
         for _ in 0..READS_PER_TURN {
             let backlogged = st.paused || st.user_paused || st.pending() > svc.opts.low_water();
             if st.phase != Phase::Open || st.failed.is_some() || st.peer_eof || backlogged || !live(self.group, svc) {
+                return;
+            }
+            if st.pending() > STALL {
+                st.stalled = true;
                 return;
             }
             match sys::recv(st.sock.as_raw_fd(), &mut self.buf) {
