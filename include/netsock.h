@@ -469,7 +469,8 @@ int ns_conn_pause(struct ns_conn *conn);
 int ns_conn_peer(const struct ns_conn *conn, char *buf, size_t cap);
 
 /**
- * Bytes queued on the connection and not yet written (0 for NULL, with `NS_ERR_INVALID` in
+ * Bytes queued on the connection and not yet written, the sends gathered during this loop
+ * turn included (they are written when it ends) (0 for NULL, with `NS_ERR_INVALID` in
  * `ns_last_error()`). Loop thread only.
  */
 size_t ns_conn_pending(const struct ns_conn *conn);

@@ -180,7 +180,8 @@ pub extern "C" fn ns_conn_send_frame(conn: *mut ns_conn, data: *const c_void, le
     }
 }
 
-/// Bytes queued on the connection and not yet written (0 for NULL, with `NS_ERR_INVALID` in
+/// Bytes queued on the connection and not yet written, the sends gathered during this loop
+/// turn included (they are written when it ends) (0 for NULL, with `NS_ERR_INVALID` in
 /// `ns_last_error()`). Loop thread only.
 #[unsafe(no_mangle)]
 pub extern "C" fn ns_conn_pending(conn: *const ns_conn) -> usize {
