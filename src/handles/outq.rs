@@ -30,10 +30,12 @@ impl OwnedBuf for Vec<u8> {
 /// Slices handed to one `sendmsg` (Linux takes up to 1024).
 const MAX_IOV: usize = 64;
 
-/// Copy buffers smaller than this go back to the pool once drained; larger ones are freed.
-const POOL_BUF: usize = 64 * 1024;
-/// Buffers the pool of one loop thread keeps.
-const POOL_LEN: usize = 256;
+/// Copy buffers up to this capacity go back to the pool once drained; larger ones are freed.
+const POOL_BUF: usize = 16 * 1024;
+/// Buffers the pool of one loop thread keeps (at most 1 MiB in all).
+const POOL_LEN: usize = 64;
+/// Small copies join the last copy buffer up to this size.
+const COALESCE: usize = 64 * 1024;
 /// The least a copy buffer is allocated with.
 const MIN_BUF: usize = 4096;
 
@@ -76,10 +78,13 @@ impl Seg {
     }
 }
 
+/// The segments in order: the first apart, so that the usual queue (one copy buffer) costs no
+/// allocation of the list, and a drained one holds no memory.
 #[derive(Default)]
 pub(crate) struct OutQueue {
-    segs: VecDeque<Seg>,
-    /// Bytes of the front segment already written.
+    first: Option<Seg>,
+    more: VecDeque<Seg>,
+    /// Bytes of the first segment already written.
     head: usize,
     /// Bytes not yet written.
     len: usize,
@@ -90,21 +95,50 @@ impl OutQueue {
         self.len
     }
 
+    fn segs(&self) -> impl Iterator<Item = &Seg> {
+        self.first.iter().chain(self.more.iter())
+    }
+
+    fn last_mut(&mut self) -> Option<&mut Seg> {
+        match self.more.back_mut() {
+            Some(seg) => Some(seg),
+            None => self.first.as_mut(),
+        }
+    }
+
+    fn push(&mut self, seg: Seg) {
+        if self.first.is_none() {
+            self.first = Some(seg);
+        } else {
+            self.more.push_back(seg);
+        }
+    }
+
+    /// Drops the first segment (written); a copy buffer goes back to the pool.
+    fn pop(&mut self) {
+        if let Some(Seg::Copied(buf)) = std::mem::replace(&mut self.first, self.more.pop_front()) {
+            unpool(buf);
+        }
+        if self.first.is_none() && self.more.capacity() > 0 {
+            self.more = VecDeque::new();
+        }
+    }
+
     /// Appends a copy of `data`, into the last copy buffer while it has room.
     pub(crate) fn push_copy(&mut self, data: &[u8]) {
         if data.is_empty() {
             return;
         }
         self.len += data.len();
-        if let Some(Seg::Copied(last)) = self.segs.back_mut()
-            && (last.capacity() - last.len() >= data.len() || last.len() + data.len() <= POOL_BUF)
+        if let Some(Seg::Copied(last)) = self.last_mut()
+            && (last.capacity() - last.len() >= data.len() || last.len() + data.len() <= COALESCE)
         {
             last.extend_from_slice(data);
             return;
         }
         let mut buf = pooled(data.len());
         buf.extend_from_slice(data);
-        self.segs.push_back(Seg::Copied(buf));
+        self.push(Seg::Copied(buf));
     }
 
     /// Appends a lent buffer (dropped at once if empty).
@@ -112,7 +146,7 @@ impl OutQueue {
         let n = buf.bytes().len();
         if n > 0 {
             self.len += n;
-            self.segs.push_back(Seg::Owned(buf));
+            self.push(Seg::Owned(buf));
         }
     }
 
@@ -121,7 +155,7 @@ impl OutQueue {
     pub(crate) fn write_with(&self, fd: RawFd, extra: &[IoSlice<'_>]) -> io::Result<usize> {
         let mut iov = [IoSlice::new(&[]); MAX_IOV];
         let mut n = 0;
-        for (i, seg) in self.segs.iter().enumerate() {
+        for (i, seg) in self.segs().enumerate() {
             if n == MAX_IOV {
                 break;
             }
@@ -147,8 +181,8 @@ impl OutQueue {
     /// drained go back to the pool. Returns what was left of `n` past the queue's end.
     pub(crate) fn consume(&mut self, mut n: usize) -> usize {
         while n > 0 {
-            let Some(front) = self.segs.front() else { break };
-            let rest = front.bytes().len() - self.head;
+            let Some(first) = &self.first else { break };
+            let rest = first.bytes().len() - self.head;
             if n < rest {
                 self.head += n;
                 self.len -= n;
@@ -157,22 +191,15 @@ impl OutQueue {
             n -= rest;
             self.len -= rest;
             self.head = 0;
-            if let Some(Seg::Copied(buf)) = self.segs.pop_front() {
-                unpool(buf);
-            }
-        }
-        if self.segs.is_empty() && self.segs.capacity() > 4 {
-            self.segs = VecDeque::new();
+            self.pop();
         }
         n
     }
 
     /// Drops everything (lent buffers are released).
     pub(crate) fn clear(&mut self) {
-        for seg in std::mem::take(&mut self.segs) {
-            if let Seg::Copied(buf) = seg {
-                unpool(buf);
-            }
+        while self.first.is_some() {
+            self.pop();
         }
         self.head = 0;
         self.len = 0;
@@ -207,7 +234,7 @@ mod tests {
         q.push_owned(Box::new(Lent(b"efgh".to_vec(), released.clone())));
         q.push_copy(b"ij");
         assert_eq!(q.len(), 10);
-        assert_eq!(q.segs.len(), 3, "two small copies share one buffer");
+        assert_eq!(q.segs().count(), 3, "two small copies share one buffer");
         assert_eq!(q.consume(7), 0);
         assert_eq!(
             released.load(Ordering::SeqCst),
