@@ -211,7 +211,8 @@ int main(void)
         CHECK_EQ_INT(ns_server_send_frame(line, id, "a\nb", 3), NS_ERR_INVALID);
         CHECK_EQ_INT(ns_server_send(line, id, "this is more than sixteen bytes", 31), NS_OK);
         CHECK_EQ_INT(read_timeout(holder, buf, 31, 3000, NULL), 31);
-        CHECK_EQ_INT(ns_server_send_frame(line, id, "ok", 2), NS_OK);
+        /* the loop counts those bytes as written a moment after the peer may have them */
+        WAIT_FOR(ns_server_send_frame(line, id, "ok", 2) == NS_OK, 3000);
         CHECK_EQ_INT(read_timeout(holder, buf + 31, 3, 3000, NULL), 3);
         CHECK(memcmp(buf, "this is more than sixteen bytesok\n", 34) == 0);
     }
