@@ -32,12 +32,15 @@ const MAX_IOV: usize = 64;
 
 /// Copy buffers up to this capacity go back to the pool once drained; larger ones are freed.
 const POOL_BUF: usize = 16 * 1024;
-/// Buffers the pool of one loop thread keeps (at most 1 MiB in all).
+/// Buffers the pool of one loop thread keeps (1 MiB at the very most; as small sends leave
+/// them, a few KiB).
 const POOL_LEN: usize = 64;
 /// Small copies join the last copy buffer up to this size.
 const COALESCE: usize = 64 * 1024;
-/// The least a copy buffer is allocated with.
-const MIN_BUF: usize = 4096;
+/// The least a copy buffer is allocated with: small, as a turn may gather for thousands of
+/// connections at once (the heap keeps that peak: 64 B each keeps an idle server's memory
+/// per connection as it was without gathering); it grows by doubling past that.
+const MIN_BUF: usize = 64;
 
 thread_local! {
     static POOL: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };

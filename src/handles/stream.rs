@@ -206,16 +206,25 @@ impl<'g> Streams<'g> {
         }
     }
 
-    /// The turn is over: the sends each connection gathered during it go out together.
+    /// The turn is over: the sends each connection gathered during it go out together. Until
+    /// none is left: a flush may run callbacks (`on_drain`, then the input that waited) that
+    /// send again, and nothing may wait for the socket while the loop sleeps.
     pub(crate) fn end_turn(&mut self) {
-        for (key, id) in std::mem::take(&mut self.flushes) {
-            let Some(st) = self.conns.get_mut(key).filter(|st| st.id == id) else {
-                continue;
-            };
-            st.flush_listed = false;
-            if st.gathered {
-                st.flush();
-                self.settle(key);
+        while !self.flushes.is_empty() {
+            let mut list = std::mem::take(&mut self.flushes);
+            for (key, id) in list.drain(..) {
+                let Some(st) = self.conns.get_mut(key).filter(|st| st.id == id) else {
+                    continue;
+                };
+                st.flush_listed = false;
+                if st.gathered {
+                    st.flush();
+                    self.settle(key);
+                }
+            }
+            // The list is kept for the next turn, unless a burst made it large.
+            if self.flushes.is_empty() && list.capacity() <= 1024 {
+                self.flushes = list;
             }
         }
     }
