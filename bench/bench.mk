@@ -16,7 +16,7 @@ BENCH_PYTHON ?= python3
 BENCH_CWARN  := -O2 -g -std=gnu11 -Wall -Wextra -Werror
 BENCH_CFLAGS := $(BENCH_CWARN) -Iinclude
 BENCH_BINS   := $(BENCH_OUT)/loadgen $(BENCH_OUT)/epoll_echo $(BENCH_OUT)/uv_echo $(BENCH_OUT)/uv_best \
-                $(BENCH_OUT)/uring_echo $(BENCH_OUT)/ns_echo $(BENCH_OUT)/ns_resp \
+                $(BENCH_OUT)/uring_echo $(BENCH_OUT)/ns_echo $(BENCH_OUT)/ns_resp $(BENCH_OUT)/ns_fetch \
                 $(BENCH_OUT)/uv_timers $(BENCH_OUT)/ns_timers $(BUILD)/resp_server
 
 # BENCH_BASE=<rev>: a second netsock, from that git revision, measured in the same run.
@@ -93,6 +93,10 @@ $(BENCH_OUT)/ns_echo: bench/ns_echo.c lib
 	$(CC) $(BENCH_CFLAGS) $< -o $@ -L$(BUILD) -Wl,-rpath,'$$ORIGIN/..' -lnetsock -lpthread
 
 $(BENCH_OUT)/ns_resp: bench/ns_resp.c lib
+	@mkdir -p $(BENCH_OUT)
+	$(CC) $(BENCH_CFLAGS) $< -o $@ -L$(BUILD) -Wl,-rpath,'$$ORIGIN/..' -lnetsock -lpthread
+
+$(BENCH_OUT)/ns_fetch: bench/ns_fetch.c lib
 	@mkdir -p $(BENCH_OUT)
 	$(CC) $(BENCH_CFLAGS) $< -o $@ -L$(BUILD) -Wl,-rpath,'$$ORIGIN/..' -lnetsock -lpthread
 

@@ -44,12 +44,12 @@ Environment:
     BENCH_KEPT_ROUNDS=n rounds of the scenarios whose servers are kept up (tcp-pp-64,
                         tcp-pp-64-loops, udp-pp-64) (default 40; quick 3)
     BENCH_ONLY=a,b      only these scenarios (tcp-pp-64, tcp-pp-64-loops, tcp-pp-4k, tcp-stream,
-                        pp1000, pp10k, udp-pp-64, idle, timers, conn-timers, resp-p1, resp-p16,
-                        resp-gather); `timers` also names both timer scenarios (timers and
+                        pp1000, pp10k, fetch-64m, udp-pp-64, idle, timers, conn-timers, resp-p1,
+                        resp-p16, resp-gather); `timers` also names both timer scenarios (timers and
                         conn-timers), `resp` the three RESP ones
     BENCH_SERVERS=a,b   only these servers (netsock, netsock-thr, netsock-2t, libuv,
-                        libuv-textbook, epoll, epoll-2t, uring, netsock-base, redis-server, each,
-                        gather)
+                        libuv-textbook, epoll, epoll-2t, uring, owned, copy, netsock-base,
+                        redis-server, each, gather)
     BENCH_BASE=rev      (set by `make bench BENCH_BASE=rev`, which builds BUILD_DIR/ns_echo_base
                         against netsock at that git revision) adds the server netsock-base to
                         tcp-pp-64, tcp-pp-4k, tcp-stream and udp-pp-64, interleaved as netsock
@@ -102,7 +102,7 @@ ADDR = "127.0.0.1:0"
 BASE = os.environ.get("BENCH_BASE", "").strip()
 
 BIN = {name: os.path.join(OUT, name) for name in ("loadgen", "ns_echo", "uv_echo", "uv_best", "epoll_echo",
-                                                   "uring_echo", "ns_resp", "ns_timers", "uv_timers")
+                                                   "uring_echo", "ns_resp", "ns_fetch", "ns_timers", "uv_timers")
        + (("ns_echo_base",) if BASE else ())}
 
 # Servers: how to start each for a protocol.
@@ -113,6 +113,8 @@ SERVERS = {
     "libuv": lambda proto: [BIN["uv_best"], proto, ADDR],
     "libuv-textbook": lambda proto: [BIN["uv_echo"], proto, ADDR],
     "uring": lambda proto: [BIN["uring_echo"], proto, ADDR],
+    "owned": lambda proto: [BIN["ns_fetch"], "owned", ADDR, str(FETCH_SIZE)],
+    "copy": lambda proto: [BIN["ns_fetch"], "copy", ADDR, str(FETCH_SIZE)],
     "epoll": lambda proto: [BIN["epoll_echo"], proto, ADDR],
     "epoll-2t": lambda proto: [BIN["epoll_echo"], proto, ADDR, "2"],
 }
@@ -128,6 +130,8 @@ RESP_CLIENTS = 50
 # The gathered-writes scenario's servers: bench/ns_resp.c, one send per reply or one per delivery.
 RESP_NS = {"each": "each", "gather": "gather"}
 MANY_CONNS = int(os.environ.get("BENCH_MANY_CONNS", "10000"))
+# The large-response scenario: bench/ns_fetch.c answering each 1-byte request with this much.
+FETCH_SIZE = 64 << 20
 
 SCENARIOS = [
     dict(name="tcp-pp-64", title=f"TCP ping-pong, 50 conns x 64 B ({KEPT_ROUNDS} short rounds, servers kept up)",
@@ -145,6 +149,11 @@ SCENARIOS = [
     dict(name="pp10k", title=f"TCP ping-pong, {MANY_CONNS:,} conns x 64 B ({TIMER_WARMUP:g} s warm-up)", proto="tcp",
          mode="tcp-pingpong", conns=MANY_CONNS, size=64, servers=["netsock", "libuv", "epoll", "uring"],
          warmup=TIMER_WARMUP),
+    # Issue 17: a 64 MiB response per request, sent from the application's buffer
+    # (ns_conn_send_owned) or copied (ns_conn_send).
+    dict(name="fetch-64m", title=f"TCP, 4 conns, a {FETCH_SIZE >> 20} MiB response per 1-byte request, from "
+         "the application's buffer (owned) or copied (copy)", proto="tcp", mode="tcp-fetch", conns=4,
+         size=FETCH_SIZE, servers=["owned", "copy"]),
     dict(name="udp-pp-64", title=f"UDP ping-pong, 8 sockets x 64 B ({KEPT_ROUNDS} short rounds, servers kept up)",
          proto="udp", mode="udp-pingpong", conns=8, size=64, servers=["netsock", "libuv", "epoll"], kept_up=True),
     dict(name="idle", title=f"{IDLE_CONNS} idle connections, then one echo each", proto="tcp", mode="idle",
@@ -617,6 +626,9 @@ METRICS = {
                      ("ctxsw_per_req", "ctx sw/req", 3, False)],
     "tcp-stream": [("mbps", "MB/s", 0, True), ("cpu_ms_per_gb", "server CPU ms/GB", 0, False),
                    ("user_ms_per_gb", "of it user ms/GB", 0, False)],
+    "tcp-fetch": [("rps", "req/s", 1, True), ("mbps", "MB/s", 0, True), ("p50_ms", "p50 ms", 1, False),
+                  ("p99_ms", "p99 ms", 1, False), ("cpu_ms_per_gb", "server CPU ms/GB", 0, False),
+                  ("srv_rss_kb", "server VmRSS kB", 0, False)],
     "idle": [("held_b_per_conn", "B/conn held", 0, False), ("after_b_per_conn", "B/conn after echo", 0, False),
              ("connect_s", "connect all s", 2, False), ("echoed", "echoed", 0, True)],
     "resp": [("cpu_us_per_req", "server CPU us/req", 2, False), ("cpu_us_ping", "of it PING", 2, False),
@@ -659,6 +671,9 @@ TARGETS = [
     ("pp10k", "cpu_us_per_req", "netsock", "uring", None),
     ("pp10k", "cpu_us_per_req", "uring", "epoll", None),
     ("tcp-stream", "cpu_ms_per_gb", "netsock", "epoll", 1.00),
+    # Large responses: what sending from the application's buffer saves (no target set).
+    ("fetch-64m", "cpu_ms_per_gb", "owned", "copy", None),
+    ("fetch-64m", "srv_rss_kb", "owned", "copy", None),
 ]
 if BASE:
     # No regression against the base revision: its ratio and spread, judged by the reader
