@@ -46,9 +46,10 @@ thread_local! {
     static POOL: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
 }
 
+// (`try_with`: a queue dropped while its thread exits finds the pool gone, and does without.)
 fn pooled(want: usize) -> Vec<u8> {
     if want <= POOL_BUF
-        && let Some(buf) = POOL.with(|p| p.borrow_mut().pop())
+        && let Ok(Some(buf)) = POOL.try_with(|p| p.borrow_mut().pop())
     {
         return buf;
     }
@@ -58,7 +59,7 @@ fn pooled(want: usize) -> Vec<u8> {
 fn unpool(mut buf: Vec<u8>) {
     if buf.capacity() <= POOL_BUF {
         buf.clear();
-        POOL.with(|p| {
+        let _ = POOL.try_with(|p| {
             let mut p = p.borrow_mut();
             if p.len() < POOL_LEN {
                 p.push(buf);
