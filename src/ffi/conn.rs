@@ -58,8 +58,8 @@ pub extern "C" fn ns_conn_send(conn: *mut ns_conn, data: *const c_void, len: usi
 ///
 /// Ownership: on `NS_OK` the buffer is lent to netsock: do not change or free it until
 /// `free_fn` is called, which happens exactly once, on the loop thread, after the last byte is
-/// written or when the connection ends first (its `on_close` has run or is running; the bytes
-/// may then be partly sent). It may be called before this function returns (all written at
+/// written or when the connection ends first (after its `on_close` returned; the bytes may
+/// then be partly sent). It may be called before this function returns (all written at
 /// once, or `len` 0). On any other code the send was refused: `free_fn` is NOT called and the
 /// buffer is still the caller's.
 ///
