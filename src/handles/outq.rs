@@ -161,6 +161,13 @@ impl OutQueue {
     /// Writes what the socket takes of the queue followed by `extra` (not queued), in one
     /// `sendmsg`; returns how many bytes went (those of the queue first).
     pub(crate) fn write_with(&self, fd: RawFd, extra: &[IoSlice<'_>]) -> io::Result<usize> {
+        // The usual queue, one buffer: no slice list to build.
+        if self.more.is_none() && extra.is_empty() {
+            return match &self.first {
+                Some(seg) => sys::send(fd, &seg.bytes()[self.head..]),
+                None => Ok(0),
+            };
+        }
         let mut iov = [IoSlice::new(&[]); MAX_IOV];
         let mut n = 0;
         for (i, seg) in self.segs().enumerate() {
