@@ -421,8 +421,8 @@ int ns_client_send_frame(struct ns_client *client, const void *data, size_t len)
  * Sends the `len` bytes at `data` on the client connection without copying them, from any
  * thread, as `ns_server_send_owned()` does for a server's connection: on `NS_OK`, `free_fn(data,
  * user)` is called exactly once, on the loop thread, after the last byte is written or when
- * the connection ends first (by `ns_client_free()` if its loop never runs again); on any other
- * code it is NOT called and the buffer is still the caller's. Refused as `ns_client_send()`
+ * the connection ends first (for a loop that never runs again, as there); on any other code
+ * it is NOT called and the buffer is still the caller's. Refused as `ns_client_send()`
  * is; `NS_ERR_INVALID` for NULL `free_fn` or NULL `data` with `len` > 0.
  */
 int ns_client_send_owned(struct ns_client *client, void *data, size_t len, ns_free_cb free_fn, void *user);
@@ -877,9 +877,10 @@ int ns_server_send_frame(struct ns_server *srv, uint64_t conn_id, const void *da
  * Ownership: on `NS_OK` the buffer is lent to netsock: do not change or free it until
  * `free_fn` is called, which happens exactly once, on the connection's loop thread, after
  * the last byte is written or when the connection ends first (the bytes may then be partly
- * sent; if the loop never runs again, as a `run_in_wait` loop nobody runs, it is called by
- * `ns_server_free()`). On any other code the send was refused: `free_fn` is NOT called and
- * the buffer is still the caller's.
+ * sent). Only if that loop never runs again (a `run_in_wait` loop nobody runs) is it called
+ * elsewhere: on the thread that frees the last handle of the loop (`ns_server_free()`,
+ * `ns_client_free()` or `ns_loop_free()`). On any other code the send was refused: `free_fn`
+ * is NOT called and the buffer is still the caller's.
  *
  * Refused as `ns_server_send()` is (`NS_ERR_CLOSED`, `NS_ERR_INVALID`, `NS_ERR_LIMIT`); also
  * `NS_ERR_INVALID` for NULL `free_fn` or NULL `data` with `len` > 0. One send of any size is

@@ -356,8 +356,8 @@ pub extern "C" fn ns_client_send(client: *mut ns_client, data: *const c_void, le
 /// Sends the `len` bytes at `data` on the client connection without copying them, from any
 /// thread, as `ns_server_send_owned()` does for a server's connection: on `NS_OK`, `free_fn(data,
 /// user)` is called exactly once, on the loop thread, after the last byte is written or when
-/// the connection ends first (by `ns_client_free()` if its loop never runs again); on any other
-/// code it is NOT called and the buffer is still the caller's. Refused as `ns_client_send()`
+/// the connection ends first (for a loop that never runs again, as there); on any other code
+/// it is NOT called and the buffer is still the caller's. Refused as `ns_client_send()`
 /// is; `NS_ERR_INVALID` for NULL `free_fn` or NULL `data` with `len` > 0.
 #[unsafe(no_mangle)]
 pub extern "C" fn ns_client_send_owned(

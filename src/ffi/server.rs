@@ -314,9 +314,10 @@ pub extern "C" fn ns_server_send(srv: *mut ns_server, conn_id: u64, data: *const
 /// Ownership: on `NS_OK` the buffer is lent to netsock: do not change or free it until
 /// `free_fn` is called, which happens exactly once, on the connection's loop thread, after
 /// the last byte is written or when the connection ends first (the bytes may then be partly
-/// sent; if the loop never runs again, as a `run_in_wait` loop nobody runs, it is called by
-/// `ns_server_free()`). On any other code the send was refused: `free_fn` is NOT called and
-/// the buffer is still the caller's.
+/// sent). Only if that loop never runs again (a `run_in_wait` loop nobody runs) is it called
+/// elsewhere: on the thread that frees the last handle of the loop (`ns_server_free()`,
+/// `ns_client_free()` or `ns_loop_free()`). On any other code the send was refused: `free_fn`
+/// is NOT called and the buffer is still the caller's.
 ///
 /// Refused as `ns_server_send()` is (`NS_ERR_CLOSED`, `NS_ERR_INVALID`, `NS_ERR_LIMIT`); also
 /// `NS_ERR_INVALID` for NULL `free_fn` or NULL `data` with `len` > 0. One send of any size is
