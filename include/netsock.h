@@ -484,7 +484,8 @@ int ns_conn_resume(struct ns_conn *conn);
 /**
  * Sends `len` bytes from `data` (copied: the buffer is free again when this returns). The
  * sends made during one turn of the loop (in callbacks, posted tasks, timers) are gathered and
- * written together when the turn ends, with one system call for all of them; a send over
+ * written together, with one system call for all of them: those of `on_data` once the
+ * connection's input of the turn is handled, the others when the turn ends; a send over
  * 16 KiB goes to the socket at once, after what was gathered. What the socket does not take
  * is queued and written as the peer reads. One send of any size is taken when nothing waits
  * to be written for the connection; `NS_ERR_LIMIT` (nothing queued) refuses one that would

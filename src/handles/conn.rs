@@ -101,8 +101,8 @@ pub(crate) struct Dialing {
 }
 
 /// Sends up to this size made during a loop turn are gathered (copied) and written together
-/// when the turn ends; a larger one goes to the socket at once, from where it is, after what
-/// was gathered before it.
+/// (after the connection's reads of the turn, or when the turn ends); a larger one goes to the
+/// socket at once, from where it is, after what was gathered before it.
 const GATHER_MSG: usize = 16 * 1024;
 /// What a connection gathers in one turn at most (and never more than its low-water mark, so
 /// gathering never pauses reading): past it, the gathered sends are written at once.

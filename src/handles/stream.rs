@@ -378,6 +378,12 @@ impl<'g> Streams<'g> {
         }
         if let Some(to) = read {
             self.read(key, to);
+            // What the callbacks of this read burst sent goes out now, in one write, rather
+            // than after every other connection's turn: the reply does not wait on them.
+            let st = &mut self.conns[key];
+            if st.gathered {
+                st.flush();
+            }
         }
         self.settle(key);
     }
