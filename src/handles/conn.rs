@@ -301,6 +301,10 @@ impl ConnState {
     }
 
     fn queue_rest(&mut self, parts: &[&[u8]], sent: usize) {
+        if let [one] = parts {
+            // A plain send: one part, no list of slices to build.
+            return self.out.push_copy(&one[sent.min(one.len())..]);
+        }
         let (rest, n) = tail_slices(parts, sent);
         for slice in &rest[..n] {
             self.out.push_copy(slice);
