@@ -14,7 +14,7 @@
  *                 resent (counted as `lost`).
  *   tcp-fetch     N connections; each sends a 1-byte request and reads an S-byte response
  *                 (S up to 1 GiB), repeats. Requests/s, MB/s of responses, latency (p50, p99),
- *                 the server's CPU per GB and its VmRSS at the window's end (with --pid).
+ *                 the server's CPU per GB and its peak VmRSS (VmHWM, with --pid).
  *   idle          opens N connections and holds them (--settle seconds), then each sends 16
  *                 bytes and waits for their echo; reports how many succeeded. With --pid, the
  *                 server's VmRSS before, while holding, and after the echoes.
@@ -162,16 +162,22 @@ static long long proc_ctxsw(int pid)
     return total;
 }
 
-static long proc_rss_kb(int pid)
+/* A "Key:   N kB" line of /proc/PID/status, in kB; -1 if unreadable. */
+static long proc_status_kb(int pid, const char *key)
 {
     char path[64], buf[8192], *p;
     long kb;
     snprintf(path, sizeof path, "/proc/%d/status", pid);
-    if (read_file(path, buf, sizeof buf) != 0 || (p = strstr(buf, "VmRSS:")) == NULL)
+    if (read_file(path, buf, sizeof buf) != 0 || (p = strstr(buf, key)) == NULL)
         return -1;
-    if (sscanf(p + 6, "%ld", &kb) != 1)
+    if (sscanf(p + strlen(key), "%ld", &kb) != 1)
         return -1;
     return kb;
+}
+
+static long proc_rss_kb(int pid)
+{
+    return proc_status_kb(pid, "VmRSS:");
 }
 
 /* Busy time of the whole machine (all cores), in clock ticks, from /proc/stat; -1 if unreadable.
@@ -642,7 +648,7 @@ static int run_tcp_fetch(const struct cfg *c)
         }
     }
     take_snap(c, &b);
-    rss = c->pid > 0 ? proc_rss_kb(c->pid) : -1;
+    rss = c->pid > 0 ? proc_status_kb(c->pid, "VmHWM:") : -1;
     print_head(c);
     win = print_window(c, &a, &b, &cpu);
     printf(" requests=%llu rps=%.1f bytes=%llu mbps=%.1f p50_ms=%.2f p99_ms=%.2f errors=%llu",
@@ -651,7 +657,7 @@ static int run_tcp_fetch(const struct cfg *c)
     if (cpu >= 0 && bytes > 0)
         printf(" cpu_ms_per_gb=%.2f", cpu * 1e3 / ((double)bytes / 1e9));
     if (rss >= 0)
-        printf(" srv_rss_kb=%ld", rss);
+        printf(" srv_peak_rss_kb=%ld", rss);
     printf("\n");
     return errors ? 1 : 0;
 }

@@ -628,7 +628,7 @@ METRICS = {
                    ("user_ms_per_gb", "of it user ms/GB", 0, False)],
     "tcp-fetch": [("rps", "req/s", 1, True), ("mbps", "MB/s", 0, True), ("p50_ms", "p50 ms", 1, False),
                   ("p99_ms", "p99 ms", 1, False), ("cpu_ms_per_gb", "server CPU ms/GB", 0, False),
-                  ("srv_rss_kb", "server VmRSS kB", 0, False)],
+                  ("srv_peak_rss_kb", "server peak VmRSS kB", 0, False)],
     "idle": [("held_b_per_conn", "B/conn held", 0, False), ("after_b_per_conn", "B/conn after echo", 0, False),
              ("connect_s", "connect all s", 2, False), ("echoed", "echoed", 0, True)],
     "resp": [("cpu_us_per_req", "server CPU us/req", 2, False), ("cpu_us_ping", "of it PING", 2, False),
@@ -673,7 +673,7 @@ TARGETS = [
     ("tcp-stream", "cpu_ms_per_gb", "netsock", "epoll", 1.00),
     # Large responses: what sending from the application's buffer saves (no target set).
     ("fetch-64m", "cpu_ms_per_gb", "owned", "copy", None),
-    ("fetch-64m", "srv_rss_kb", "owned", "copy", None),
+    ("fetch-64m", "srv_peak_rss_kb", "owned", "copy", None),
 ]
 if BASE:
     # No regression against the base revision: its ratio and spread, judged by the reader
