@@ -16,7 +16,8 @@ BENCH_OUT    := $(BUILD)/bench
 BENCH_PYTHON ?= python3
 BENCH_CWARN  := -O2 -g -std=gnu11 -Wall -Wextra -Werror
 BENCH_CFLAGS := $(BENCH_CWARN) -Iinclude
-BENCH_BINS   := $(BENCH_OUT)/loadgen $(BENCH_OUT)/epoll_echo $(BENCH_OUT)/uv_echo $(BENCH_OUT)/ns_echo \
+BENCH_BINS   := $(BENCH_OUT)/loadgen $(BENCH_OUT)/epoll_echo $(BENCH_OUT)/uv_echo $(BENCH_OUT)/uv_best \
+                $(BENCH_OUT)/uring_echo $(BENCH_OUT)/ns_echo $(BENCH_OUT)/ns_resp $(BENCH_OUT)/ns_fetch \
                 $(BENCH_OUT)/uv_timers $(BENCH_OUT)/ns_timers $(BUILD)/resp_server \
                 $(BENCH_OUT)/tls_loadgen $(BENCH_OUT)/ns_tls_echo $(BENCH_OUT)/ossl_tls_echo $(BENCH_OUT)/certs/server.pem
 # The workers scenarios (issue 18): netsock's blocking handlers, and the classic server in C.
@@ -30,7 +31,7 @@ ifneq ($(strip $(BENCH_BASE)),)
 BENCH_BINS   += $(BENCH_OUT)/ns_echo_base
 endif
 
-.PHONY: bench bench-build bench-deps bench-redis bench-openssl bench-syscalls bench-instructions bench-base-lib
+.PHONY: bench bench-build bench-deps bench-uring-deps bench-redis bench-openssl bench-syscalls bench-instructions bench-base-lib
 
 bench: bench-build bench-redis
 	BENCH_BASE='$(strip $(BENCH_BASE))' $(BENCH_PYTHON) bench/run.py $(BENCH_OUT)
@@ -49,6 +50,14 @@ bench-deps:
 		echo "bench: installing libuv1-dev"; \
 		apt-get update && apt-get install -y libuv1-dev; }
 	@pkg-config --exists libuv || { echo "bench: libuv (pkg-config libuv) is missing"; exit 1; }
+
+# liburing for the io_uring reference: Debian's package (2.3, enough for multishot accept and
+# recv and provided-buffer rings), installed once if pkg-config lacks it.
+bench-uring-deps:
+	@pkg-config --exists liburing 2>/dev/null || { \
+		echo "bench: installing liburing-dev"; \
+		apt-get update && apt-get install -y liburing-dev; }
+	@pkg-config --exists liburing || { echo "bench: liburing (pkg-config liburing) is missing"; exit 1; }
 
 # redis-server (the RESP scenarios' reference) and redis-benchmark (their load): Debian's
 # redis-server package, which brings redis-tools, installed once if either is missing.
@@ -93,6 +102,14 @@ $(BENCH_OUT)/uv_echo: bench/uv_echo.c | bench-deps
 	@mkdir -p $(BENCH_OUT)
 	$(CC) $(BENCH_CFLAGS) $$(pkg-config --cflags libuv) $< -o $@ $$(pkg-config --libs libuv)
 
+$(BENCH_OUT)/uv_best: bench/uv_best.c | bench-deps
+	@mkdir -p $(BENCH_OUT)
+	$(CC) $(BENCH_CFLAGS) $$(pkg-config --cflags libuv) $< -o $@ $$(pkg-config --libs libuv)
+
+$(BENCH_OUT)/uring_echo: bench/uring_echo.c | bench-uring-deps
+	@mkdir -p $(BENCH_OUT)
+	$(CC) $(BENCH_CFLAGS) $$(pkg-config --cflags liburing) $< -o $@ $$(pkg-config --libs liburing)
+
 $(BENCH_OUT)/uv_timers: bench/uv_timers.c bench/timers_common.h | bench-deps
 	@mkdir -p $(BENCH_OUT)
 	$(CC) $(BENCH_CFLAGS) $$(pkg-config --cflags libuv) $< -o $@ $$(pkg-config --libs libuv)
@@ -109,6 +126,14 @@ $(BENCH_OUT)/ns_work: bench/ns_work.c lib
 $(BENCH_OUT)/tpc_server: bench/tpc_server.c
 	@mkdir -p $(BENCH_OUT)
 	$(CC) $(BENCH_CFLAGS) -pthread $< -o $@
+
+$(BENCH_OUT)/ns_resp: bench/ns_resp.c lib
+	@mkdir -p $(BENCH_OUT)
+	$(CC) $(BENCH_CFLAGS) $< -o $@ -L$(BUILD) -Wl,-rpath,'$$ORIGIN/..' -lnetsock -lpthread
+
+$(BENCH_OUT)/ns_fetch: bench/ns_fetch.c lib
+	@mkdir -p $(BENCH_OUT)
+	$(CC) $(BENCH_CFLAGS) $< -o $@ -L$(BUILD) -Wl,-rpath,'$$ORIGIN/..' -lnetsock -lpthread
 
 $(BENCH_OUT)/ns_timers: bench/ns_timers.c bench/timers_common.h lib
 	@mkdir -p $(BENCH_OUT)

@@ -35,7 +35,7 @@ measure() {
     case $name in
         netsock) set -- "$B/ns_echo" "$proto" 127.0.0.1:0 ;;
         netsock-2t) set -- "$B/ns_echo" "$proto" 127.0.0.1:0 2 ;;
-        libuv) set -- "$B/uv_echo" "$proto" 127.0.0.1:0 ;;
+        libuv) set -- "$B/uv_best" "$proto" 127.0.0.1:0 ;;
         epoll) set -- "$B/epoll_echo" "$proto" 127.0.0.1:0 ;;
     esac
     : > "$out.port"

@@ -12,6 +12,9 @@
  *   udp-pingpong  N connected UDP sockets; each sends an S-byte datagram (a sequence number in
  *                 its first 8 bytes), waits for the echo, repeats; a reply missing for 200 ms is
  *                 resent (counted as `lost`).
+ *   tcp-fetch     N connections; each sends a 1-byte request and reads an S-byte response
+ *                 (S up to 1 GiB), repeats. Requests/s, MB/s of responses, latency (p50, p99),
+ *                 the server's CPU per GB and its peak VmRSS (VmHWM, with --pid).
  *   tcp-oneshot   N clients, each in a loop: connect, send S bytes, read the reply until the
  *                 server closes (the classic server's "ACK!" then close), close. Requests/s,
  *                 latency of the whole exchange, and with --pid the server's peak RSS (VmHWM)
@@ -799,6 +802,103 @@ static int run_tcp_stream(const struct cfg *c)
     return errors ? 1 : 0;
 }
 
+/* ---- tcp fetch: a 1-byte request, an S-byte response ---- */
+
+static int run_tcp_fetch(const struct cfg *c)
+{
+    struct ppconn *fcs = calloc((size_t)c->conns, sizeof *fcs);
+    char *rbuf = malloc(STREAM_CHUNK);
+    struct epoll_event evs[MAX_EVENTS];
+    struct snap a, b;
+    int ep = epoll_create1(EPOLL_CLOEXEC), measuring;
+    uint64_t done = 0, bytes = 0, errors = 0;
+    int64_t start, warm_end, end;
+    double win, cpu;
+    long rss;
+
+    if (!fcs || !rbuf || ep < 0)
+        die("setup");
+    start = now_ns();
+    for (int i = 0; i < c->conns; i++) {
+        if ((fcs[i].fd = tcp_connect(start + 10000000000LL)) < 0)
+            die("connect");
+        ep_add(ep, fcs[i].fd, EPOLLIN, (uint32_t)i);
+    }
+    hist_reset();
+    start = now_ns();
+    warm_end = start + (int64_t)(c->warmup * 1e9);
+    end = warm_end + (int64_t)(c->duration * 1e9);
+    measuring = c->warmup <= 0;
+    if (measuring)
+        take_snap(c, &a);
+    for (int i = 0; i < c->conns; i++) {
+        fcs[i].t0 = now_ns();
+        if (send(fcs[i].fd, "g", 1, MSG_NOSIGNAL) != 1)
+            die("send");
+    }
+    for (;;) {
+        int n = epoll_wait(ep, evs, MAX_EVENTS, 5);
+        int64_t t = now_ns();
+        if (n < 0 && errno != EINTR)
+            die("epoll_wait");
+        if (!measuring && t >= warm_end) {
+            take_snap(c, &a);
+            hist_reset();
+            done = bytes = 0;
+            measuring = 1;
+        }
+        if (t >= end)
+            break;
+        for (int e = 0; e < n; e++) {
+            struct ppconn *fc = &fcs[evs[e].data.u32];
+            if (fc->dead)
+                continue;
+            for (;;) {
+                size_t want = c->size - fc->got < STREAM_CHUNK ? c->size - fc->got : STREAM_CHUNK;
+                ssize_t r = recv(fc->fd, rbuf, want, 0);
+                if (r > 0) {
+                    fc->got += (size_t)r;
+                    bytes += (uint64_t)r;
+                    if (fc->got < c->size)
+                        continue;
+                    /* one whole response: the next request (1 byte: the socket takes it) */
+                    t = now_ns();
+                    hist_add(t - fc->t0);
+                    done++;
+                    fc->got = 0;
+                    fc->t0 = t;
+                    if (send(fc->fd, "g", 1, MSG_NOSIGNAL) != 1)
+                        goto broken;
+                    break;
+                }
+                if (r < 0 && errno == EINTR)
+                    continue;
+                if (r < 0 && errno == EAGAIN)
+                    break;
+                goto broken;
+            }
+            continue;
+        broken:
+            errors++;
+            fc->dead = 1;
+            epoll_ctl(ep, EPOLL_CTL_DEL, fc->fd, NULL);
+        }
+    }
+    take_snap(c, &b);
+    rss = c->pid > 0 ? proc_status(c->pid, "VmHWM") : -1;
+    print_head(c);
+    win = print_window(c, &a, &b, &cpu);
+    printf(" requests=%llu rps=%.1f bytes=%llu mbps=%.1f p50_ms=%.2f p99_ms=%.2f errors=%llu",
+           (unsigned long long)done, (double)done / win, (unsigned long long)bytes, (double)bytes / win / 1e6,
+           hist_quantile(0.50) / 1e3, hist_quantile(0.99) / 1e3, (unsigned long long)errors);
+    if (cpu >= 0 && bytes > 0)
+        printf(" cpu_ms_per_gb=%.2f", cpu * 1e3 / ((double)bytes / 1e9));
+    if (rss >= 0)
+        printf(" srv_peak_rss_kb=%ld", rss);
+    printf("\n");
+    return errors ? 1 : 0;
+}
+
 /* ---- udp ping-pong ---- */
 
 struct udpsock {
@@ -1000,7 +1100,7 @@ static void raise_nofile(int conns)
 static void usage(void)
 {
     fprintf(stderr,
-            "usage: loadgen tcp-pingpong|tcp-churn|tcp-oneshot|tcp-stream|udp-pingpong|idle --port P [--host 127.0.0.1|::1]\n"
+            "usage: loadgen tcp-pingpong|tcp-churn|tcp-oneshot|tcp-stream|tcp-fetch|udp-pingpong|idle --port P [--host 127.0.0.1|::1]\n"
             "               [--conns N] [--size BYTES] [--duration S] [--warmup S] [--settle S] [--pid PID]\n");
     exit(2);
 }
@@ -1037,7 +1137,7 @@ int main(int argc, char **argv)
         case 'h': c.host = optarg; break;
         case 'p': c.port = (int)num(optarg, 1, 65535); break;
         case 'n': c.conns = (int)num(optarg, 1, 1000000); break;
-        case 's': c.size = (size_t)num(optarg, 1, 16 << 20); break;
+        case 's': c.size = (size_t)num(optarg, 1, 1 << 30); break;
         case 'd': c.duration = num(optarg, 0.01, 3600); break;
         case 'w': c.warmup = num(optarg, 0, 3600); break;
         case 'S': c.settle = num(optarg, 0, 60); break;
@@ -1084,6 +1184,8 @@ int main(int argc, char **argv)
         rc = run_tcp_stream(&c);
     else if (strcmp(c.mode, "tcp-oneshot") == 0)
         rc = run_tcp_oneshot(&c);
+    else if (strcmp(c.mode, "tcp-fetch") == 0)
+        rc = run_tcp_fetch(&c);
     else if (strcmp(c.mode, "udp-pingpong") == 0)
         rc = run_udp_pingpong(&c);
     else if (strcmp(c.mode, "idle") == 0)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The benchmark runner: netsock against libuv and raw epoll, on loopback.
+"""The benchmark runner: netsock against libuv, raw epoll and io_uring, on loopback.
 
     python3 bench/run.py [BUILD_DIR]        (make bench; BUILD_DIR defaults to build/bench)
 
@@ -14,7 +14,14 @@ to core 0, against examples-c/resp_server and against redis-server itself (Debia
 with --save '' --appendonly no), each pinned to core 1: PING (inline and multibulk), SET and GET,
 50 clients, pipelined 1 or 16 deep, one redis-benchmark run per command after a warm-up run. The
 server's utime+stime is read from /proc/PID/stat around each run: server CPU per request, the
-figure the issue's goal (<= 1.0x redis-server) is about.
+figure the issue's goal (<= 1.0x redis-server) is about. resp-gather (issue 17) runs the same
+load, -P 16, against bench/ns_resp.c sending one reply per ns_conn_send (`each`) and gathering a
+delivery's replies into one (`gather`): the goal is each <= 1.3x gather.
+
+The references: `libuv` is libuv at its best (bench/uv_best.c), `libuv-textbook` libuv as its
+examples write it (bench/uv_echo.c), `epoll` raw epoll (bench/epoll_echo.c), `uring` a
+single-threaded io_uring server (bench/uring_echo.c; left out, and the table says why, when
+`uring_echo probe` finds io_uring unavailable).
 
 The TLS scenarios (tls-handshake, tls-pp-64, tls-stream; BENCH_ONLY=tls names all three) run
 bench/tls_loadgen (OpenSSL clients on threads, pinned to core 0) against bench/ns_tls_echo
@@ -38,20 +45,23 @@ Environment:
     BENCH_IDLE_CONNS=n  connections of the idle scenario (default 5000)
     BENCH_TIMERS=n      repeating timers of the timers scenario (default 100000)
     BENCH_TIMER_CONNS=n connections of the conn-timers scenario (default 10000)
+    BENCH_MANY_CONNS=n  connections of the pp10k scenario (default 10000)
     BENCH_QUIET_WAIT=s  before each run, wait up to s seconds for the machine to be quiet
                         (default 5; quick 1; 0 disables)
     BENCH_KEPT_ROUNDS=n rounds of the scenarios whose servers are kept up (tcp-pp-64,
                         tcp-pp-64-loops, udp-pp-64) (default 40; quick 3)
     BENCH_ONLY=a,b      only these scenarios (tcp-pp-64, tcp-pp-64-loops, tcp-pp-4k, tcp-stream,
-                        udp-pp-64, churn, idle, timers, conn-timers, resp-p1, resp-p16, tls-handshake,
-                        tls-pp-64, tls-stream); `timers` also names both timer scenarios (timers and
-                        conn-timers), `resp` both RESP ones, `tls` the three TLS ones;
-                        `workers` names workers-block-100, workers-block-1000, workers-pp50
+                        pp1000, pp10k, fetch-64m, udp-pp-64, churn, idle, timers, conn-timers,
+                        resp-p1, resp-p16, resp-gather, tls-handshake, tls-pp-64, tls-stream,
+                        workers-block-100, workers-block-1000, workers-pp50); `timers` also names
+                        both timer scenarios (timers and conn-timers), `resp` the three RESP ones,
+                        `tls` the three TLS ones, `workers` the three workers ones
     BENCH_WORKERS=n     worker threads of netsock in the workers-block scenarios (default 16)
     BENCH_WORK_BLOCK_MS=ms  how long their handler blocks per request (default 10)
     BENCH_WORK_SPIN_US=us   CPU time per message of workers-pp50's handler (default 50)
     BENCH_SERVERS=a,b   only these servers (netsock, netsock-thr, netsock-2t, netsock-rp-2t, libuv,
-                        epoll, epoll-2t, netsock-base, redis-server, openssl)
+                        libuv-textbook, epoll, epoll-2t, uring, owned, copy, netsock-base,
+                        redis-server, each, gather, openssl)
     BENCH_BASE=rev      (set by `make bench BENCH_BASE=rev`, which builds BUILD_DIR/ns_echo_base
                         against netsock at that git revision) adds the server netsock-base to
                         tcp-pp-64, tcp-pp-4k, tcp-stream and udp-pp-64, interleaved as netsock
@@ -105,8 +115,10 @@ ADDR = "127.0.0.1:0"
 # BENCH_BASE: netsock at another git revision (bench/bench.mk builds ns_echo_base against it).
 BASE = os.environ.get("BENCH_BASE", "").strip()
 
-BIN = {name: os.path.join(OUT, name) for name in ("loadgen", "ns_echo", "uv_echo", "epoll_echo", "ns_timers",
-                                                   "uv_timers", "ns_work", "tpc_server", "tls_loadgen", "ns_tls_echo", "ossl_tls_echo")
+BIN = {name: os.path.join(OUT, name) for name in ("loadgen", "ns_echo", "uv_echo", "uv_best", "epoll_echo",
+                                                   "uring_echo", "ns_resp", "ns_fetch", "ns_timers", "uv_timers",
+                                                   "ns_work", "tpc_server", "tls_loadgen", "ns_tls_echo",
+                                                   "ossl_tls_echo")
        + (("ns_echo_base",) if BASE else ())}
 # The TLS scenarios' certificate and key (ECDSA P-256), the same for every server.
 CERT, KEY = os.path.join(OUT, "certs", "server.pem"), os.path.join(OUT, "certs", "server.key")
@@ -118,7 +130,11 @@ SERVERS = {
     "netsock": lambda proto: [BIN["ns_echo"], proto, ADDR, "1", "wait"],
     "netsock-thr": lambda proto: [BIN["ns_echo"], proto, ADDR, "1", "thread"],
     "netsock-2t": lambda proto: [BIN["ns_echo"], proto, ADDR, "2", "wait"],
-    "libuv": lambda proto: [BIN["uv_echo"], proto, ADDR],
+    "libuv": lambda proto: [BIN["uv_best"], proto, ADDR],
+    "libuv-textbook": lambda proto: [BIN["uv_echo"], proto, ADDR],
+    "uring": lambda proto: [BIN["uring_echo"], proto, ADDR],
+    "owned": lambda proto: [BIN["ns_fetch"], "owned", ADDR, str(FETCH_SIZE)],
+    "copy": lambda proto: [BIN["ns_fetch"], "copy", ADDR, str(FETCH_SIZE)],
     "epoll": lambda proto: [BIN["epoll_echo"], proto, ADDR],
     "epoll-2t": lambda proto: [BIN["epoll_echo"], proto, ADDR, "2"],
     "netsock-rp-2t": lambda proto: [BIN["ns_echo"], proto, ADDR, "2", "wait", "reuseport"],
@@ -126,7 +142,8 @@ SERVERS = {
 if BASE:
     SERVERS["netsock-base"] = lambda proto: [BIN["ns_echo_base"], proto, ADDR, "1", "wait"]
 # The references, and how a netsock cell names its ratio to each.
-REFS = {"libuv": "uv", "epoll": "ep", "redis-server": "redis", "tpc": "tpc", "openssl": "ossl"}
+REFS = {"libuv": "uv", "libuv-textbook": "uvt", "epoll": "ep", "uring": "ur", "redis-server": "redis", "tpc": "tpc",
+        "openssl": "ossl"}
 
 # Issue 18's workers scenarios: a handler that blocks WORK_BLOCK_MS per request (the classic
 # server's protocol: one request per connection, "ACK!", close) on netsock with WORKERS worker
@@ -149,6 +166,11 @@ SPINNING = {f"netsock_w{w}": (lambda w: lambda proto: [BIN["ns_work"], "spin", A
 RESP_SERVER = os.path.join(OUT, "..", "resp_server")
 RESP_TESTS = ("ping", "set", "get")   # redis-benchmark -t names; ping is PING_INLINE + PING_MBULK
 RESP_CLIENTS = 50
+# The gathered-writes scenario's servers: bench/ns_resp.c, one send per reply or one per delivery.
+RESP_NS = {"each": "each", "gather": "gather"}
+MANY_CONNS = int(os.environ.get("BENCH_MANY_CONNS", "10000"))
+# The large-response scenario: bench/ns_fetch.c answering each 1-byte request with this much.
+FETCH_SIZE = 64 << 20
 
 SCENARIOS = [
     dict(name="tcp-pp-64", title=f"TCP ping-pong, 50 conns x 64 B ({KEPT_ROUNDS} short rounds, servers kept up)",
@@ -157,9 +179,20 @@ SCENARIOS = [
          f"({KEPT_ROUNDS} short rounds, servers kept up)", proto="tcp", mode="tcp-pingpong", conns=50, size=64,
          servers=["netsock", "netsock-thr", "netsock-2t", "epoll", "epoll-2t"], kept_up=True),
     dict(name="tcp-pp-4k", title="TCP ping-pong, 50 conns x 4 KiB", proto="tcp", mode="tcp-pingpong",
-         conns=50, size=4096, servers=["netsock", "libuv", "epoll"]),
+         conns=50, size=4096, servers=["netsock", "libuv", "libuv-textbook", "epoll"]),
     dict(name="tcp-stream", title="TCP streaming, 4 conns x 64 KiB writes", proto="tcp", mode="tcp-stream",
-         conns=4, size=65536, servers=["netsock", "libuv", "epoll"]),
+         conns=4, size=65536, servers=["netsock", "libuv", "libuv-textbook", "epoll"]),
+    # Issue 17: many connections, with the io_uring reference beside the others.
+    dict(name="pp1000", title="TCP ping-pong, 1,000 conns x 64 B", proto="tcp", mode="tcp-pingpong",
+         conns=1000, size=64, servers=["netsock", "libuv", "epoll", "uring"]),
+    dict(name="pp10k", title=f"TCP ping-pong, {MANY_CONNS:,} conns x 64 B ({TIMER_WARMUP:g} s warm-up)", proto="tcp",
+         mode="tcp-pingpong", conns=MANY_CONNS, size=64, servers=["netsock", "libuv", "epoll", "uring"],
+         warmup=TIMER_WARMUP),
+    # Issue 17: a 64 MiB response per request, sent from the application's buffer
+    # (ns_conn_send_owned) or copied (ns_conn_send).
+    dict(name="fetch-64m", title=f"TCP, 4 conns, a {FETCH_SIZE >> 20} MiB response per 1-byte request, from "
+         "the application's buffer (owned) or copied (copy)", proto="tcp", mode="tcp-fetch", conns=4,
+         size=FETCH_SIZE, servers=["owned", "copy"]),
     dict(name="udp-pp-64", title=f"UDP ping-pong, 8 sockets x 64 B ({KEPT_ROUNDS} short rounds, servers kept up)",
          proto="udp", mode="udp-pingpong", conns=8, size=64, servers=["netsock", "libuv", "epoll"], kept_up=True),
     # Issue 15: accept-heavy load, one shared listener (loop 0 hands connections round) against
@@ -183,6 +216,11 @@ SCENARIOS = [
     dict(name="resp-p16", group="resp", title=f"RESP: redis-benchmark -t ping,set,get -P 16, {RESP_CLIENTS} clients, "
          "against examples-c/resp_server and redis-server", mode="resp", pipeline=16,
          servers=["netsock", "redis-server"]),
+    # Issue 17: gathered writes. bench/ns_resp.c answering redis-benchmark -P 16 with one
+    # ns_conn_send per reply (each) or one per delivery (gather).
+    dict(name="resp-gather", group="resp", title=f"RESP: redis-benchmark -t ping,set,get -P 16, {RESP_CLIENTS} "
+         "clients, against bench/ns_resp.c sending each reply (each) or gathering a delivery's (gather)",
+         mode="resp", pipeline=16, servers=["each", "gather"]),
     dict(name="workers-block-100", group="workers", title=f"Workers: a handler blocking {WORK_BLOCK_MS} ms per "
          "request, 100 clients (connect, request, \"ACK!\", close), netsock with "
          f"{WORKERS} workers vs a thread per connection", proto="tcp", mode="tcp-oneshot", conns=100, size=64,
@@ -220,7 +258,7 @@ if BASE:
 
 SERVERS_ONLY = [x for x in os.environ.get("BENCH_SERVERS", "").split(",") if x]
 if SERVERS_ONLY:
-    unknown = set(SERVERS_ONLY) - set(SERVERS) - {"redis-server", "openssl"}
+    unknown = set(SERVERS_ONLY) - set(SERVERS) - {"redis-server", "openssl"} - set(RESP_NS)
     if unknown:
         sys.exit(f"bench: unknown server(s) in BENCH_SERVERS: {', '.join(sorted(unknown))}")
     for sc in SCENARIOS:
@@ -281,6 +319,23 @@ def machine():
         info["base_lib"] = hashlib.sha256(lib).hexdigest()[:12] if lib else "?"
         info["base_echo"] = read("base-echo.txt") or "?"
     return info
+
+
+def probe_uring():
+    """Whether the io_uring reference can run here (`uring_echo probe`); if not, it is left
+    out of every scenario and the table says why."""
+    try:
+        r = subprocess.run([BIN["uring_echo"], "probe"], capture_output=True, text=True, timeout=10)
+        why = (r.stdout.strip() or r.stderr.strip() or f"exit status {r.returncode}")
+        ok = r.returncode == 0
+    except (OSError, subprocess.TimeoutExpired) as e:
+        ok, why = False, f"unavailable: {e}"
+    if ok:
+        return "available"
+    log(f"bench: io_uring reference left out: {why}")
+    for sc in SCENARIOS:
+        sc["servers"] = [s for s in sc["servers"] if s != "uring"]
+    return why
 
 
 def raise_nofile(need):
@@ -483,6 +538,15 @@ def start_resp_server(server):
                 stop_server(p)
                 raise RuntimeError(f"resp_server did not start (said {line!r}; see {OUT}/server.log)")
             return p, int(line.strip().rsplit(":", 1)[1])
+        if server in RESP_NS:
+            p = subprocess.Popen(["taskset", "-c", SERVER_CPU, BIN["ns_resp"], RESP_NS[server], ADDR],
+                                 stdout=subprocess.PIPE, stderr=errlog, text=True)
+            ready, _, _ = select.select([p.stdout], [], [], 10)
+            line = p.stdout.readline() if ready else ""
+            if not line.startswith("port="):
+                stop_server(p)
+                raise RuntimeError(f"ns_resp did not start (said {line!r}; see {OUT}/server.log)")
+            return p, int(line.strip().split("=", 1)[1])
         port = free_port()
         workdir = os.path.join(OUT, "redis")
         os.makedirs(workdir, exist_ok=True)
@@ -644,6 +708,9 @@ METRICS = {
     "tcp-oneshot": [("rps", "req/s", 0, True), ("p50_us", "p50 us", 0, False), ("p99_us", "p99 us", 0, False),
                     ("srv_hwm_kb", "peak RSS kB", 0, False), ("srv_threads", "threads", 0, False),
                     ("cpu_us_per_req", "server CPU us/req", 1, False), ("errors", "errors", 0, False)],
+    "tcp-fetch": [("rps", "req/s", 1, True), ("mbps", "MB/s", 0, True), ("p50_ms", "p50 ms", 1, False),
+                  ("p99_ms", "p99 ms", 1, False), ("cpu_ms_per_gb", "server CPU ms/GB", 0, False),
+                  ("srv_peak_rss_kb", "server peak VmRSS kB", 0, False)],
     "idle": [("held_b_per_conn", "B/conn held", 0, False), ("after_b_per_conn", "B/conn after echo", 0, False),
              ("connect_s", "connect all s", 2, False), ("echoed", "echoed", 0, True)],
     "resp": [("cpu_us_per_req", "server CPU us/req", 2, False), ("cpu_us_ping", "of it PING", 2, False),
@@ -687,6 +754,21 @@ TARGETS = [
     ("tls-handshake", "cpu_us_per_handshake", "netsock", "openssl", 1.00),
     ("tls-pp-64", "cpu_us_per_req", "netsock", "openssl", 1.00),
     ("tls-stream", "cpu_ms_per_gb", "netsock", "openssl", 1.00),
+    # Issue 17: one send per reply costs at most 1.3x one send per delivery.
+    ("resp-gather", "cpu_us_per_req", "each", "gather", 1.30),
+    # Many connections, beside each reference (no target set yet).
+    ("pp1000", "cpu_us_per_req", "netsock", "epoll", None),
+    ("pp1000", "cpu_us_per_req", "netsock", "libuv", None),
+    ("pp1000", "cpu_us_per_req", "netsock", "uring", None),
+    ("pp1000", "cpu_us_per_req", "uring", "epoll", None),
+    ("pp10k", "cpu_us_per_req", "netsock", "epoll", None),
+    ("pp10k", "cpu_us_per_req", "netsock", "libuv", None),
+    ("pp10k", "cpu_us_per_req", "netsock", "uring", None),
+    ("pp10k", "cpu_us_per_req", "uring", "epoll", None),
+    ("tcp-stream", "cpu_ms_per_gb", "netsock", "epoll", 1.00),
+    # Large responses: what sending from the application's buffer saves (no target set).
+    ("fetch-64m", "cpu_ms_per_gb", "owned", "copy", None),
+    ("fetch-64m", "srv_peak_rss_kb", "owned", "copy", None),
 ]
 if BASE:
     # No regression against the base revision: its ratio and spread, judged by the reader
@@ -709,6 +791,7 @@ def build_table(results, info, started, elapsed):
     lines.append("")
     lines.append(f"{started:%Y-%m-%d %H:%M} UTC; machine: {info['nproc']} cores ({info['cpu']}), Linux {info['kernel']}, "
                  f"libuv {info['libuv']}" + (f", redis-server {info['redis']}" if "redis" in info else "") +
+                 (f"; io_uring reference: {info['uring']}" if "uring" in info else "") +
                  f"; netsock at git {info['rev']} (libnetsock.so sha256 {info['lib']}). Server pinned to core {SERVER_CPU}, load generator to core {LOADGEN_CPU}, "
                  f"loopback. {ROUNDS} interleaved round(s), {WINDOW:g} s windows after {WARMUP:g} s warm-up; "
                  f"medians over rounds; run took {elapsed:.0f} s."
@@ -874,8 +957,10 @@ def main():
         for tool in ("redis-server", "redis-benchmark"):
             if shutil.which(tool) is None:
                 sys.exit(f"bench: {tool} is missing (`make bench` installs Debian's redis-server)")
-    raise_nofile(max(2 * IDLE_CONNS, TIMER_CONNS) + 1024)
+    raise_nofile(max(2 * IDLE_CONNS, TIMER_CONNS, MANY_CONNS) + 1024)
     info = machine()
+    if any("uring" in sc["servers"] for sc in SCENARIOS):
+        info["uring"] = probe_uring()
     started = datetime.datetime.now(datetime.timezone.utc)
     t0 = time.monotonic()
     open(os.path.join(OUT, "server.log"), "w").close()

@@ -10,7 +10,10 @@
 # (ptrace) slows the server several times over, which makes its batches per epoll_wait bigger
 # than in the real benchmark: with perf available the same is also counted with `perf trace -s`
 # (kernel tracepoints, far lighter), closer to the batching of an untraced run. "stream" is
-# TCP streaming (4 connections of 64 KiB writes), counted per 64 KiB echoed.
+# TCP streaming (4 connections of 64 KiB writes), counted per 64 KiB echoed. "resp" is
+# redis-benchmark -P 16 (PING, SET, GET; SYSCALL_RESP_REQUESTS each, default 50000) against
+# bench/ns_resp.c sending one reply per ns_conn_send (each) or one buffer per delivery
+# (gather): with the sends of a loop turn gathered, both make the same system calls.
 #
 # Environment: SYSCALL_SECONDS (load per server, default 2), SYSCALL_PROTOS (default
 # "tcp udp stream"), SYSCALL_TRACERS (default "strace perf"). strace is installed with apt if missing.
@@ -19,7 +22,8 @@ set -eu
 
 B=${1:-build/bench}
 SECS=${SYSCALL_SECONDS:-2}
-PROTOS=${SYSCALL_PROTOS:-tcp udp stream}
+PROTOS=${SYSCALL_PROTOS:-tcp udp stream resp}
+RESP_N=${SYSCALL_RESP_REQUESTS:-50000}
 TRACERS=${SYSCALL_TRACERS:-strace perf}
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/ns-syscalls.XXXXXX")
 SERVER_PID=
@@ -33,7 +37,7 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-for bin in loadgen ns_echo uv_echo epoll_echo; do
+for bin in loadgen ns_echo uv_best epoll_echo ns_resp; do
     [ -x "$B/$bin" ] || { echo "syscalls: $B/$bin is missing: run make bench-build" >&2; exit 1; }
 done
 if ! command -v strace >/dev/null 2>&1; then
@@ -47,8 +51,9 @@ start_server() {
     case $1 in
         netsock) set -- "$B/ns_echo" "$2" 127.0.0.1:0 ;;
         netsock-2t) set -- "$B/ns_echo" "$2" 127.0.0.1:0 2 ;;
-        libuv) set -- "$B/uv_echo" "$2" 127.0.0.1:0 ;;
+        libuv) set -- "$B/uv_best" "$2" 127.0.0.1:0 ;;
         epoll) set -- "$B/epoll_echo" "$2" 127.0.0.1:0 ;;
+        each | gather) set -- "$B/ns_resp" "$1" 127.0.0.1:0 ;;
     esac
     : > "$TMP/port"
     taskset -c 1 "$@" > "$TMP/port" 2>> "$TMP/server.log" &
@@ -83,15 +88,22 @@ measure() {
         udp) set -- udp-pingpong --conns 8 --size 64 ;;
         stream) set -- tcp-stream --conns 4 --size 65536 ;;
     esac
-    taskset -c 0 "$B/loadgen" "$@" --duration "$SECS" --warmup 0 --port "$PORT" \
-        --pid "$SERVER_PID" > "$out.result" || true
+    if [ "$proto" = resp ]; then
+        # PING (inline and multibulk), SET, GET: four runs of RESP_N requests
+        taskset -c 0 redis-benchmark -p "$PORT" -c 50 -P 16 -t ping,set,get -n "$RESP_N" -q \
+            > "$out.bench" 2>&1 || true
+        echo "requests=$((4 * RESP_N))" > "$out.result"
+    else
+        taskset -c 0 "$B/loadgen" "$@" --duration "$SECS" --warmup 0 --port "$PORT" \
+            --pid "$SERVER_PID" > "$out.result" || true
+    fi
     sleep 0.3   # the server closes the connections
     kill -INT "$TRACER_PID" 2>/dev/null || true
     wait "$TRACER_PID" 2>/dev/null || true
     TRACER_PID=
     stop_server
     # requests, or 64 KiB chunks echoed for streaming
-    sed -n -e 's/.* requests=\([0-9]*\).*/\1/p' -e 's/.* bytes=\([0-9]*\).*/\1/p' "$out.result" |
+    sed -n -e 's/.*requests=\([0-9]*\).*/\1/p' -e 's/.* bytes=\([0-9]*\).*/\1/p' "$out.result" |
         awk -v p="$proto" '{ print (p == "stream") ? int($1 / 65536) : $1 }' > "$out.req"
 }
 
@@ -103,8 +115,15 @@ for tracer in $TRACERS; do
     fi
     TRACERS_RUN="$TRACERS_RUN $tracer"
     for proto in $PROTOS; do
-        if [ "$proto" = tcp ]; then servers="netsock netsock-2t libuv epoll"; else servers="netsock libuv epoll"; fi
-        case $proto in tcp | udp | stream) ;; *) echo "syscalls: unknown proto $proto" >&2; exit 2 ;; esac
+        case $proto in
+            tcp) servers="netsock netsock-2t libuv epoll" ;;
+            udp | stream) servers="netsock libuv epoll" ;;
+            resp) servers="each gather"
+                  command -v redis-benchmark >/dev/null 2>&1 || {
+                      echo "syscalls: redis-benchmark is missing (make bench installs it): resp skipped" >&2
+                      continue; } ;;
+            *) echo "syscalls: unknown proto $proto" >&2; exit 2 ;;
+        esac
         for name in $servers; do
             echo "syscalls: $tracer, $proto, $name" >&2
             measure "$tracer" "$name" "$proto"
@@ -134,8 +153,8 @@ def parse(tracer, path):
     return calls
 
 for tracer in tracers:
-    for proto in ("tcp", "udp", "stream"):
-        names = [n for n in ("netsock", "netsock-2t", "libuv", "epoll")
+    for proto in ("tcp", "udp", "stream", "resp"):
+        names = [n for n in ("netsock", "netsock-2t", "libuv", "epoll", "each", "gather")
                  if os.path.exists(f"{tmp}/{tracer}.{n}.{proto}.req")]
         if not names:
             continue
@@ -146,7 +165,8 @@ for tracer in tracers:
             reqs[n] = int(req) if req else 0
             data[n] = parse(tracer, base + ".trace") if os.path.exists(base + ".trace") else {}
         what, per = {"tcp": ("TCP ping-pong 50 x 64 B", "request"), "udp": ("UDP ping-pong 8 x 64 B", "request"),
-                     "stream": ("TCP streaming 4 x 64 KiB writes", "64 KiB echoed")}[proto]
+                     "stream": ("TCP streaming 4 x 64 KiB writes", "64 KiB echoed"),
+                     "resp": ("RESP, redis-benchmark -P 16 against ns_resp each / gather", "request")}[proto]
         print(f"\n## {what}: system calls per {per} ({tracer}; errors in parentheses)\n")
         print("| syscall | " + " | ".join(names) + " |")
         print("|---|" + "---|" * len(names))

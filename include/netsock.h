@@ -263,6 +263,12 @@ typedef struct ns_tls ns_tls;
 typedef void (*ns_conn_task_cb)(struct ns_conn *conn, void *user);
 
 /**
+ * The release of `ns_conn_send_owned()`, `ns_server_send_owned()` and
+ * `ns_client_send_owned()`: called once with the `data` and `user` of the send.
+ */
+typedef void (*ns_free_cb)(void *data, void *user);
+
+/**
  * Called on a loop's first thread with the `user` given to `ns_loop_post()`.
  */
 typedef void (*ns_task_cb)(void *user);
@@ -466,6 +472,16 @@ int ns_client_send(struct ns_client *client, const void *data, size_t len);
 int ns_client_send_frame(struct ns_client *client, const void *data, size_t len);
 
 /**
+ * Sends the `len` bytes at `data` on the client connection without copying them, from any
+ * thread, as `ns_server_send_owned()` does for a server's connection: on `NS_OK`, `free_fn(data,
+ * user)` is called exactly once, on the loop thread, after the last byte is written or when
+ * the connection ends first (for a loop that never runs again, as there); on any other code
+ * it is NOT called and the buffer is still the caller's. Refused as `ns_client_send()`
+ * is; `NS_ERR_INVALID` for NULL `free_fn` or NULL `data` with `len` > 0.
+ */
+int ns_client_send_owned(struct ns_client *client, void *data, size_t len, ns_free_cb free_fn, void *user);
+
+/**
  * Writes the ALPN protocol agreed on in the handshake as NUL-terminated text into `buf` of
  * `cap` bytes: "" without TLS or ALPN. `NS_OK`; `NS_ERR_TRUNCATED` (nothing written) if it
  * does not fit (256 bytes fit any); `NS_ERR_INVALID` for NULL. Loop thread only (inside a
@@ -516,7 +532,8 @@ int ns_conn_pause(struct ns_conn *conn);
 int ns_conn_peer(const struct ns_conn *conn, char *buf, size_t cap);
 
 /**
- * Bytes queued on the connection and not yet written (0 for NULL, with `NS_ERR_INVALID` in
+ * Bytes queued on the connection and not yet written, the sends gathered during this loop
+ * turn included (they are written when it ends) (0 for NULL, with `NS_ERR_INVALID` in
  * `ns_last_error()`). Loop thread only.
  */
 size_t ns_conn_pending(const struct ns_conn *conn);
@@ -528,8 +545,14 @@ size_t ns_conn_pending(const struct ns_conn *conn);
 int ns_conn_resume(struct ns_conn *conn);
 
 /**
- * Sends `len` bytes from `data` (copied: the buffer is free again when this returns). What the
- * socket takes is written at once, the rest queued and written as the peer reads. `NS_OK`;
+ * Sends `len` bytes from `data` (copied: the buffer is free again when this returns). The
+ * sends made during one turn of the loop (in callbacks, posted tasks, timers) are gathered and
+ * written together, with one system call for all of them: those of `on_data` once the
+ * connection's input of the turn is handled, the others when the turn ends; a send over
+ * 16 KiB goes to the socket at once, after what was gathered. What the socket does not take
+ * is queued and written as the peer reads. One send of any size is taken when nothing waits
+ * to be written for the connection; `NS_ERR_LIMIT` (nothing queued) refuses one that would
+ * take what waits past the write buffer limit (`ns_options_set_max_write_buffer()`). `NS_OK`;
  * `NS_ERR_CLOSED` after `ns_conn_close()`, inside `on_close`, or once the connection failed;
  * `NS_ERR_INVALID` for NULL `conn` or NULL `data` with `len` > 0. Loop thread only (inside a
  * callback).
@@ -545,6 +568,26 @@ int ns_conn_send(struct ns_conn *conn, const void *data, size_t len);
  * size) and raw framing. Otherwise like `ns_conn_send()`. Loop thread only (inside a callback).
  */
 int ns_conn_send_frame(struct ns_conn *conn, const void *data, size_t len);
+
+/**
+ * Sends the `len` bytes at `data` without copying them: netsock writes them from `data` and
+ * then calls `free_fn(data, user)`.
+ *
+ * Ownership: on `NS_OK` the buffer is lent to netsock: do not change or free it until
+ * `free_fn` is called, which happens exactly once, on the loop thread, after the last byte is
+ * written or when the connection ends first (after its `on_close` returned; the bytes may
+ * then be partly sent). It may be called before this function returns (all written at
+ * once, or `len` 0). On any other code the send was refused: `free_fn` is NOT called and the
+ * buffer is still the caller's.
+ *
+ * Like `ns_conn_send()` otherwise: in order with the connection's other output; one send of
+ * any size is taken when nothing waits to be written for the connection, and `NS_ERR_LIMIT`
+ * refuses one that would take what waits past the write buffer limit. `NS_ERR_CLOSED` after
+ * `ns_conn_close()`, inside `on_close`, or once the connection failed; `NS_ERR_INVALID` for
+ * NULL `conn`, NULL `free_fn`, or NULL `data` with `len` > 0. Loop thread only (inside a
+ * callback).
+ */
+int ns_conn_send_owned(struct ns_conn *conn, void *data, size_t len, ns_free_cb free_fn, void *user);
 
 /**
  * The server the connection belongs to (the one `ns_tcp_serve()` returns), so callbacks can
@@ -735,7 +778,9 @@ int ns_options_set_max_frame(struct ns_options *opts, size_t bytes);
 
 /**
  * Bounds each connection's queued output (default 8 MiB; at least 1). A send that would take
- * the queue past it returns `NS_ERR_LIMIT` and queues nothing of that message. While more than
+ * the queue past it returns `NS_ERR_LIMIT` and queues nothing of that message; one send of any
+ * size is taken when nothing is queued (the limit bounds what piles up, not one message;
+ * `ns_conn_send_owned()` streams a large one without a copy). While more than
  * a quarter of it is queued, netsock stops reading from that connection until it drains, so a
  * peer that never reads cannot make the server grow. `ns_server_send()` and
  * `ns_client_send()` count the sends still waiting for the loop as queued, so they refuse
@@ -983,8 +1028,9 @@ int ns_server_post(struct ns_server *srv, uint64_t conn_id, ns_conn_task_cb cb, 
  * accepted: they reach the peer unless the connection ends first (the delivery rule of the
  * preamble). `NS_ERR_CLOSED` for an id that is not open (never was, or already closed) or a
  * stopped server; `NS_ERR_INVALID` for a UDP server; `NS_ERR_LIMIT` (nothing queued) if the
- * connection's output queued on the loop and waiting for it would pass its write buffer limit
- * with these bytes (`ns_options_set_max_write_buffer()`).
+ * connection has output queued on the loop or waiting for it, and these bytes would take it
+ * past its write buffer limit (`ns_options_set_max_write_buffer()`): one send of any size is
+ * taken when nothing waits.
  */
 int ns_server_send(struct ns_server *srv, uint64_t conn_id, const void *data, size_t len);
 
@@ -994,6 +1040,25 @@ int ns_server_send(struct ns_server *srv, uint64_t conn_id, const void *data, si
  * message the framing cannot carry).
  */
 int ns_server_send_frame(struct ns_server *srv, uint64_t conn_id, const void *data, size_t len);
+
+/**
+ * Sends the `len` bytes at `data` to the TCP connection `conn_id` without copying them, from
+ * any thread: the connection's loop writes them from `data`, in order with its other output,
+ * then calls `free_fn(data, user)`.
+ *
+ * Ownership: on `NS_OK` the buffer is lent to netsock: do not change or free it until
+ * `free_fn` is called, which happens exactly once, on the connection's loop thread, after
+ * the last byte is written or when the connection ends first (the bytes may then be partly
+ * sent). Only if that loop never runs again (a `run_in_wait` loop nobody runs) is it called
+ * elsewhere: on the thread that frees the last handle of the loop (`ns_server_free()`,
+ * `ns_client_free()` or `ns_loop_free()`). On any other code the send was refused: `free_fn`
+ * is NOT called and the buffer is still the caller's.
+ *
+ * Refused as `ns_server_send()` is (`NS_ERR_CLOSED`, `NS_ERR_INVALID`, `NS_ERR_LIMIT`); also
+ * `NS_ERR_INVALID` for NULL `free_fn` or NULL `data` with `len` > 0. One send of any size is
+ * taken when nothing waits for the connection: a 1 GiB buffer streams from where it is.
+ */
+int ns_server_send_owned(struct ns_server *srv, uint64_t conn_id, void *data, size_t len, ns_free_cb free_fn, void *user);
 
 /**
  * Counters of a server since it started (see `ns_stats`). Set `out->size = sizeof(ns_stats)`

@@ -40,6 +40,7 @@ pub use error::{Error, Result};
 pub use framing::Framing;
 pub use handles::conn::{Conn, TcpHandler};
 pub use handles::datagram::{Responder, UdpHandler};
+pub use handles::outq::OwnedBuf;
 pub use options::Options;
 pub use server::Server;
 pub use stats::Stats;

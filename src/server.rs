@@ -21,7 +21,7 @@ use crate::loop_core::lock;
 use crate::options::Options;
 use crate::socket::Bound;
 use crate::stats::{Counter, Stats};
-use crate::{ClientLoop, Conn};
+use crate::{ClientLoop, Conn, OwnedBuf};
 
 /// A bound TCP or UDP server. It runs on loops of its own, or on loops it shares with other
 /// servers and clients ([`Server::tcp_on`], [`Server::udp_on`]). Dropping it stops it and waits
@@ -292,6 +292,17 @@ impl Server {
             None
         };
         handles::push_send(&self.group, id, data, envelope, self.opts.max_write_buffer)
+    }
+
+    /// Sends `buf` to the TCP connection `id` without copying it, from any thread: written
+    /// from where it is on the connection's loop and dropped there once written or when the
+    /// connection ends. Refused (`Limit`, `Closed`, `Invalid`), it is handed back with the
+    /// error, not dropped.
+    pub fn send_owned(&self, id: u64, buf: Box<dyn OwnedBuf>) -> std::result::Result<(), (Error, Box<dyn OwnedBuf>)> {
+        if self.kind != Type::STREAM {
+            return Err((Error::Invalid("connection sends need a TCP server".into()), buf));
+        }
+        handles::push_send_owned(&self.group, id, buf, self.opts.max_write_buffer)
     }
 
     /// Closes the TCP connection `id` once its queued output is written, from any thread.

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::OwnedBuf;
 use crate::addr::Addr;
 use crate::deadline::Deadline;
 use crate::error::Result;
@@ -244,6 +245,13 @@ impl Client {
     pub fn send_frame(&self, msg: &[u8]) -> Result<()> {
         let envelope = framing::envelope_len(&self.svc.opts.framing, msg)?;
         self.push_send(msg, Some(envelope))
+    }
+
+    /// Sends `buf` without copying it, from any thread: written from where it is on the
+    /// connection's loop and dropped there once written or when the connection ends.
+    /// Refused (`Limit`, `Closed`), it is handed back with the error, not dropped.
+    pub fn send_owned(&self, buf: Box<dyn OwnedBuf>) -> std::result::Result<(), (crate::Error, Box<dyn OwnedBuf>)> {
+        handles::push_send_owned(&self.group, self.id, buf, self.svc.opts.max_write_buffer)
     }
 
     /// Closes the connection after its queued output is written; it does not reconnect.

@@ -357,3 +357,46 @@ fn udp_replies_in_a_callback_keep_their_order() {
     }
     assert_eq!(srv.stats().datagrams_out, expected);
 }
+
+/// A lent buffer that reports when it is let go of.
+struct Lent(Vec<u8>, Sender<usize>);
+
+impl netsock::OwnedBuf for Lent {
+    fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Drop for Lent {
+    fn drop(&mut self) {
+        let _ = self.1.send(self.0.len());
+    }
+}
+
+#[test]
+fn owned_sends_are_written_then_dropped_and_refused_ones_come_back() {
+    let (srv, rx) = echo_server("127.0.0.1:0");
+    let mut s = TcpStream::connect(srv.addr_text()).unwrap();
+    s.set_read_timeout(Some(T)).unwrap();
+    let Seen::Open(id) = next(&rx) else { panic!() };
+    let (dropped_tx, dropped) = channel();
+    let big = vec![7u8; 4 << 20]; // 4 MiB: more than the socket takes at once
+    srv.send_owned(id, Box::new(Lent(big.clone(), dropped_tx.clone())))
+        .map_err(|(e, _)| e)
+        .unwrap();
+    let mut got = vec![0u8; big.len()];
+    s.read_exact(&mut got).unwrap();
+    assert!(got == big);
+    assert_eq!(dropped.recv_timeout(T).unwrap(), big.len(), "dropped once written");
+    // Refused: handed back whole, not dropped.
+    let Err((e, back)) = srv.send_owned(id + 100, Box::new(Lent(b"nobody".to_vec(), dropped_tx))) else {
+        panic!("a send to a stale id was accepted")
+    };
+    assert!(matches!(e, Error::Closed(_)));
+    assert!(dropped.try_recv().is_err());
+    assert_eq!(back.bytes(), b"nobody");
+    drop(back);
+    assert_eq!(dropped.recv_timeout(T).unwrap(), 6);
+    srv.stop();
+    srv.wait().unwrap();
+}

@@ -5,6 +5,7 @@ use std::os::raw::c_char;
 use std::time::Duration;
 
 use super::options::{self, ns_data_cb, ns_options};
+use super::owned::{CBuf, ns_free_cb, owned_code};
 use super::result::{code, fail, fail_static, ns_result};
 use super::server::{CTcp, User, conn_task, ns_conn_task_cb};
 use crate::{Client, ClientLoop, Error, client};
@@ -352,6 +353,27 @@ pub extern "C" fn ns_client_send(client: *mut ns_client, data: *const c_void, le
     ffi_panic_boundary! {
         let client = try_ref!(client);
         code(client.inner.send(try_slice!(data, len)))
+    }
+}
+
+/// Sends the `len` bytes at `data` on the client connection without copying them, from any
+/// thread, as `ns_server_send_owned()` does for a server's connection: on `NS_OK`, `free_fn(data,
+/// user)` is called exactly once, on the loop thread, after the last byte is written or when
+/// the connection ends first (for a loop that never runs again, as there); on any other code
+/// it is NOT called and the buffer is still the caller's. Refused as `ns_client_send()`
+/// is; `NS_ERR_INVALID` for NULL `free_fn` or NULL `data` with `len` > 0.
+#[unsafe(no_mangle)]
+pub extern "C" fn ns_client_send_owned(
+    client: *mut ns_client,
+    data: *mut c_void,
+    len: usize,
+    free_fn: ns_free_cb,
+    user: *mut c_void,
+) -> c_int {
+    ffi_panic_boundary! {
+        let client = try_ref!(client);
+        let buf = ns_try!(CBuf::new(data, len, free_fn, user));
+        owned_code(client.inner.send_owned(buf))
     }
 }
 

@@ -4,6 +4,7 @@ use std::ffi::{c_int, c_void};
 use std::os::raw::c_char;
 
 use super::boundary::write_text;
+use super::owned::{CBuf, ns_free_cb, owned_code};
 use super::result::code;
 use super::server::{CTcp, User, ns_server};
 use crate::Conn;
@@ -38,8 +39,14 @@ pub(crate) fn conn_ptr(c: &mut Conn<'_>) -> *mut ns_conn {
     (c as *mut Conn<'_>).cast()
 }
 
-/// Sends `len` bytes from `data` (copied: the buffer is free again when this returns). What the
-/// socket takes is written at once, the rest queued and written as the peer reads. `NS_OK`;
+/// Sends `len` bytes from `data` (copied: the buffer is free again when this returns). The
+/// sends made during one turn of the loop (in callbacks, posted tasks, timers) are gathered and
+/// written together, with one system call for all of them: those of `on_data` once the
+/// connection's input of the turn is handled, the others when the turn ends; a send over
+/// 16 KiB goes to the socket at once, after what was gathered. What the socket does not take
+/// is queued and written as the peer reads. One send of any size is taken when nothing waits
+/// to be written for the connection; `NS_ERR_LIMIT` (nothing queued) refuses one that would
+/// take what waits past the write buffer limit (`ns_options_set_max_write_buffer()`). `NS_OK`;
 /// `NS_ERR_CLOSED` after `ns_conn_close()`, inside `on_close`, or once the connection failed;
 /// `NS_ERR_INVALID` for NULL `conn` or NULL `data` with `len` > 0. Loop thread only (inside a
 /// callback).
@@ -48,6 +55,37 @@ pub extern "C" fn ns_conn_send(conn: *mut ns_conn, data: *const c_void, len: usi
     ffi_panic_boundary! {
         let c = try_conn!(conn);
         code(c.send(try_slice!(data, len)))
+    }
+}
+
+/// Sends the `len` bytes at `data` without copying them: netsock writes them from `data` and
+/// then calls `free_fn(data, user)`.
+///
+/// Ownership: on `NS_OK` the buffer is lent to netsock: do not change or free it until
+/// `free_fn` is called, which happens exactly once, on the loop thread, after the last byte is
+/// written or when the connection ends first (after its `on_close` returned; the bytes may
+/// then be partly sent). It may be called before this function returns (all written at
+/// once, or `len` 0). On any other code the send was refused: `free_fn` is NOT called and the
+/// buffer is still the caller's.
+///
+/// Like `ns_conn_send()` otherwise: in order with the connection's other output; one send of
+/// any size is taken when nothing waits to be written for the connection, and `NS_ERR_LIMIT`
+/// refuses one that would take what waits past the write buffer limit. `NS_ERR_CLOSED` after
+/// `ns_conn_close()`, inside `on_close`, or once the connection failed; `NS_ERR_INVALID` for
+/// NULL `conn`, NULL `free_fn`, or NULL `data` with `len` > 0. Loop thread only (inside a
+/// callback).
+#[unsafe(no_mangle)]
+pub extern "C" fn ns_conn_send_owned(
+    conn: *mut ns_conn,
+    data: *mut c_void,
+    len: usize,
+    free_fn: ns_free_cb,
+    user: *mut c_void,
+) -> c_int {
+    ffi_panic_boundary! {
+        let c = try_conn!(conn);
+        let buf = ns_try!(CBuf::new(data, len, free_fn, user));
+        owned_code(c.send_owned(buf))
     }
 }
 
@@ -148,7 +186,8 @@ pub extern "C" fn ns_conn_send_frame(conn: *mut ns_conn, data: *const c_void, le
     }
 }
 
-/// Bytes queued on the connection and not yet written (0 for NULL, with `NS_ERR_INVALID` in
+/// Bytes queued on the connection and not yet written, the sends gathered during this loop
+/// turn included (they are written when it ends) (0 for NULL, with `NS_ERR_INVALID` in
 /// `ns_last_error()`). Loop thread only.
 #[unsafe(no_mangle)]
 pub extern "C" fn ns_conn_pending(conn: *const ns_conn) -> usize {

@@ -13,6 +13,7 @@ pub mod client;
 pub mod conn;
 pub mod log;
 pub mod options;
+pub mod owned;
 pub mod peer;
 pub mod result;
 pub mod server;

@@ -314,7 +314,9 @@ pub extern "C" fn ns_options_set_max_frame(opts: *mut ns_options, bytes: usize) 
 }
 
 /// Bounds each connection's queued output (default 8 MiB; at least 1). A send that would take
-/// the queue past it returns `NS_ERR_LIMIT` and queues nothing of that message. While more than
+/// the queue past it returns `NS_ERR_LIMIT` and queues nothing of that message; one send of any
+/// size is taken when nothing is queued (the limit bounds what piles up, not one message;
+/// `ns_conn_send_owned()` streams a large one without a copy). While more than
 /// a quarter of it is queued, netsock stops reading from that connection until it drains, so a
 /// peer that never reads cannot make the server grow. `ns_server_send()` and
 /// `ns_client_send()` count the sends still waiting for the loop as queued, so they refuse

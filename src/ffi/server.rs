@@ -11,6 +11,7 @@ use super::boundary::write_text;
 use super::client::ns_loop;
 use super::conn::{conn_ptr, ns_conn};
 use super::options::{ns_close_cb, ns_conn_timer_cb, ns_data_cb, ns_drain_cb, ns_open_cb, ns_options};
+use super::owned::{CBuf, ns_free_cb, owned_code};
 use super::peer::ns_peer;
 use super::result::{code, fail_static, ns_result, reason_code};
 use super::stats::ns_stats;
@@ -311,13 +312,45 @@ pub extern "C" fn ns_server_free(srv: *mut ns_server) {
 /// accepted: they reach the peer unless the connection ends first (the delivery rule of the
 /// preamble). `NS_ERR_CLOSED` for an id that is not open (never was, or already closed) or a
 /// stopped server; `NS_ERR_INVALID` for a UDP server; `NS_ERR_LIMIT` (nothing queued) if the
-/// connection's output queued on the loop and waiting for it would pass its write buffer limit
-/// with these bytes (`ns_options_set_max_write_buffer()`).
+/// connection has output queued on the loop or waiting for it, and these bytes would take it
+/// past its write buffer limit (`ns_options_set_max_write_buffer()`): one send of any size is
+/// taken when nothing waits.
 #[unsafe(no_mangle)]
 pub extern "C" fn ns_server_send(srv: *mut ns_server, conn_id: u64, data: *const c_void, len: usize) -> c_int {
     ffi_panic_boundary! {
         let srv = try_ref!(srv);
         code(srv.inner.send(conn_id, try_slice!(data, len)))
+    }
+}
+
+/// Sends the `len` bytes at `data` to the TCP connection `conn_id` without copying them, from
+/// any thread: the connection's loop writes them from `data`, in order with its other output,
+/// then calls `free_fn(data, user)`.
+///
+/// Ownership: on `NS_OK` the buffer is lent to netsock: do not change or free it until
+/// `free_fn` is called, which happens exactly once, on the connection's loop thread, after
+/// the last byte is written or when the connection ends first (the bytes may then be partly
+/// sent). Only if that loop never runs again (a `run_in_wait` loop nobody runs) is it called
+/// elsewhere: on the thread that frees the last handle of the loop (`ns_server_free()`,
+/// `ns_client_free()` or `ns_loop_free()`). On any other code the send was refused: `free_fn`
+/// is NOT called and the buffer is still the caller's.
+///
+/// Refused as `ns_server_send()` is (`NS_ERR_CLOSED`, `NS_ERR_INVALID`, `NS_ERR_LIMIT`); also
+/// `NS_ERR_INVALID` for NULL `free_fn` or NULL `data` with `len` > 0. One send of any size is
+/// taken when nothing waits for the connection: a 1 GiB buffer streams from where it is.
+#[unsafe(no_mangle)]
+pub extern "C" fn ns_server_send_owned(
+    srv: *mut ns_server,
+    conn_id: u64,
+    data: *mut c_void,
+    len: usize,
+    free_fn: ns_free_cb,
+    user: *mut c_void,
+) -> c_int {
+    ffi_panic_boundary! {
+        let srv = try_ref!(srv);
+        let buf = ns_try!(CBuf::new(data, len, free_fn, user));
+        owned_code(srv.inner.send_owned(conn_id, buf))
     }
 }
 

@@ -9,8 +9,9 @@ use socket2::Socket;
 
 use super::conn::{Conn, Service, Slot};
 use super::datagram::DatagramServer;
+use super::outq::OwnedBuf;
 use super::tls::Session;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::loop_core::{self as core, LoopShared, SendBudget};
 use crate::socket::Bound;
 
@@ -56,6 +57,12 @@ pub(crate) enum HandleCmd {
     },
     /// Serve a UDP server's socket here.
     ServeDatagrams(Box<DatagramServer>),
+    /// Write a buffer the application lent (`bytes` long) to a connection, without copying.
+    SendOwned {
+        id: u64,
+        buf: Box<dyn OwnedBuf>,
+        bytes: usize,
+    },
 }
 
 /// Work posted to a connection from any thread, run on its loop with the connection, or with
@@ -77,6 +84,27 @@ pub(crate) fn push_send(group: &Group, id: u64, data: &[u8], envelope: Option<us
     group
         .loop_of(id)?
         .push_checked(group, Some(id), cmd, |budget| budget.reserve(id, bytes, max))
+}
+
+/// Queues a lent buffer for connection `id` of `group` from any thread, as `push_send` does a
+/// copy. Refused, the buffer is handed back with the error, not dropped.
+pub(crate) fn push_send_owned(
+    group: &Group,
+    id: u64,
+    buf: Box<dyn OwnedBuf>,
+    max: usize,
+) -> std::result::Result<(), (Error, Box<dyn OwnedBuf>)> {
+    let bytes = buf.bytes().len();
+    let lp = match group.loop_of(id) {
+        Ok(lp) => lp,
+        Err(e) => return Err((e, buf)),
+    };
+    let cmd = Cmd::Handle(HandleCmd::SendOwned { id, buf, bytes });
+    lp.try_push(group, Some(id), cmd, |budget| budget.reserve(id, bytes, max))
+        .map_err(|(e, cmd)| match cmd {
+            Cmd::Handle(HandleCmd::SendOwned { buf, .. }) => (e, buf),
+            _ => unreachable!("the command handed back is the one pushed"),
+        })
 }
 
 /// Hands connection `id` (a connected socket, with its TLS session if it has one) to loop

@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use socket2::{SockAddr, Socket};
 
+use super::outq::{OutQueue, OwnedBuf};
 use super::service::{Counters, Ending};
 use super::tls::Session;
 use crate::error::{Error, Result};
@@ -82,8 +83,15 @@ pub(crate) struct ConnState {
     pub(crate) budget: Arc<SendBudget>,
     /// Counts the connection as open for its service, until it is dropped.
     _slot: Slot,
-    pub(super) out: Vec<u8>,
-    out_pos: usize,
+    /// Output accepted and not yet written.
+    pub(super) out: OutQueue,
+    /// `out` holds sends gathered this turn, not yet tried on the socket: the turn's end
+    /// writes them (with a full socket, output waits for it to drain instead).
+    pub(crate) gathered: bool,
+    /// Listed in the loop's connections to write at the turn's end.
+    pub(crate) flush_listed: bool,
+    /// Reading stopped with output waiting past the stall bound: read again once it drains.
+    pub(crate) stalled: bool,
     /// The client a PROXY protocol header named, reported as the peer.
     pub(crate) proxied: Option<SockAddr>,
     /// Reading waits: `max_frame` bytes of input wait for a worker (see `workers`).
@@ -107,8 +115,13 @@ pub(crate) struct Dialing {
     pub(crate) attempt: u32,
 }
 
-/// Queues above this size are released once they drain, so a burst does not pin memory.
-const KEEP_QUEUE_CAPACITY: usize = 64 * 1024;
+/// Sends up to this size made during a loop turn are gathered (copied) and written together
+/// (after the connection's reads of the turn, or when the turn ends); a larger one goes to the
+/// socket at once, from where it is, after what was gathered before it.
+const GATHER_MSG: usize = 16 * 1024;
+/// What a connection gathers in one turn at most (and never more than its low-water mark, so
+/// gathering never pauses reading): past it, the gathered sends are written at once.
+pub(super) const GATHER_MAX: usize = 64 * 1024;
 
 impl ConnState {
     pub(crate) fn new(
@@ -142,8 +155,10 @@ impl ConnState {
             keep: 0,
             budget,
             _slot: slot,
-            out: Vec::new(),
-            out_pos: 0,
+            out: OutQueue::default(),
+            gathered: false,
+            flush_listed: false,
+            stalled: false,
             proxied: None,
             held: false,
             pooled: None,
@@ -153,16 +168,17 @@ impl ConnState {
     }
 
     pub(crate) fn pending(&self) -> usize {
-        self.out.len() - self.out_pos
+        self.out.len()
     }
 
     /// Writes what the queue holds until it is empty or the socket would block.
     pub(crate) fn flush(&mut self) {
+        self.gathered = false;
         let before = self.pending();
         while self.pending() > 0 && self.failed.is_none() {
-            match sys::send(self.sock.as_raw_fd(), &self.out[self.out_pos..]) {
+            match self.out.write_with(self.sock.as_raw_fd(), &[]) {
                 Ok(n) => {
-                    self.out_pos += n;
+                    self.out.consume(n);
                     self.written += n;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -171,43 +187,54 @@ impl ConnState {
             }
         }
         self.budget.written(before - self.pending());
-        if self.pending() == 0 {
-            self.out_pos = 0;
-            if self.out.capacity() > KEEP_QUEUE_CAPACITY {
-                self.out = Vec::new();
-            } else {
-                self.out.clear();
-            }
-        }
     }
 
-    /// Sends `parts` as one message from the loop: written at once as far as the socket takes
-    /// it, the rest queued. Refused whole (`Limit`) if the output accepted for the connection
-    /// (queued here, and sends from other threads waiting for the loop) would outgrow `max`.
+    /// Sends `parts` as one message from the loop: gathered until the turn ends if small,
+    /// else written at once as far as the socket takes it; the rest queued. Refused whole
+    /// (`Limit`) if output is accepted for the connection already (queued here, or sends from
+    /// other threads waiting for the loop) and this message would take it past `max`: the
+    /// limit bounds what piles up, so one message of any size is taken when nothing waits.
     pub(crate) fn send(&mut self, parts: &[&[u8]], max: usize) -> Result<()> {
         self.check_open()?;
         let total: usize = parts.iter().map(|p| p.len()).sum();
-        let ahead = self.budget.accepted();
-        if ahead.saturating_add(total) > max {
-            return Err(Error::Limit(
-                format!("{ahead} bytes queued; {total} more would pass the {max}-byte write buffer limit").into(),
-            ));
-        }
+        self.check_room(total, max)?;
         if self.tls.is_some() {
+            // The queue holds ciphertext: what is sealed takes the room.
             return self.send_sealed(parts);
         }
-        let sent = self.write_now(parts, total)?;
-        // Only what waits takes room. (A sender on another thread may take room between the
-        // check and here: the limit can then be passed by the rest of one message, never a
-        // message lost.)
-        self.budget.accept(total - sent);
-        self.queue_rest(parts, sent);
+        // (A sender on another thread may take room between the check and here: the limit
+        // can then be passed by one message, never a message lost.)
+        self.budget.accept(total);
+        self.put(parts, total, max)
+    }
+
+    /// Sends a buffer the application lent: written from where it is, released once written
+    /// or when the connection ends. Refused as `send` is, and then handed back unreleased.
+    pub(crate) fn send_owned(
+        &mut self,
+        buf: Box<dyn OwnedBuf>,
+        max: usize,
+    ) -> std::result::Result<(), (Error, Box<dyn OwnedBuf>)> {
+        let total = buf.bytes().len();
+        if let Err(e) = self.check_open().and_then(|()| self.check_room(total, max)) {
+            return Err((e, buf));
+        }
+        if self.tls.is_some() {
+            // Sealed at once: the lent buffer is released here and its ciphertext queued (a
+            // failure ends the connection, as a failed write does).
+            let _ = self.send_sealed(&[buf.bytes()]);
+            return Ok(());
+        }
+        self.budget.accept(total);
+        // Accepted: the buffer is the connection's now. A write that fails here ends the
+        // connection (`on_close` says why), which releases the buffer with its queue.
+        let _ = self.put_owned(buf);
         Ok(())
     }
 
     /// Delivers a send that another thread made, whose room was taken when it was accepted:
     /// no limit applies here, so the loop never drops what a caller was told was sent.
-    pub(crate) fn send_accepted(&mut self, parts: &[&[u8]]) -> Result<()> {
+    pub(crate) fn send_accepted(&mut self, parts: &[&[u8]], max: usize) -> Result<()> {
         self.check_open()?;
         let total: usize = parts.iter().map(|p| p.len()).sum();
         if self.tls.is_some() {
@@ -215,9 +242,54 @@ impl ConnState {
             self.budget.written(total);
             return self.send_sealed(parts);
         }
-        let sent = self.write_now(parts, total)?;
-        self.budget.written(sent);
-        self.queue_rest(parts, sent);
+        self.put(parts, total, max)
+    }
+
+    /// Delivers a lent buffer another thread sent, whose room was taken when it was accepted.
+    pub(crate) fn send_owned_accepted(&mut self, buf: Box<dyn OwnedBuf>) -> Result<()> {
+        self.check_open()?;
+        if self.tls.is_some() {
+            self.budget.written(buf.bytes().len());
+            return self.send_sealed(&[buf.bytes()]);
+        }
+        self.put_owned(buf)
+    }
+
+    fn check_room(&self, total: usize, max: usize) -> Result<()> {
+        let ahead = self.budget.accepted();
+        if ahead > 0 && ahead.saturating_add(total) > max {
+            return Err(Error::Limit(
+                format!("{ahead} bytes queued; {total} more would pass the {max}-byte write buffer limit").into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Queues `parts` (accepted on the budget) behind the output waiting for a full socket,
+    /// gathers them if small, or writes them now with what was gathered.
+    fn put(&mut self, parts: &[&[u8]], total: usize, max: usize) -> Result<()> {
+        let pending = self.pending();
+        if pending > 0 && !self.gathered {
+            self.queue_rest(parts, 0);
+            return Ok(());
+        }
+        let bound = GATHER_MAX.min(max / 4);
+        if total <= GATHER_MSG && pending + total <= bound {
+            self.queue_rest(parts, 0);
+            self.gathered = true;
+            return Ok(());
+        }
+        self.write_now(parts, total)
+    }
+
+    /// Queues a lent buffer (accepted on the budget) after what is queued, then writes what
+    /// the socket takes unless it is known to be full: the turn's gathered sends go with it.
+    fn put_owned(&mut self, buf: Box<dyn OwnedBuf>) -> Result<()> {
+        let idle = self.pending() == 0 || self.gathered;
+        self.out.push_owned(buf);
+        if idle {
+            self.write_now(&[], 0)?;
+        }
         Ok(())
     }
 
@@ -231,38 +303,50 @@ impl ConnState {
         Ok(())
     }
 
-    /// Writes what the socket takes of `parts` (`total` bytes) if nothing is queued before
-    /// them; returns how much.
-    fn write_now(&mut self, parts: &[&[u8]], total: usize) -> Result<usize> {
-        let mut sent = 0;
-        if self.pending() == 0 {
-            while sent < total {
-                let (slices, n) = tail_slices(parts, sent);
-                let written = match &slices[..n] {
-                    [one] => sys::send(self.sock.as_raw_fd(), one),
-                    many => sys::send_vectored(self.sock.as_raw_fd(), many),
-                };
-                match written {
-                    Ok(n) => sent += n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => {
-                        let reason = Error::io("write", e);
-                        let reply = Error::Closed(format!("the connection failed: {reason}").into());
-                        self.failed = Some(reason);
-                        return Err(reply);
-                    }
+    /// Writes what the socket takes of the queue (gathered sends) and then of `parts`
+    /// (`total` bytes, accepted on the budget, not queued) in as few system calls as it takes;
+    /// queues the rest of `parts`.
+    fn write_now(&mut self, parts: &[&[u8]], total: usize) -> Result<()> {
+        self.gathered = false;
+        let fd = self.sock.as_raw_fd();
+        let mut done = 0;
+        while self.pending() > 0 || done < total {
+            let (slices, n) = tail_slices(parts, done);
+            let written = match (self.pending(), &slices[..n]) {
+                (0, [one]) => sys::send(fd, one),
+                (0, many) => sys::send_vectored(fd, many),
+                _ => self.out.write_with(fd, &slices[..n]),
+            };
+            match written {
+                Ok(k) => {
+                    self.written += k;
+                    self.budget.written(k);
+                    done += self.out.consume(k);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // What of `parts` was neither written nor queued gives its room back.
+                    self.budget.written(total - done);
+                    let reason = Error::io("write", e);
+                    let reply = Error::Closed(format!("the connection failed: {reason}").into());
+                    self.failed = Some(reason);
+                    return Err(reply);
                 }
             }
-            self.written += sent;
         }
-        Ok(sent)
+        self.queue_rest(parts, done);
+        Ok(())
     }
 
     fn queue_rest(&mut self, parts: &[&[u8]], sent: usize) {
+        if let [one] = parts {
+            // A plain send: one part, no list of slices to build.
+            return self.out.push_copy(&one[sent.min(one.len())..]);
+        }
         let (rest, n) = tail_slices(parts, sent);
         for slice in &rest[..n] {
-            self.out.extend_from_slice(slice);
+            self.out.push_copy(slice);
         }
     }
 
@@ -271,8 +355,8 @@ impl ConnState {
         let _ = self.sock.shutdown(Shutdown::Write);
         self.phase = Phase::Lingering;
         self.since = now;
-        self.out = Vec::new();
-        self.out_pos = 0;
+        self.out.clear();
+        self.gathered = false;
         self.partial = Vec::new();
     }
 }
@@ -322,6 +406,8 @@ pub(crate) trait Remote {
     fn set_user(&mut self, user: Option<Box<dyn Any + Send>>);
     fn alpn(&self) -> Option<Vec<u8>>;
     fn server_name(&self) -> Option<String>;
+    /// Hands the buffer back with the error when refused.
+    fn send_owned(&mut self, buf: Box<dyn OwnedBuf>) -> std::result::Result<(), (Error, Box<dyn OwnedBuf>)>;
 }
 
 impl<'a> Conn<'a> {
@@ -381,7 +467,25 @@ impl<'a> Conn<'a> {
         };
         let framing = if frame { svc.opts.framing } else { Framing::Raw };
         let (head, tail) = framing::envelope(&framing, data)?;
-        st.send_accepted(&[head.as_bytes(), data, tail])
+        st.send_accepted(&[head.as_bytes(), data, tail], svc.opts.max_write_buffer)
+    }
+
+    /// Sends `buf` without copying it: written from where it is, and dropped once written or
+    /// when the connection ends. Refused (`Limit`, `Closed`) as [`Conn::send`] is, and then
+    /// handed back with the error, not dropped.
+    pub fn send_owned(&mut self, buf: Box<dyn OwnedBuf>) -> std::result::Result<(), (Error, Box<dyn OwnedBuf>)> {
+        match &mut self.0 {
+            Side::Loop { st, svc } => st.send_owned(buf, svc.opts.max_write_buffer),
+            Side::Remote(r) => r.send_owned(buf),
+        }
+    }
+
+    /// Delivers a lent buffer another thread sent, whose room was taken when it was accepted.
+    pub(crate) fn send_owned_accepted(&mut self, buf: Box<dyn OwnedBuf>) -> Result<()> {
+        let Side::Loop { st, .. } = &mut self.0 else {
+            return Err(Error::Misuse("accepted sends are delivered on the loop".into()));
+        };
+        st.send_owned_accepted(buf)
     }
 
     /// Stops reading from the peer until [`Conn::resume`] (input waits in the kernel, and the

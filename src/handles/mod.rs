@@ -9,13 +9,14 @@ pub(crate) mod conn;
 mod connect;
 pub(crate) mod datagram;
 mod listener;
+pub(crate) mod outq;
 mod proxy;
 pub(crate) mod service;
 mod stream;
 pub(crate) mod tls;
 pub(crate) mod workers;
 
-pub(crate) use cmd::{Cmd, Group, HandleCmd, adopt, push_send};
+pub(crate) use cmd::{Cmd, Group, HandleCmd, adopt, push_send, push_send_owned};
 
 use std::time::Instant;
 
@@ -140,6 +141,10 @@ impl Body<HandleCmd> for Handles<'_> {
 
     fn expire(&mut self, core: &mut Core<'_, HandleCmd>) {
         self.streams.expire(core.poll.registry(), core.now);
+    }
+
+    fn end_turn(&mut self, _core: &mut Core<'_, HandleCmd>) {
+        self.streams.end_turn();
     }
 
     fn stop_step(&mut self, core: &mut Core<'_, HandleCmd>) -> bool {

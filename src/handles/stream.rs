@@ -35,6 +35,12 @@ pub(crate) const READS_PER_TURN: usize = 16;
 /// Size of the one read buffer each loop owns (connections own none).
 const READ_BUF: usize = 64 * 1024;
 
+/// Reading stops while more than this (or the low-water mark, if lower) waits for the socket,
+/// until a writable event drains it: a stream answering what it reads then copies at most the
+/// unsent tail of one answer, never a backlog of them (libuv at its best stops reading while a
+/// write is pending). No `on_drain` comes of it: that is for the low-water mark.
+const STALL: usize = 64 * 1024;
+
 /// How far a read turn goes.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(super) enum ReadTo {
@@ -82,6 +88,8 @@ pub(crate) struct Streams<'g> {
     drain_until: Option<Instant>,
     /// Clients waiting to connect again.
     pub(super) reconnects: Vec<Reconnect>,
+    /// Connections with sends gathered this turn, written when it ends.
+    flushes: Vec<(usize, u64)>,
 }
 
 /// Whether callbacks other than `on_close` may still run for `svc`'s connections.
@@ -105,6 +113,7 @@ impl<'g> Streams<'g> {
             now: Instant::now(),
             drain_until: None,
             reconnects: Vec::new(),
+            flushes: Vec::new(),
         }
     }
 
@@ -195,6 +204,29 @@ impl<'g> Streams<'g> {
                 }
             }
             svc.ending.let_go();
+        }
+    }
+
+    /// The turn is over: the sends each connection gathered during it go out together. Until
+    /// none is left: a flush may run callbacks (`on_drain`, then the input that waited) that
+    /// send again, and nothing may wait for the socket while the loop sleeps.
+    pub(crate) fn end_turn(&mut self) {
+        while !self.flushes.is_empty() {
+            let mut list = std::mem::take(&mut self.flushes);
+            for (key, id) in list.drain(..) {
+                let Some(st) = self.conns.get_mut(key).filter(|st| st.id == id) else {
+                    continue;
+                };
+                st.flush_listed = false;
+                if st.gathered {
+                    st.flush();
+                    self.settle(key);
+                }
+            }
+            // The list is kept for the next turn, unless a burst made it large.
+            if self.flushes.is_empty() && list.capacity() <= 1024 {
+                self.flushes = list;
+            }
         }
     }
 
@@ -364,11 +396,23 @@ impl<'g> Streams<'g> {
         if st.phase == Phase::Proxy {
             return self.read_proxy(key);
         }
+        let mut read = read;
         if writable && st.pending() > 0 {
             st.flush();
+            if st.stalled && st.pending() <= STALL {
+                // Input that waited raised no new event: read it now.
+                st.stalled = false;
+                read = Some(ReadTo::End);
+            }
         }
         if let Some(to) = read {
             self.read(key, to);
+            // What the callbacks of this read burst sent goes out now, in one write, rather
+            // than after every other connection's turn: the reply does not wait on them.
+            let st = &mut self.conns[key];
+            if st.gathered {
+                st.flush();
+            }
         }
         self.settle(key);
     }
@@ -394,6 +438,10 @@ impl<'g> Streams<'g> {
         for _ in 0..READS_PER_TURN {
             let backlogged = st.paused || st.user_paused || st.held || st.pending() > svc.opts.low_water();
             if st.phase != Phase::Open || st.failed.is_some() || st.peer_eof || backlogged || !live(self.group, svc) {
+                return;
+            }
+            if st.pending() > STALL {
+                st.stalled = true;
                 return;
             }
             match sys::recv(st.sock.as_raw_fd(), &mut self.buf) {
@@ -454,6 +502,10 @@ impl<'g> Streams<'g> {
         // Already closed (lingering): `on_close` has run and must not run again.
         if !matches!(st.phase, Phase::Open | Phase::Closing) {
             return;
+        }
+        if st.gathered && !st.flush_listed {
+            st.flush_listed = true;
+            self.flushes.push((key, st.id));
         }
         if st.written > 0 {
             svc.counters.of(self.me.index()).bytes_out.add(st.written as u64);
@@ -517,6 +569,12 @@ impl<'g> Streams<'g> {
         self.ids.remove(&st.id);
         self.me.remove_live(st.id);
         svc.counters.of(self.me.index()).closed.add(1);
+        if st.gathered {
+            // Sends gathered before the end go out as they would have at once.
+            st.flush();
+            svc.counters.of(self.me.index()).bytes_out.add(st.written as u64);
+            st.written = 0;
+        }
         st.phase = Phase::Closed;
         if let Err(e) = &reason {
             log!(Debug, "connection {} closed: {e}", st.id);
@@ -563,6 +621,17 @@ impl<'g> Streams<'g> {
                     st.budget.taken(bytes);
                     // Fails only if the connection is ending: then `on_close` says why.
                     let _ = Conn::new(st, &self.services[st.svc].0).send_accepted(&data, frame);
+                    self.settle(key);
+                }
+                // Not open any more: the buffer is released as the command is dropped.
+                HandleCmd::SendOwned { id, .. } if !self.ids.contains_key(&id) => {}
+                HandleCmd::SendOwned { id, buf, bytes } => {
+                    let key = self.ids[&id];
+                    let st = &mut self.conns[key];
+                    st.budget.taken(bytes);
+                    // Fails only if the connection is ending (releasing the buffer): then
+                    // `on_close` says why.
+                    let _ = Conn::new(st, &self.services[st.svc].0).send_owned_accepted(buf);
                     self.settle(key);
                 }
                 HandleCmd::Close { id } => {

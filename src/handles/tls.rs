@@ -15,7 +15,8 @@ use rustls::pki_types::ServerName;
 use rustls::{ClientConnection, Connection, ServerConnection};
 use socket2::Socket;
 
-use super::conn::{ConnState, Phase};
+use super::conn::{ConnState, GATHER_MAX, Phase};
+use super::outq::OutQueue;
 use super::stream::{self, Streams};
 use crate::deadline::Deadline;
 use crate::error::{Error, Result};
@@ -316,7 +317,7 @@ impl ConnState {
             self.failed = Some(e);
             return Err(reply);
         }
-        self.push_cipher();
+        self.queue_cipher(true);
         match &self.failed {
             Some(e) => Err(Error::Closed(format!("the connection failed: {e}").into())),
             None => Ok(()),
@@ -326,14 +327,39 @@ impl ConnState {
     /// Moves the session's ciphertext to the queue (counted in the send budget like any
     /// queued output) and writes what the socket takes of it now.
     pub(crate) fn push_cipher(&mut self) {
-        let idle = self.pending() == 0;
+        self.queue_cipher(false);
+    }
+
+    /// `push_cipher`, or for an application's send (`gather`), as a plaintext send is
+    /// (`ConnState::put`): small output waits for the turn's end, to go out with the rest.
+    fn queue_cipher(&mut self, gather: bool) {
         let Some(tls) = self.tls.as_mut() else { return };
         let before = self.out.len();
-        let _ = tls.write_cipher(&mut self.out);
+        let _ = tls.write_cipher(&mut ToQueue(&mut self.out));
         self.budget.accept(self.out.len() - before);
-        if idle {
-            self.flush();
+        if before > 0 && !self.gathered {
+            // Behind output that waits for the socket to drain.
+            return;
         }
+        if gather && self.out.len() <= GATHER_MAX {
+            self.gathered = true;
+            return;
+        }
+        self.flush();
+    }
+}
+
+/// The connection's queue as rustls's sink: it takes every byte (copied).
+struct ToQueue<'a>(&'a mut OutQueue);
+
+impl Write for ToQueue<'_> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.0.push_copy(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 

@@ -55,15 +55,28 @@ impl<H> LoopShared<H> {
         cmd: Cmd<H>,
         check: impl FnOnce(&SendBudget) -> Result<()>,
     ) -> Result<()> {
+        self.try_push(group, id, cmd, check).map_err(|(e, _)| e)
+    }
+
+    /// `push_checked` that hands a refused command back (what it holds is not dropped).
+    pub(crate) fn try_push(
+        &self,
+        group: &Group<H>,
+        id: Option<u64>,
+        cmd: Cmd<H>,
+        check: impl FnOnce(&SendBudget) -> Result<()>,
+    ) -> std::result::Result<(), (Error, Cmd<H>)> {
         let mut inbox = lock(&self.inbox);
         if group.stopping() {
-            return Err(Error::Closed("stopped".into()));
+            return Err((Error::Closed("stopped".into()), cmd));
         }
         if let Some(id) = id {
             let Some(budget) = inbox.live.get(&id) else {
-                return Err(Error::Closed(format!("no open connection with id {id}").into()));
+                return Err((Error::Closed(format!("no open connection with id {id}").into()), cmd));
             };
-            check(budget)?;
+            if let Err(e) = check(budget) {
+                return Err((e, cmd));
+            }
         }
         let first = inbox.cmds.is_empty();
         inbox.cmds.push(cmd);

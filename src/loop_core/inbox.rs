@@ -86,10 +86,11 @@ impl SendBudget {
     }
 
     /// Takes room for a send of `bytes` from another thread, or says why not: past `max` with
-    /// what was accepted before, or past the memory bound of waiting sends.
+    /// what was accepted before (one send of any size is taken when nothing is), or past the
+    /// memory bound of waiting sends.
     pub(crate) fn reserve(&self, id: u64, bytes: usize, max: usize) -> crate::Result<()> {
         let ahead = self.accepted();
-        if ahead.saturating_add(bytes) > max {
+        if ahead > 0 && ahead.saturating_add(bytes) > max {
             return Err(crate::Error::Limit(
                 format!(
                     "{ahead} bytes of output are queued or waiting for connection {id}; {bytes} \

@@ -37,6 +37,9 @@ pub(crate) trait Body<H> {
     fn woken(&mut self, core: &mut Core<'_, H>);
     /// The body's deadlines due by `core.now`.
     fn expire(&mut self, core: &mut Core<'_, H>);
+    /// The turn is over (its events, commands, timers and deadlines handled): what it
+    /// gathered to write goes out now, before the loop waits.
+    fn end_turn(&mut self, core: &mut Core<'_, H>);
     /// One step of stopping; true once the loop may end.
     fn stop_step(&mut self, core: &mut Core<'_, H>) -> bool;
     /// At the end: every handle closes.
@@ -109,6 +112,7 @@ impl<H> Core<'_, H> {
                 self.run_timers();
             }
             body.expire(self);
+            body.end_turn(self);
             if !events.is_empty() {
                 self.group.take_turns(&mut yielded);
             }

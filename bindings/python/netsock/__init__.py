@@ -645,6 +645,55 @@ _T_TASK = _capi.TASK_CB(_task_trampoline)
 _T_TIMER = _capi.TIMER_CB(_loop_timer_trampoline)
 _T_DATAGRAM = _capi.DATAGRAM_CB(_datagram_trampoline)
 
+# Buffers lent to the owned sends, by token, until netsock releases them (on a loop thread).
+_lent: Dict[int, Any] = {}
+_lent_lock = threading.Lock()
+
+
+def _release_trampoline(_data_p: int, token: int) -> None:
+    with _lent_lock:
+        _lent.pop(token, None)
+
+
+_T_RELEASE = _capi.FREE_CB(_release_trampoline)
+
+
+def _send_owned(call: Callable[..., int], data: Buffer) -> None:
+    """Lends ``data`` to a ``ns_*_send_owned`` call (``call(ptr, len, free_fn, user)``): bytes
+    and writable buffers (bytearray, a writable memoryview, numpy arrays...) are sent from where
+    they are, and stay referenced (a writable one also locked against resizing) until netsock
+    releases them; other read-only buffers are copied once into bytes first."""
+    holder: Any
+    if isinstance(data, bytes):
+        holder = data
+        ptr = ctypes.cast(ctypes.c_char_p(data), ctypes.c_void_p).value
+        n = len(data)
+    else:
+        if isinstance(data, str):
+            raise TypeError("data must be bytes-like, not str (encode it first)")
+        try:
+            view = memoryview(data).cast("B")
+        except TypeError:
+            raise TypeError("data must be bytes-like, not %s" % type(data).__name__) from None
+        n = view.nbytes
+        if view.readonly:
+            holder = view.tobytes()
+            ptr = ctypes.cast(ctypes.c_char_p(holder), ctypes.c_void_p).value
+        else:
+            holder = (ctypes.c_char * n).from_buffer(view) if n else view
+            ptr = ctypes.addressof(holder) if n else None
+    token = next(_next_token)
+    with _lent_lock:
+        _lent[token] = holder
+    rc: int = Result.ERR_CLOSED
+    try:
+        rc = call(ptr, n, _T_RELEASE, token)
+    finally:
+        if rc != Result.OK:
+            with _lent_lock:  # refused: netsock will not release it
+                _lent.pop(token, None)
+    _check(rc)
+
 # --------------------------------------------------------------------------------------------
 # Logging
 # --------------------------------------------------------------------------------------------
@@ -737,6 +786,14 @@ class Conn:
         the connection's output queue is full."""
         data = _bytes(data)
         _check(_lib.ns_conn_send(self._p(), data, len(data)))
+
+    def send_owned(self, data: Buffer) -> None:
+        """Sends ``data`` without copying it (bytes, or a writable buffer such as a bytearray,
+        which must not change until written): netsock writes from it and lets go of it once
+        written or when the connection ends. Refused (ClosedError, LimitError) as :meth:`send`
+        is; one send of any size is taken when nothing waits for the connection."""
+        ptr = self._p()
+        _send_owned(lambda *a: _lib.ns_conn_send_owned(ptr, *a), data)
 
     def send_frame(self, data: Buffer) -> None:
         """Sends ``data`` as one message in the connection's framing (InvalidError for a line
@@ -1467,6 +1524,12 @@ class Server(_Handle):
         data = _bytes(data)
         _check(self._call(_lib.ns_server_send, conn_id, data, len(data)))
 
+    def send_owned(self, conn_id: int, data: Buffer) -> None:
+        """Like :meth:`send`, without copying ``data`` (see :meth:`Conn.send_owned`): it is
+        referenced until the connection's loop has written it or the connection ended."""
+        conn_id = _uint(conn_id, "conn_id", _U64_MAX)
+        _send_owned(lambda *a: self._call(_lib.ns_server_send_owned, conn_id, *a), data)
+
     def send_frame(self, conn_id: int, data: Buffer) -> None:
         """Like :meth:`send`, as one message in the server's framing."""
         conn_id = _uint(conn_id, "conn_id", _U64_MAX)
@@ -1776,6 +1839,10 @@ class Client(_Handle):
         connected; LimitError if its output queue is full."""
         data = _bytes(data)
         _check(self._call(_lib.ns_client_send, data, len(data)))
+
+    def send_owned(self, data: Buffer) -> None:
+        """Like :meth:`send`, without copying ``data`` (see :meth:`Conn.send_owned`)."""
+        _send_owned(lambda *a: self._call(_lib.ns_client_send_owned, *a), data)
 
     def send_frame(self, data: Buffer) -> None:
         """Like :meth:`send`, as one message in the client's framing."""

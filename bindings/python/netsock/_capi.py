@@ -103,6 +103,7 @@ DRAIN_CB = ctypes.CFUNCTYPE(None, c_void_p, c_void_p)                         # 
 CLOSE_CB = ctypes.CFUNCTYPE(None, c_void_p, c_int, c_void_p)                  # ns_close_cb
 CONN_TIMER_CB = ctypes.CFUNCTYPE(None, c_void_p, c_void_p)                    # ns_conn_timer_cb
 CONN_TASK_CB = ctypes.CFUNCTYPE(None, c_void_p, c_void_p)                     # ns_conn_task_cb
+FREE_CB = ctypes.CFUNCTYPE(None, c_void_p, c_void_p)                          # ns_free_cb
 TASK_CB = ctypes.CFUNCTYPE(None, c_void_p)                                    # ns_task_cb
 TIMER_CB = ctypes.CFUNCTYPE(None, c_uint64, c_void_p)                         # ns_timer_cb
 DATAGRAM_CB = ctypes.CFUNCTYPE(None, c_void_p, c_void_p, c_void_p, c_size_t, c_void_p)
@@ -151,6 +152,7 @@ PROTOTYPES: Dict[str, Tuple[Any, List[Any]]] = {
     "ns_server_addr": (c_int, [server_p, c_char_p, c_size_t]),
     "ns_server_send": (c_int, [server_p, c_uint64, c_void_p, c_size_t]),
     "ns_server_send_frame": (c_int, [server_p, c_uint64, c_void_p, c_size_t]),
+    "ns_server_send_owned": (c_int, [server_p, c_uint64, c_void_p, c_size_t, FREE_CB, c_void_p]),
     "ns_server_close": (c_int, [server_p, c_uint64]),
     "ns_server_post": (c_int, [server_p, c_uint64, CONN_TASK_CB, c_void_p]),
     "ns_server_loop": (loop_p, [server_p]),
@@ -164,6 +166,7 @@ PROTOTYPES: Dict[str, Tuple[Any, List[Any]]] = {
     # connections, inside callbacks
     "ns_conn_send": (c_int, [conn_p, c_void_p, c_size_t]),
     "ns_conn_send_frame": (c_int, [conn_p, c_void_p, c_size_t]),
+    "ns_conn_send_owned": (c_int, [conn_p, c_void_p, c_size_t, FREE_CB, c_void_p]),
     "ns_conn_keep": (c_int, [conn_p, c_size_t]),
     "ns_conn_close": (c_int, [conn_p]),
     "ns_conn_pause": (c_int, [conn_p]),
@@ -192,6 +195,7 @@ PROTOTYPES: Dict[str, Tuple[Any, List[Any]]] = {
                                      ctypes.POINTER(client_p)]),
     "ns_client_send": (c_int, [client_p, c_void_p, c_size_t]),
     "ns_client_send_frame": (c_int, [client_p, c_void_p, c_size_t]),
+    "ns_client_send_owned": (c_int, [client_p, c_void_p, c_size_t, FREE_CB, c_void_p]),
     "ns_client_post": (c_int, [client_p, CONN_TASK_CB, c_void_p]),
     "ns_client_close": (c_int, [client_p]),
     "ns_client_free": (None, [client_p]),

@@ -11,8 +11,9 @@ use socket2::SockAddr;
 use super::line::{Event, Line, WorkerSide};
 use crate::error::{Error, Result};
 use crate::framing;
-use crate::handles::cmd::{Cmd, HandleCmd, push_send};
+use crate::handles::cmd::{Cmd, HandleCmd, push_send, push_send_owned};
 use crate::handles::conn::{Conn, Remote, TcpHandler, check_keep};
+use crate::handles::outq::OwnedBuf;
 use crate::log::log;
 use crate::loop_core::lock;
 use crate::panic::guard;
@@ -169,6 +170,14 @@ impl Remote for View<'_> {
 
     fn server_name(&self) -> Option<String> {
         lock(&self.line.info).server_name.clone()
+    }
+
+    fn send_owned(&mut self, buf: Box<dyn OwnedBuf>) -> std::result::Result<(), (Error, Box<dyn OwnedBuf>)> {
+        if self.side.closed {
+            return Err((Error::Closed("the connection is closed".into()), buf));
+        }
+        let max = self.line.shared.opts.max_write_buffer;
+        push_send_owned(&self.line.shared.group, self.line.id, buf, max)
     }
 
     fn send(&mut self, data: &[u8], frame: bool) -> Result<()> {
