@@ -249,7 +249,7 @@ SCENARIOS = [
 ]
 
 # The base revision runs beside netsock (right after it in the rotation of each round).
-BASE_SCENARIOS = ("tcp-pp-64", "tcp-pp-4k", "tcp-stream", "udp-pp-64")
+BASE_SCENARIOS = ("tcp-pp-64", "tcp-pp-4k", "tcp-stream", "udp-pp-64", "idle")
 if BASE:
     for sc in SCENARIOS:
         if sc["name"] in BASE_SCENARIOS:

@@ -92,8 +92,9 @@ pub(crate) struct ConnState {
     pub(crate) flush_listed: bool,
     /// Reading stopped with output waiting past the stall bound: read again once it drains.
     pub(crate) stalled: bool,
-    /// The client a PROXY protocol header named, reported as the peer.
-    pub(crate) proxied: Option<SockAddr>,
+    /// The client a PROXY protocol header named, reported as the peer (boxed: most
+    /// connections have none, and an address inline would grow every connection by 136 bytes).
+    pub(crate) proxied: Option<Box<SockAddr>>,
     /// Reading waits: `max_frame` bytes of input wait for a worker (see `workers`).
     pub(crate) held: bool,
     /// The worker pool's side of the connection (see `workers`), dropped with it.
@@ -433,7 +434,7 @@ impl<'a> Conn<'a> {
     pub fn peer(&self) -> Result<SockAddr> {
         match &self.0 {
             Side::Loop { st, .. } => match &st.proxied {
-                Some(client) => Ok(client.clone()),
+                Some(client) => Ok((**client).clone()),
                 None => st.sock.peer_addr().map_err(|e| Error::io("getpeername", e)),
             },
             Side::Remote(r) => r.peer(),

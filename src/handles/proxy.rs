@@ -57,7 +57,7 @@ impl Streams<'_> {
             Err(e) => return self.proxy_failed(key, &format!("read failed: {e}")),
         }
         let st = &mut self.conns[key];
-        st.proxied = source;
+        st.proxied = source.map(Box::new);
         st.phase = Phase::Open;
         if !self.start_tls(key, None) {
             self.opened(key);

@@ -536,10 +536,13 @@ impl Streams<'_> {
     /// go) is dropped without `on_close` (true: nothing more to do).
     pub(super) fn tls_end(&mut self, key: usize, reason: &Result<()>) -> bool {
         let st = &mut self.conns[key];
+        // Closed by the application, or by its server's stop with nothing left to write: the
+        // peer sees an orderly end, not a truncation.
+        let orderly = reason.is_ok() || (matches!(reason, Err(Error::Stopped)) && st.pending() == 0);
         let Some(tls) = st.tls.as_mut() else { return false };
         let fd = st.sock.as_raw_fd();
         if tls.state == State::Open {
-            if reason.is_ok() {
+            if orderly {
                 tls.close_notify();
             }
             let _ = send_cipher(tls, fd, &mut Vec::new());

@@ -169,3 +169,20 @@ def test_proxy_header_then_tls_handshake(certs, workers):
         assert str(peer) == "192.0.2.7:56324" and sni == "localhost" and alpn == "echo"
         stats = srv.stats()
         assert stats["tls_handshakes"] == 1 and stats["proxy_rejected"] == 0
+
+
+def test_server_stop_ends_tls_connections_with_close_notify(certs):
+    """A server that stops closes its TLS connections in order (close_notify): the client sees
+    an orderly end of the stream, not a truncation."""
+    opened = []
+    tls = netsock.Tls.server(certs("server.pem"), certs("server.key"))
+    srv = netsock.tcp_serve("127.0.0.1:0", lambda conn, data: conn.send(data),
+                            on_open=lambda conn: opened.append(conn.id), tls=tls, connect_timeout=2)
+    ctx = ssl.create_default_context(cafile=certs("ca.pem"))
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=WAIT) as raw:
+        with ctx.wrap_socket(raw, server_hostname="localhost", suppress_ragged_eofs=False) as s:
+            s.sendall(b"ping")
+            assert s.recv(100) == b"ping"
+            assert wait_for(lambda: len(opened) == 1)
+            srv.close()
+            assert s.recv(100) == b""  # a truncation would raise ssl.SSLEOFError
