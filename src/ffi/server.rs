@@ -330,7 +330,8 @@ pub extern "C" fn ns_server_send(srv: *mut ns_server, conn_id: u64, data: *const
 /// Ownership: on `NS_OK` the buffer is lent to netsock: do not change or free it until
 /// `free_fn` is called, which happens exactly once, on the connection's loop thread, after
 /// the last byte is written or when the connection ends first (the bytes may then be partly
-/// sent). Only if that loop never runs again (a `run_in_wait` loop nobody runs) is it called
+/// sent). On a TLS connection the bytes are sealed (copied, encrypted) when the loop takes
+/// them, and `free_fn` runs then. Only if that loop never runs again (a `run_in_wait` loop nobody runs) is it called
 /// elsewhere: on the thread that frees the last handle of the loop (`ns_server_free()`,
 /// `ns_client_free()` or `ns_loop_free()`). On any other code the send was refused: `free_fn`
 /// is NOT called and the buffer is still the caller's.
