@@ -186,3 +186,22 @@ def test_server_stop_ends_tls_connections_with_close_notify(certs):
             assert wait_for(lambda: len(opened) == 1)
             srv.close()
             assert s.recv(100) == b""  # a truncation would raise ssl.SSLEOFError
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_owned_sends_on_tls_are_sealed_and_released(certs, workers):
+    """ns_conn_send_owned on a TLS connection: the bytes arrive encrypted and whole, and every
+    lent buffer is released (sealed when the loop takes it), on the loop and from workers."""
+    tls = netsock.Tls.server(certs("server.pem"), certs("server.key"))
+    srv = netsock.tcp_serve("127.0.0.1:0", lambda conn, data: conn.send_owned(bytes(data) * 1000),
+                            tls=tls, connect_timeout=2, workers=workers)
+    with srv:
+        ctx = ssl.create_default_context(cafile=certs("ca.pem"))
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=WAIT) as raw:
+            with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+                s.sendall(b"0123456789")
+                got = b""
+                while len(got) < 10000:
+                    got += s.recv(65536)
+                assert got == b"0123456789" * 1000
+        assert wait_for(lambda: not netsock._lent)
