@@ -28,6 +28,11 @@ pub(crate) struct LoopShared<H> {
     index: u64,
     waker: Waker,
     pub(crate) inbox: Mutex<Inbox<H>>,
+    /// Commands were queued without a wake-up (`push_quiet`): the loop's next turn takes them.
+    quiet: AtomicBool,
+    /// The loop is in a turn (from its wait's end to its next look at the inbox, `may_wait`):
+    /// it takes what is pushed meanwhile before it waits again, so a push wakes nothing.
+    awake: AtomicBool,
     next_seq: AtomicU64,
     /// The number (`thread_no`) of the thread running this loop; 0 while none does.
     runner: AtomicU64,
@@ -40,11 +45,33 @@ impl<H> LoopShared<H> {
         (self.next_seq.fetch_add(1, Ordering::Relaxed) << 8) | self.index
     }
 
-    /// Queues `cmd` (for an open connection `id`, if given) and wakes the loop unless it was
-    /// already woken for earlier commands it has not yet taken. `Closed` once the group stops,
-    /// or if `id` is not open here.
+    /// Queues `cmd` (for an open connection `id`, if given) and wakes the loop unless it is
+    /// sure to take it before it next waits (it is awake, or was woken for earlier commands it
+    /// has not yet taken). `Closed` once the group stops, or if `id` is not open here.
     pub(crate) fn push(&self, group: &Group<H>, id: Option<u64>, cmd: Cmd<H>) -> Result<()> {
         self.push_checked(group, id, cmd, |_| Ok(()))
+    }
+
+    /// `push` that wakes a waiting loop only if `urgent()` (asked after `cmd` is queued): else
+    /// the loop takes `cmd` in its next turn, whatever wakes it, and before it next waits.
+    pub(crate) fn push_quiet(
+        &self,
+        group: &Group<H>,
+        id: Option<u64>,
+        cmd: Cmd<H>,
+        urgent: impl FnOnce() -> bool,
+    ) -> Result<()> {
+        let mut inbox = self.queue(group, id)?;
+        inbox.cmds.push(cmd);
+        self.quiet.store(true, Ordering::Release);
+        // Asked after the command is queued: whatever made it urgent before the loop's last
+        // look at its inbox, that look found the command.
+        if !inbox.woken && !self.awake.load(Ordering::Relaxed) && urgent() {
+            inbox.woken = true;
+            drop(inbox);
+            self.wake();
+        }
+        Ok(())
     }
 
     /// Like `push`, after `check` accepted the command on the connection's send budget.
@@ -66,25 +93,40 @@ impl<H> LoopShared<H> {
         cmd: Cmd<H>,
         check: impl FnOnce(&SendBudget) -> Result<()>,
     ) -> std::result::Result<(), (Error, Cmd<H>)> {
-        let mut inbox = lock(&self.inbox);
-        if group.stopping() {
-            return Err((Error::Closed("stopped".into()), cmd));
-        }
+        let mut inbox = match self.queue(group, id) {
+            Ok(inbox) => inbox,
+            Err(e) => return Err((e, cmd)),
+        };
         if let Some(id) = id {
-            let Some(budget) = inbox.live.get(&id) else {
-                return Err((Error::Closed(format!("no open connection with id {id}").into()), cmd));
-            };
-            if let Err(e) = check(budget) {
+            // `queue` found it.
+            if let Err(e) = check(&inbox.live[&id]) {
                 return Err((e, cmd));
             }
         }
-        let first = inbox.cmds.is_empty();
         inbox.cmds.push(cmd);
-        drop(inbox);
-        if first {
-            let _ = self.waker.wake();
+        // Read under the lock: `may_wait` clears it under the lock before the loop waits.
+        if !inbox.woken && !self.awake.load(Ordering::Relaxed) {
+            inbox.woken = true;
+            drop(inbox);
+            self.wake();
         }
         Ok(())
+    }
+
+    /// The inbox, locked, if it takes commands (for an open connection `id`, if given).
+    fn queue(&self, group: &Group<H>, id: Option<u64>) -> Result<MutexGuard<'_, Inbox<H>>> {
+        let inbox = lock(&self.inbox);
+        if group.stopping() {
+            return Err(Error::Closed("stopped".into()));
+        }
+        if let Some(id) = id.filter(|id| !inbox.live.contains_key(id)) {
+            return Err(Error::Closed(format!("no open connection with id {id}").into()));
+        }
+        Ok(inbox)
+    }
+
+    fn wake(&self) {
+        let _ = self.waker.wake();
     }
 
     /// Lists connection `id` as open here, so that commands for it are taken.
@@ -100,6 +142,28 @@ impl<H> LoopShared<H> {
     /// The commands queued so far, taken by the loop.
     pub(crate) fn take_cmds(&self) -> Vec<Cmd<H>> {
         std::mem::take(&mut lock(&self.inbox).cmds)
+    }
+
+    /// The loop is about to wait: true if its inbox is empty (then the next push wakes it),
+    /// false if it holds commands to take first.
+    pub(crate) fn may_wait(&self) -> bool {
+        let mut inbox = lock(&self.inbox);
+        if !inbox.cmds.is_empty() {
+            return false;
+        }
+        inbox.woken = false;
+        self.awake.store(false, Ordering::Relaxed);
+        true
+    }
+
+    /// The loop's wait ended: it looks at its inbox again before it next waits.
+    pub(crate) fn set_awake(&self) {
+        self.awake.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether quiet commands (`push_quiet`) were queued since the last call.
+    pub(crate) fn take_quiet(&self) -> bool {
+        self.quiet.load(Ordering::Relaxed) && self.quiet.swap(false, Ordering::Acquire)
     }
 
     pub(crate) fn index(&self) -> usize {
@@ -173,6 +237,8 @@ impl<H> Group<H> {
                 index: index as u64,
                 waker,
                 inbox: Mutex::new(Inbox::default()),
+                quiet: AtomicBool::new(false),
+                awake: AtomicBool::new(false),
                 next_seq: AtomicU64::new(1),
                 runner: AtomicU64::new(0),
             });
@@ -222,7 +288,7 @@ impl<H> Group<H> {
     pub(crate) fn stop(&self) {
         self.stop.store(true, Ordering::Release);
         for l in &self.loops {
-            let _ = l.waker.wake();
+            l.wake();
         }
     }
 
@@ -231,7 +297,7 @@ impl<H> Group<H> {
     pub(crate) fn request_ends(&self) {
         self.end_requests.fetch_add(1, Ordering::AcqRel);
         for l in &self.loops {
-            let _ = l.waker.wake();
+            l.wake();
         }
     }
 

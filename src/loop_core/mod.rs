@@ -83,7 +83,9 @@ impl<H> Core<'_, H> {
             if self.group.stopping() && body.stop_step(self) {
                 return Ok(());
             }
-            let timeout = if body.busy() {
+            // Commands queued while the loop was awake woke nothing: taken now, not waited on.
+            let queued = !self.me.may_wait();
+            let timeout = if queued || body.busy() {
                 Some(Duration::ZERO)
             } else {
                 let next = match (self.timers.next(), body.next_deadline()) {
@@ -97,8 +99,12 @@ impl<H> Core<'_, H> {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(Error::io("epoll_wait", e)),
             }
+            self.me.set_awake();
             self.now = Instant::now();
             body.resume(self);
+            if self.me.take_quiet() || queued {
+                self.drain_inbox(body);
+            }
             for ev in events.iter() {
                 match ev.token() {
                     WAKER => {

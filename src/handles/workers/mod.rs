@@ -61,6 +61,7 @@ pub(crate) fn start(
             lines: 0,
             closing: false,
             sleeping: 0,
+            waking: 0,
         }),
         work: Condvar::new(),
         idle: Condvar::new(),
@@ -172,6 +173,8 @@ fn work(shared: Arc<Shared>) {
                 q.sleeping += 1;
                 q = shared.work.wait(q).unwrap_or_else(|p| p.into_inner());
                 q.sleeping -= 1;
+                // Up, whichever wake-up it was (the count only spares needless ones).
+                q.waking = q.waking.saturating_sub(1);
             }
         };
         let ev = lock(&line.queue).events.pop_front();
