@@ -156,6 +156,7 @@ impl Line {
     pub(super) fn push(self: &Arc<Self>, ev: Event) {
         // Counted first: the worker that takes it may count it off at once.
         self.shared.queued.fetch_add(1, SeqCst);
+        self.shared.group.hand(1);
         let first = {
             let mut q = lock(&self.queue);
             q.events.push_back(ev);

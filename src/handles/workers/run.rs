@@ -213,6 +213,7 @@ impl Remote for View<'_> {
             let deferred = std::mem::take(&mut self.side.deferred);
             if !deferred.is_empty() {
                 self.line.shared.queued.fetch_add(deferred.len(), SeqCst);
+                self.line.shared.group.hand(deferred.len());
                 let mut q = lock(&self.line.queue);
                 for ev in deferred.into_iter().rev() {
                     q.events.push_front(ev);
