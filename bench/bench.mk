@@ -7,8 +7,9 @@
 #   make bench-syscalls             syscalls per request of each server (strace -c)
 #   make bench-instructions         user-space instructions per request (callgrind)
 #   BENCH_BASE=<rev> make bench     also netsock at git revision <rev> (exported with git archive
-#                                   into build/bench/base-src, built there), as the server
-#                                   netsock-base beside the others: netsock / netsock-base ratios
+#                                   into build/bench/base-src, built there), as the servers
+#                                   netsock-base (and netsock_w1-base in workers-pp50) beside the
+#                                   others: netsock / netsock-base ratios
 #
 # Results: build/bench/results.md (the table), build/bench/raw.txt (one line per run).
 
@@ -28,7 +29,7 @@ BENCH_BASE     ?=
 BENCH_BASE_SRC := $(BENCH_OUT)/base-src
 BENCH_BASE_LIB := $(BENCH_OUT)/base-lib
 ifneq ($(strip $(BENCH_BASE)),)
-BENCH_BINS   += $(BENCH_OUT)/ns_echo_base
+BENCH_BINS   += $(BENCH_OUT)/ns_echo_base $(BENCH_OUT)/ns_work_base
 endif
 
 .PHONY: bench bench-build bench-deps bench-uring-deps bench-redis bench-openssl bench-syscalls bench-instructions bench-base-lib
@@ -173,4 +174,14 @@ $(BENCH_OUT)/ns_echo_base: bench/ns_echo.c bench-base-lib
 		$(CC) $(BENCH_CWARN) -I$(BENCH_BASE_SRC)/include $(BENCH_BASE_SRC)/bench/ns_echo.c -o $@ \
 			-L$(BENCH_BASE_LIB) -Wl,-rpath,'$$ORIGIN/base-lib' -lnetsock -lpthread; \
 		echo "bench/ns_echo.c of $$(cat $(BENCH_OUT)/base.rev)" > $(BENCH_OUT)/base-echo.txt; \
+	fi
+
+# The same for the workers scenario's server (workers-pp50: netsock_w1-base).
+$(BENCH_OUT)/ns_work_base: bench/ns_work.c bench-base-lib
+	@set -e; \
+	if ! $(CC) $(BENCH_CWARN) -I$(BENCH_BASE_SRC)/include $< -o $@ -L$(BENCH_BASE_LIB) \
+			-Wl,-rpath,'$$ORIGIN/base-lib' -lnetsock -lpthread; then \
+		echo "bench: bench/ns_work.c does not build against $(BENCH_BASE)'s header: using its own"; \
+		$(CC) $(BENCH_CWARN) -I$(BENCH_BASE_SRC)/include $(BENCH_BASE_SRC)/bench/ns_work.c -o $@ \
+			-L$(BENCH_BASE_LIB) -Wl,-rpath,'$$ORIGIN/base-lib' -lnetsock -lpthread; \
 	fi

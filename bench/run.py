@@ -63,9 +63,10 @@ Environment:
                         libuv-textbook, epoll, epoll-2t, uring, owned, copy, netsock-base,
                         redis-server, each, gather, openssl)
     BENCH_BASE=rev      (set by `make bench BENCH_BASE=rev`, which builds BUILD_DIR/ns_echo_base
-                        against netsock at that git revision) adds the server netsock-base to
-                        tcp-pp-64, tcp-pp-4k, tcp-stream and udp-pp-64, interleaved as netsock
-                        is, and the ratios netsock / netsock-base
+                        and BUILD_DIR/ns_work_base against netsock at that git revision) adds
+                        the server netsock-base to tcp-pp-64, tcp-pp-4k, tcp-stream and
+                        udp-pp-64, and netsock_w1-base to workers-pp50, interleaved as netsock
+                        is, and the ratios netsock / netsock-base (netsock_w1 / netsock_w1-base)
     BENCH_WAIT_BUDGET=s at most s seconds in all spent on such waits and on repeating runs
                         that other processes disturbed (over 0.15 cores of theirs during the
                         window; up to 2 repeats each) (default 240; quick 30)
@@ -119,7 +120,7 @@ BIN = {name: os.path.join(OUT, name) for name in ("loadgen", "ns_echo", "uv_echo
                                                    "uring_echo", "ns_resp", "ns_fetch", "ns_timers", "uv_timers",
                                                    "ns_work", "tpc_server", "tls_loadgen", "ns_tls_echo",
                                                    "ossl_tls_echo")
-       + (("ns_echo_base",) if BASE else ())}
+       + (("ns_echo_base", "ns_work_base") if BASE else ())}
 # The TLS scenarios' certificate and key (ECDSA P-256), the same for every server.
 CERT, KEY = os.path.join(OUT, "certs", "server.pem"), os.path.join(OUT, "certs", "server.key")
 TLS_SERVERS = {"netsock": lambda proto: [BIN["ns_tls_echo"], ADDR, CERT, KEY],
@@ -161,6 +162,8 @@ BLOCKING = {
 }
 SPINNING = {f"netsock_w{w}": (lambda w: lambda proto: [BIN["ns_work"], "spin", ADDR, str(w), str(WORK_SPIN_US)])(w)
             for w in (0, 1)}
+if BASE:
+    SPINNING["netsock_w1-base"] = lambda proto: [BIN["ns_work_base"], "spin", ADDR, "1", str(WORK_SPIN_US)]
 
 # The RESP scenarios: examples-c/resp_server (built beside the library) against redis-server.
 RESP_SERVER = os.path.join(OUT, "..", "resp_server")
@@ -688,8 +691,8 @@ def interval(xs, n=2000):
 
 def base_of(srv):
     """The one-loop server a several-loop variant is compared with ("netsock-2t" -> "netsock");
-    netsock-base, another build of netsock, is its own."""
-    return srv if srv in ("netsock-base", "redis-server") else srv.split("-")[0]
+    netsock-base (netsock_w1-base), another build of netsock, is its own."""
+    return srv if srv == "redis-server" or srv.endswith("-base") else srv.split("-")[0]
 
 
 # What each scenario reports: (key in the loadgen's line, column name, digits, higher is better)
@@ -776,7 +779,10 @@ if BASE:
     TARGETS += [("tcp-pp-64", "cpu_us_per_req", "netsock", "netsock-base", None),
                 ("tcp-pp-4k", "cpu_us_per_req", "netsock", "netsock-base", None),
                 ("tcp-stream", "cpu_ms_per_gb", "netsock", "netsock-base", None),
-                ("udp-pp-64", "cpu_us_per_req", "netsock", "netsock-base", None)]
+                ("udp-pp-64", "cpu_us_per_req", "netsock", "netsock-base", None),
+                ("workers-pp50", "cpu_us_per_req", "netsock_w1", "netsock_w1-base", None),
+                ("workers-pp50", "ctxsw_per_req", "netsock_w1", "netsock_w1-base", None),
+                ("workers-pp50", "cpu_us_per_req", "netsock_w1-base", "netsock_w0", 1.05)]
 
 
 def build_table(results, info, started, elapsed):
@@ -828,8 +834,8 @@ def build_table(results, info, started, elapsed):
                              for ref, short in REFS.items() if ref in sc["servers"]]
                 if base_of(srv) != srv:
                     notes.append(f"{fmt_ratio(ratio(v, medians.get((sc['name'], base_of(srv)), {}).get(key)))} 1t")
-                if srv == "netsock" and "netsock-base" in sc["servers"]:
-                    notes.append(f"{fmt_ratio(ratio(v, medians.get((sc['name'], 'netsock-base'), {}).get(key)))} base")
+                if f"{srv}-base" in sc["servers"]:
+                    notes.append(f"{fmt_ratio(ratio(v, medians.get((sc['name'], f'{srv}-base'), {}).get(key)))} base")
                 if notes:
                     cell += f" ({', '.join(notes)})"
                 cells.append(cell)

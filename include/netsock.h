@@ -921,6 +921,12 @@ int ns_options_set_tls(struct ns_options *opts, const struct ns_tls *tls);
  * timeout waits), and the peer's end closes it only once the worker is done with what came
  * before (so a peer that sends a request and half-closes gets its reply).
  *
+ * Sharing CPUs: when the workers and the loop threads outnumber the CPUs the process may use
+ * (`taskset`, a cgroup's quota), a loop whose workers have work takes its events in turns,
+ * once a worker runs out of work or 1 ms passed, rather than each as it comes (on a shared
+ * CPU each would cost two context switches): its input, and the workers' sends, may wait that
+ * long then.
+ *
  * Stop and free: callbacks already running finish; after `ns_server_free()` (or
  * `ns_client_free()`) only `on_close` callbacks start (none for a connection whose `on_open`
  * had not started yet: it gets neither), and they have all returned when it returns. Called

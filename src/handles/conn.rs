@@ -99,12 +99,48 @@ pub(crate) struct ConnState {
     pub(crate) held: bool,
     /// The worker pool's side of the connection (see `workers`), dropped with it.
     pub(crate) pooled: Option<Box<dyn Any + Send>>,
-    /// Events handed to a worker and not yet done: the orderly close at the peer's end waits
-    /// for them (their replies are on their way).
-    pub(crate) awaiting: usize,
+    /// Events handed to a worker and not yet done (with workers): the orderly close at the
+    /// peer's end waits for them (their replies are on their way).
+    pub(crate) awaiting: Option<Arc<Awaiting>>,
     /// A TLS connection's session (handles/tls.rs): output is sealed by it, so `out` holds
     /// ciphertext, and input is opened by it.
     pub(crate) tls: Option<Box<Session>>,
+}
+
+/// The events of a connection handed to a worker and not yet done, counted on the loop (as it
+/// hands them, and as the worker's notices that it caught up arrive). A notice comes through
+/// the inbox after the commands of those events, and wakes the loop only if it waits for it
+/// (`wanted`): else the loop takes it in its next turn, whatever wakes it.
+#[derive(Debug, Default)]
+pub(crate) struct Awaiting {
+    /// Only the loop counts (an atomic only to be shared with the flag).
+    n: AtomicUsize,
+    /// The loop waits for the worker to catch up (the peer ended): its notice wakes the loop.
+    pub(crate) wanted: AtomicBool,
+}
+
+impl Awaiting {
+    pub(crate) fn count(&self) -> usize {
+        self.n.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn hand(&self) {
+        self.n.store(self.count() + 1, Ordering::Relaxed);
+    }
+
+    /// The worker told of `done` events done.
+    pub(crate) fn done(&self, done: usize) {
+        self.n.store(self.count().saturating_sub(done), Ordering::Relaxed);
+    }
+
+    /// Whether every event handed is done; if not, the worker's notice will wake the loop.
+    pub(crate) fn caught_up(&self) -> bool {
+        if self.count() == 0 {
+            return true;
+        }
+        self.wanted.store(true, Ordering::SeqCst);
+        false
+    }
 }
 
 /// A connect in progress: the next address to try if this one fails, and until when.
@@ -163,7 +199,7 @@ impl ConnState {
             proxied: None,
             held: false,
             pooled: None,
-            awaiting: 0,
+            awaiting: None,
             tls: None,
         }
     }

@@ -546,7 +546,9 @@ impl<'g> Streams<'g> {
             self.close(key, Err(e));
         } else if self.drain_until.is_some() && st.pending() == 0 {
             self.close(key, Err(Error::Stopped));
-        } else if (st.phase == Phase::Closing || (st.peer_eof && st.awaiting == 0)) && st.pending() == 0 {
+        } else if (st.phase == Phase::Closing || (st.peer_eof && st.awaiting.as_ref().is_none_or(|a| a.caught_up())))
+            && st.pending() == 0
+        {
             self.close(key, Ok(()));
         } else if !st.paused && st.pending() > low_water {
             st.paused = true;
@@ -795,7 +797,7 @@ impl<'g> Streams<'g> {
                         self.add_timer(self.now + Duration::from_millis(1), key, id);
                         continue;
                     }
-                    if st.awaiting > 0 {
+                    if st.awaiting.as_ref().is_some_and(|a| a.count() > 0) {
                         // A worker is busy with its events: not idle. Looked at again later.
                         st.since = self.now;
                         self.schedule(key);

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use mio::{Poll, Token, Waker};
 
 use super::inbox::{Cmd, Inbox, SendBudget, Task};
+use super::pace::{self, Pace};
 use super::timers::TimerCb;
 use crate::error::{Error, Result};
 
@@ -28,6 +29,13 @@ pub(crate) struct LoopShared<H> {
     index: u64,
     waker: Waker,
     pub(crate) inbox: Mutex<Inbox<H>>,
+    /// Commands were queued without a wake-up (`push_quiet`): the loop's next turn takes them.
+    quiet: AtomicBool,
+    /// The loop is in a turn (from its wait's end to its next look at the inbox, `may_wait`):
+    /// it takes what is pushed meanwhile before it waits again, so a push wakes nothing.
+    awake: AtomicBool,
+    /// The loop waits for its helpers rather than for events (see `pace`).
+    pace: Pace,
     next_seq: AtomicU64,
     /// The number (`thread_no`) of the thread running this loop; 0 while none does.
     runner: AtomicU64,
@@ -40,11 +48,34 @@ impl<H> LoopShared<H> {
         (self.next_seq.fetch_add(1, Ordering::Relaxed) << 8) | self.index
     }
 
-    /// Queues `cmd` (for an open connection `id`, if given) and wakes the loop unless it was
-    /// already woken for earlier commands it has not yet taken. `Closed` once the group stops,
-    /// or if `id` is not open here.
+    /// Queues `cmd` (for an open connection `id`, if given) and wakes the loop unless it is
+    /// sure to take it before it next waits (it is awake, or was woken for earlier commands it
+    /// has not yet taken), or it paces and this thread is one of its helpers (then it takes it
+    /// when the pacing ends). `Closed` once the group stops, or if `id` is not open here.
     pub(crate) fn push(&self, group: &Group<H>, id: Option<u64>, cmd: Cmd<H>) -> Result<()> {
         self.push_checked(group, id, cmd, |_| Ok(()))
+    }
+
+    /// `push` that wakes a waiting loop only if `urgent()` (asked after `cmd` is queued): else
+    /// the loop takes `cmd` in its next turn, whatever wakes it, and before it next waits.
+    pub(crate) fn push_quiet(
+        &self,
+        group: &Group<H>,
+        id: Option<u64>,
+        cmd: Cmd<H>,
+        urgent: impl FnOnce() -> bool,
+    ) -> Result<()> {
+        let mut inbox = self.queue(group, id)?;
+        inbox.cmds.push(cmd);
+        self.quiet.store(true, Ordering::Release);
+        // Asked after the command is queued: whatever made it urgent before the loop's last
+        // look at its inbox, that look found the command. Urgent, it also ends a pacing wait.
+        if !inbox.woken && !self.awake.load(Ordering::Relaxed) && urgent() {
+            inbox.woken = true;
+            drop(inbox);
+            self.wake();
+        }
+        Ok(())
     }
 
     /// Like `push`, after `check` accepted the command on the connection's send budget.
@@ -66,25 +97,48 @@ impl<H> LoopShared<H> {
         cmd: Cmd<H>,
         check: impl FnOnce(&SendBudget) -> Result<()>,
     ) -> std::result::Result<(), (Error, Cmd<H>)> {
-        let mut inbox = lock(&self.inbox);
-        if group.stopping() {
-            return Err((Error::Closed("stopped".into()), cmd));
-        }
+        let mut inbox = match self.queue(group, id) {
+            Ok(inbox) => inbox,
+            Err(e) => return Err((e, cmd)),
+        };
         if let Some(id) = id {
-            let Some(budget) = inbox.live.get(&id) else {
-                return Err((Error::Closed(format!("no open connection with id {id}").into()), cmd));
-            };
-            if let Err(e) = check(budget) {
+            // `queue` found it.
+            if let Err(e) = check(&inbox.live[&id]) {
                 return Err((e, cmd));
             }
         }
-        let first = inbox.cmds.is_empty();
         inbox.cmds.push(cmd);
-        drop(inbox);
-        if first {
-            let _ = self.waker.wake();
+        // A helper's push while the loop paces is taken when the pacing ends: waking the loop
+        // for it is what pacing spares.
+        if self.pace.pacing() && pace::helps(group as *const Group<H> as usize) {
+            self.quiet.store(true, Ordering::Release);
+            return Ok(());
+        }
+        // Read under the lock: `may_wait` clears it under the lock before the loop waits.
+        if !inbox.woken && !self.awake.load(Ordering::Relaxed) {
+            inbox.woken = true;
+            drop(inbox);
+            self.wake();
         }
         Ok(())
+    }
+
+    /// The inbox, locked, if it takes commands (for an open connection `id`, if given).
+    fn queue(&self, group: &Group<H>, id: Option<u64>) -> Result<MutexGuard<'_, Inbox<H>>> {
+        let inbox = lock(&self.inbox);
+        if group.stopping() {
+            return Err(Error::Closed("stopped".into()));
+        }
+        if let Some(id) = id.filter(|id| !inbox.live.contains_key(id)) {
+            return Err(Error::Closed(format!("no open connection with id {id}").into()));
+        }
+        Ok(inbox)
+    }
+
+    /// Wakes the loop from its wait for events, or for its helpers.
+    fn wake(&self) {
+        let _ = self.waker.wake();
+        self.pace.kick();
     }
 
     /// Lists connection `id` as open here, so that commands for it are taken.
@@ -100,6 +154,36 @@ impl<H> LoopShared<H> {
     /// The commands queued so far, taken by the loop.
     pub(crate) fn take_cmds(&self) -> Vec<Cmd<H>> {
         std::mem::take(&mut lock(&self.inbox).cmds)
+    }
+
+    /// The loop is about to wait (for its helpers, with `pace`): true if its inbox is empty
+    /// (then the next push wakes it), false if it holds commands to take first.
+    pub(crate) fn may_wait(&self, pace: bool) -> bool {
+        let mut inbox = lock(&self.inbox);
+        if !inbox.cmds.is_empty() {
+            return false;
+        }
+        inbox.woken = false;
+        self.awake.store(false, Ordering::Relaxed);
+        if pace {
+            self.pace.begin();
+        }
+        true
+    }
+
+    /// Waits for a helper to run out of work, a push that wakes the loop, or `timeout`.
+    pub(crate) fn wait_for_helpers(&self, timeout: Duration) {
+        self.pace.wait(timeout);
+    }
+
+    /// The loop's wait ended: it looks at its inbox again before it next waits.
+    pub(crate) fn set_awake(&self) {
+        self.awake.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether quiet commands (`push_quiet`) were queued since the last call.
+    pub(crate) fn take_quiet(&self) -> bool {
+        self.quiet.load(Ordering::Relaxed) && self.quiet.swap(false, Ordering::Acquire)
     }
 
     pub(crate) fn index(&self) -> usize {
@@ -133,6 +217,12 @@ pub(crate) struct Group<H> {
     next_loop: AtomicUsize,
     /// More loops than CPUs this process may use: loops take turns (see `take_turns`).
     crowded: bool,
+    /// The CPUs this process may use.
+    cpus: usize,
+    /// Threads working for these loops (worker pools), and the work handed to them and not
+    /// yet done: while they have work on CPUs they share with the loops, the loops pace.
+    helpers: AtomicUsize,
+    handed: AtomicUsize,
     /// The loops' threads, with their loop's index.
     threads: Mutex<Vec<(usize, JoinHandle<()>)>>,
     ends: Mutex<Ends>,
@@ -173,16 +263,23 @@ impl<H> Group<H> {
                 index: index as u64,
                 waker,
                 inbox: Mutex::new(Inbox::default()),
+                quiet: AtomicBool::new(false),
+                awake: AtomicBool::new(false),
+                pace: Pace::default(),
                 next_seq: AtomicU64::new(1),
                 runner: AtomicU64::new(0),
             });
             polls.push(poll);
         }
+        let cpus = std::thread::available_parallelism().map_or(1, |c| c.get());
         let group = Group {
             stop: AtomicBool::new(false),
             loops,
             next_loop: AtomicUsize::new(0),
-            crowded: n > std::thread::available_parallelism().map_or(1, |c| c.get()),
+            crowded: n > cpus,
+            cpus,
+            helpers: AtomicUsize::new(0),
+            handed: AtomicUsize::new(0),
             threads: Mutex::new(Vec::new()),
             ends: Mutex::new(Ends {
                 started: 0,
@@ -218,21 +315,58 @@ impl<H> Group<H> {
         self.loops[0].run(body);
     }
 
-    /// Asks every loop to stop. Only atomic stores and eventfd writes: safe in a signal handler.
+    /// Asks every loop to stop. Only atomics and system calls (eventfd writes, futex wakes):
+    /// safe in a signal handler.
     pub(crate) fn stop(&self) {
         self.stop.store(true, Ordering::Release);
         for l in &self.loops {
-            let _ = l.waker.wake();
+            l.wake();
         }
     }
 
-    /// Wakes every loop to look for what asked to end (a flag its owner set). Only an atomic
-    /// add and eventfd writes: safe in a signal handler.
+    /// Wakes every loop to look for what asked to end (a flag its owner set). Only atomics and
+    /// system calls: safe in a signal handler.
     pub(crate) fn request_ends(&self) {
         self.end_requests.fetch_add(1, Ordering::AcqRel);
         for l in &self.loops {
-            let _ = l.waker.wake();
+            l.wake();
         }
+    }
+
+    /// `n` threads start (`add`) or stop working for these loops (a worker pool).
+    pub(crate) fn helpers(&self, n: usize, add: bool) {
+        if add {
+            self.helpers.fetch_add(n, Ordering::Relaxed);
+        } else {
+            self.helpers.fetch_sub(n, Ordering::Relaxed);
+        }
+    }
+
+    /// Marks the calling thread as one of those helpers: its pushes wake no pacing loop.
+    pub(crate) fn help_here(&self) {
+        pace::help(self as *const Self as usize);
+    }
+
+    /// `n` pieces of work were handed to the helpers.
+    pub(crate) fn hand(&self, n: usize) {
+        self.handed.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// A piece of work handed to the helpers is done.
+    pub(crate) fn handed_done(&self) {
+        self.handed.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// A helper ran out of work: pacing loops take their events now (and may bring more).
+    pub(crate) fn helper_idle(&self) {
+        for l in &self.loops {
+            l.pace.kick();
+        }
+    }
+
+    /// Whether the loops pace (see `pace`): their helpers have work, on CPUs they share.
+    pub(crate) fn paces(&self) -> bool {
+        self.handed.load(Ordering::Relaxed) > 0 && self.loops.len() + self.helpers.load(Ordering::Relaxed) > self.cpus
     }
 
     pub(crate) fn ends_requested(&self) -> u64 {

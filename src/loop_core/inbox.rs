@@ -34,6 +34,9 @@ pub(crate) struct Inbox<H> {
     /// This loop's open connections, with what each holds of accepted output.
     pub(crate) live: HashMap<u64, Arc<SendBudget>>,
     pub(crate) cmds: Vec<Cmd<H>>,
+    /// A wake-up (an eventfd write) is on its way since the loop last looked: a push needs no
+    /// wake-up of its own.
+    pub(crate) woken: bool,
 }
 
 impl<H> Default for Inbox<H> {
@@ -41,6 +44,7 @@ impl<H> Default for Inbox<H> {
         Inbox {
             live: HashMap::new(),
             cmds: Vec::new(),
+            woken: false,
         }
     }
 }

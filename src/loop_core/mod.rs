@@ -5,6 +5,7 @@
 
 mod group;
 mod inbox;
+mod pace;
 mod timers;
 
 use std::io;
@@ -15,6 +16,7 @@ use mio::{Events, Poll};
 
 pub(crate) use group::{Group, LoopShared, WAKER, lock};
 pub(crate) use inbox::{Cmd, SendBudget};
+use pace::PACE;
 use timers::{Fired, Timers};
 
 use crate::error::{Error, Result};
@@ -83,7 +85,11 @@ impl<H> Core<'_, H> {
             if self.group.stopping() && body.stop_step(self) {
                 return Ok(());
             }
-            let timeout = if body.busy() {
+            let busy = body.busy();
+            let pace = !busy && self.group.paces();
+            // Commands queued while the loop was awake woke nothing: taken now, not waited on.
+            let queued = !self.me.may_wait(pace);
+            let mut timeout = if queued || busy {
                 Some(Duration::ZERO)
             } else {
                 let next = match (self.timers.next(), body.next_deadline()) {
@@ -92,13 +98,21 @@ impl<H> Core<'_, H> {
                 };
                 next.map(|at| at.saturating_duration_since(Instant::now()))
             };
+            if pace && !queued {
+                self.me.wait_for_helpers(timeout.map_or(PACE, |t| t.min(PACE)));
+                timeout = Some(Duration::ZERO);
+            }
             match self.poll.poll(&mut events, timeout) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(Error::io("epoll_wait", e)),
             }
+            self.me.set_awake();
             self.now = Instant::now();
             body.resume(self);
+            if self.me.take_quiet() || queued {
+                self.drain_inbox(body);
+            }
             for ev in events.iter() {
                 match ev.token() {
                     WAKER => {

@@ -209,10 +209,11 @@ int main(void)
         id = line_id;
         pthread_mutex_unlock(&lock);
         CHECK_EQ_INT(ns_server_send_frame(line, id, "a\nb", 3), NS_ERR_INVALID);
-        /* the loop counts the sync echo as written a moment after the peer may have it */
+        /* the loop counts bytes as written a moment after the peer may have them (here the
+           sync echo's 5, then these 31): refused meanwhile, then taken; the reads check that
+           each was */
         WAIT_FOR(ns_server_send(line, id, "this is more than sixteen bytes", 31) == NS_OK, 3000);
         CHECK_EQ_INT(read_timeout(holder, buf, 31, 3000, NULL), 31);
-        /* the loop counts those bytes as written a moment after the peer may have them */
         WAIT_FOR(ns_server_send_frame(line, id, "ok", 2) == NS_OK, 3000);
         CHECK_EQ_INT(read_timeout(holder, buf + 31, 3, 3000, NULL), 3);
         CHECK(memcmp(buf, "this is more than sixteen bytesok\n", 34) == 0);

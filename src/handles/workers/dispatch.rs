@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, Weak};
 
 use super::line::{EVENT_OVERHEAD, Event, Info, Line, LineQueue, Shared, hand, hold};
 use crate::error::{Error, Result};
-use crate::handles::conn::{Conn, TcpHandler};
+use crate::handles::conn::{Awaiting, Conn, TcpHandler};
 use crate::loop_core::lock;
 
 /// The handler the loop calls for a service with workers: it queues the events.
@@ -61,8 +61,10 @@ impl TcpHandler for Pooled {
         };
         drop(lines);
         st.pooled = Some(Box::new(line.clone()));
-        st.awaiting += 1;
-        line.push(Event::Open);
+        let awaiting = Arc::new(Awaiting::default());
+        awaiting.hand();
+        st.awaiting = Some(awaiting.clone());
+        line.push(Event::Open(awaiting));
     }
 
     fn on_data(&self, conn: &mut Conn<'_>, data: &[u8]) {

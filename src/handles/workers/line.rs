@@ -11,7 +11,7 @@ use socket2::SockAddr;
 
 use crate::error::Result;
 use crate::handles::cmd::{Cmd, ConnTask, Group, HandleCmd};
-use crate::handles::conn::{Conn, TcpHandler};
+use crate::handles::conn::{Awaiting, Conn, TcpHandler};
 use crate::loop_core::{SendBudget, lock};
 use crate::options::Options;
 
@@ -21,7 +21,9 @@ pub(super) const EVENT_OVERHEAD: usize = 64;
 
 /// One event of a connection, for its callbacks on a worker.
 pub(super) enum Event {
-    Open,
+    /// With the count of the connection's events on the loop, whose flag asks for the worker's
+    /// notice at once.
+    Open(Arc<Awaiting>),
     /// A message (or a raw chunk), and what it counts toward the reading bound.
     Data {
         bytes: Vec<u8>,
@@ -64,6 +66,8 @@ pub(super) struct RunQueue {
     pub(super) closing: bool,
     /// Workers waiting for work: only then does new work need a wake-up (a system call).
     pub(super) sleeping: usize,
+    /// Of those, the ones woken and not yet up: a wake-up each is on its way.
+    pub(super) waking: usize,
 }
 
 thread_local! {
@@ -85,7 +89,8 @@ impl Shared {
     pub(super) fn schedule(&self, line: Arc<Line>) {
         let mut q = lock(&self.queue);
         q.ready.push_back(line);
-        let wake = q.sleeping > 0;
+        let wake = q.sleeping > q.waking;
+        q.waking += usize::from(wake);
         drop(q);
         if wake {
             self.work.notify_one();
@@ -142,6 +147,8 @@ pub(super) struct WorkerSide {
     pub(super) opened: bool,
     /// Events from the loop done since the loop was last told (`ConnState::awaiting`).
     pub(super) done: usize,
+    /// Whether the loop waits for that notice (`Awaiting::wanted`).
+    pub(super) awaiting: Option<Arc<Awaiting>>,
 }
 
 impl Line {
@@ -149,6 +156,7 @@ impl Line {
     pub(super) fn push(self: &Arc<Self>, ev: Event) {
         // Counted first: the worker that takes it may count it off at once.
         self.shared.queued.fetch_add(1, SeqCst);
+        self.shared.group.hand(1);
         let first = {
             let mut q = lock(&self.queue);
             q.events.push_back(ev);
@@ -186,6 +194,22 @@ impl Line {
         // Fails only once the connection ended: its `on_close` is on its way.
         let _ = group.loop_of(self.id).and_then(|l| l.push(group, Some(self.id), cmd));
     }
+
+    /// Tells the loop that `done` events of the connection counted by `awaiting` are done, in
+    /// order after their commands: in its next turn, unless it waits for this (a wake-up costs
+    /// the loop a turn, and the worker its CPU when they share one).
+    pub(super) fn caught_up(&self, done: usize, awaiting: Arc<Awaiting>) {
+        let group = &self.shared.group;
+        let counted = awaiting.clone();
+        // That connection's count (a client that reconnected has a new one under its id).
+        let task: ConnTask = Box::new(move |_| counted.done(done));
+        let cmd = Cmd::Handle(HandleCmd::Task { id: self.id, task });
+        let urgent = || awaiting.wanted.load(SeqCst);
+        // Fails only once the connection ended: its `on_close` is on its way.
+        let _ = group
+            .loop_of(self.id)
+            .and_then(|l| l.push_quiet(group, Some(self.id), cmd, urgent));
+    }
 }
 
 impl Drop for Line {
@@ -214,7 +238,7 @@ pub(super) fn hold(c: &mut Conn<'_>, on: bool) {
 
 /// Counts an event handed to a worker (`ConnState::awaiting`).
 pub(super) fn hand(c: &mut Conn<'_>) {
-    if let Some(st) = c.state() {
-        st.awaiting += 1;
+    if let Some(a) = c.state().and_then(|st| st.awaiting.as_ref()) {
+        a.hand();
     }
 }

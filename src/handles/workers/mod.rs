@@ -8,7 +8,9 @@
 //!
 //! Bounds: reading from a peer pauses once `max_frame` bytes (counting `EVENT_OVERHEAD` per
 //! message) wait for a worker, so a connection's queue holds at most that plus one read of the
-//! loop; the run queue holds each connection at most once. The loop never waits for the pool.
+//! loop; the run queue holds each connection at most once. The loop never waits for the pool,
+//! but for a while at most: on CPUs it shares with the workers, it paces while they have work
+//! (`loop_core::pace`), and a worker that runs out of work tells it so.
 //!
 //! The pool's threads and its owner's handle are here; `line` holds a connection's queue and
 //! what the pool shares, `dispatch` the loop's side, `run` a worker's side (the callbacks, and
@@ -61,6 +63,7 @@ pub(crate) fn start(
             lines: 0,
             closing: false,
             sleeping: 0,
+            waking: 0,
         }),
         work: Condvar::new(),
         idle: Condvar::new(),
@@ -79,7 +82,10 @@ pub(crate) fn start(
             .name(format!("netsock-worker-{n}"))
             .spawn(move || work(s));
         match spawned {
-            Ok(t) => lock(&workers.threads).push(t),
+            Ok(t) => {
+                group.helpers(1, true);
+                lock(&workers.threads).push(t)
+            }
             // The threads started end when `workers` is dropped.
             Err(e) => return Err(Error::io("spawning a worker thread", e)),
         }
@@ -122,6 +128,7 @@ impl Workers {
 
 impl Drop for Workers {
     fn drop(&mut self) {
+        self.shared.group.helpers(lock(&self.threads).len(), false);
         lock(&self.shared.queue).closing = true;
         self.shared.work.notify_all();
         if self.shared.on_worker_thread() || self.shared.group.on_loop_thread() {
@@ -159,25 +166,42 @@ impl Idle {
 /// A worker thread: runs one event of the next line in turn, until the pool ends.
 fn work(shared: Arc<Shared>) {
     WORKER_OF.with(|w| w.set(Arc::as_ptr(&shared) as usize));
+    shared.group.help_here();
+    // Out of work since the loops were last told.
+    let mut idle = false;
     loop {
         let line = {
             let mut q = lock(&shared.queue);
             loop {
                 if let Some(line) = q.ready.pop_front() {
-                    break line;
+                    break Some(line);
                 }
                 if q.closing && q.lines == 0 {
                     return;
                 }
+                if !idle {
+                    break None;
+                }
                 q.sleeping += 1;
                 q = shared.work.wait(q).unwrap_or_else(|p| p.into_inner());
                 q.sleeping -= 1;
+                // Up, whichever wake-up it was (the count only spares needless ones).
+                q.waking = q.waking.saturating_sub(1);
             }
         };
+        let Some(line) = line else {
+            // Out of work: a loop waiting for its helpers (pacing) takes its events now, and
+            // may bring more before this thread sleeps.
+            shared.group.helper_idle();
+            idle = true;
+            continue;
+        };
+        idle = false;
         let ev = lock(&line.queue).events.pop_front();
         if let Some(ev) = ev {
             shared.queued.fetch_sub(1, SeqCst);
             run::run(&line, ev);
+            shared.group.handed_done();
         }
         let more = {
             let mut q = lock(&line.queue);

@@ -68,11 +68,15 @@ pub(super) fn run(line: &Arc<Line>, ev: Event) {
     if !matches!(ev, Event::Kept | Event::Task(_)) {
         side.done += 1;
     }
+    if let Event::Open(awaiting) = &ev {
+        // The new connection's count, told of this event even if its callback is skipped.
+        side.awaiting = Some(awaiting.clone());
+    }
     let counted = match &ev {
         Event::Data { counted, .. } => *counted,
         _ => 0,
     };
-    let skip = side.failed || !shared.live() || (side.closed && !matches!(ev, Event::Open));
+    let skip = side.failed || !shared.live() || (side.closed && !matches!(ev, Event::Open(_)));
     if !skip && side.paused && counted > 0 {
         side.done -= 1;
         side.deferred.push_back(ev);
@@ -89,10 +93,11 @@ pub(super) fn run(line: &Arc<Line>, ev: Event) {
     } else {
         let _busy = Busy::new(&shared.busy);
         let ran = match ev {
-            Event::Open => {
+            Event::Open(_) => {
                 *side = WorkerSide {
                     opened: true,
                     done: side.done,
+                    awaiting: side.awaiting.take(),
                     ..WorkerSide::default()
                 };
                 guard(|| app.on_open(&mut Conn::remote(&mut View { line, side: &mut side })))
@@ -112,12 +117,9 @@ pub(super) fn run(line: &Arc<Line>, ev: Event) {
     }
     // Caught up: the loop learns it (after the callbacks' sends), once per catching up.
     if side.done > 0 && lock(&line.queue).events.is_empty() {
-        let done = std::mem::take(&mut side.done);
-        line.to_loop(move |c| {
-            if let Some(st) = c.state() {
-                st.awaiting = st.awaiting.saturating_sub(done);
-            }
-        });
+        if let Some(awaiting) = side.awaiting.clone() {
+            line.caught_up(std::mem::take(&mut side.done), awaiting);
+        }
     }
     drop(side);
     line.consumed(counted);
@@ -211,6 +213,7 @@ impl Remote for View<'_> {
             let deferred = std::mem::take(&mut self.side.deferred);
             if !deferred.is_empty() {
                 self.line.shared.queued.fetch_add(deferred.len(), SeqCst);
+                self.line.shared.group.hand(deferred.len());
                 let mut q = lock(&self.line.queue);
                 for ev in deferred.into_iter().rev() {
                     q.events.push_front(ev);
