@@ -537,8 +537,11 @@ impl Streams<'_> {
     pub(super) fn tls_end(&mut self, key: usize, reason: &Result<()>) -> bool {
         let st = &mut self.conns[key];
         // Closed by the application, or by its server's stop with nothing left to write: the
-        // peer sees an orderly end, not a truncation.
-        let orderly = reason.is_ok() || (matches!(reason, Err(Error::Stopped)) && st.pending() == 0);
+        // peer sees an orderly end, not a truncation. (A client freed by its owner closes at
+        // once, as without TLS.)
+        let server = self.services[st.svc].0.target.get().is_none();
+        let stopped = server && matches!(reason, Err(Error::Stopped)) && st.pending() == 0;
+        let orderly = reason.is_ok() || stopped;
         let Some(tls) = st.tls.as_mut() else { return false };
         let fd = st.sock.as_raw_fd();
         if tls.state == State::Open {
