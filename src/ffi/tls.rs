@@ -165,8 +165,9 @@ pub extern "C" fn ns_tls_free(tls: *mut ns_tls) {
 /// `ns_tcp_connect_async()` calls `on_close` with it, without `on_open`) fails the same way.
 /// With TLS 1.3 a server refusing the client's certificate is known only after the
 /// client's handshake is done: the client gets `on_open`, then `on_close(NS_ERR_TLS)`.
-/// `ns_conn_close()` sends close_notify, and so does a server's stop (not `ns_client_free()`) for each connection with
-/// nothing left to write (one cut off by the drain timeout is not); the peer's close_notify is an orderly end
+/// `ns_conn_close()` sends close_notify, and so does a server's stop (not `ns_client_free()`)
+/// for each connection with nothing left to write (one cut off by the drain timeout is not);
+/// the peer's close_notify is an orderly end
 /// (`NS_OK`), and its TCP end without one after the handshake is `NS_ERR_CLOSED`. Callbacks
 /// see plaintext; framing, limits and backpressure apply to it as without TLS (the write
 /// buffer counts the sealed bytes waiting for the socket; `bytes_in` and `bytes_out` of
