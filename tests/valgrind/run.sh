@@ -37,6 +37,14 @@ vg="valgrind --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=defini
 vg="$vg --show-leak-kinds=definite,indirect --num-callers=40"
 # ring's crypto assembly, which memcheck cannot follow (see the file for why).
 vg="$vg --suppressions=$(dirname "$0")/ring.supp"
+# ... and the same sealed bytes gathered into one sendmsg from a connection's queue (at most 64
+# iovecs; a Param suppression names its parameter exactly).
+i=0
+while [ "$i" -lt 64 ]; do
+    printf '{\n   ring-sealed-bytes-gathered-%d\n   Memcheck:Param\n   sendmsg(msg.msg_iov[%d])\n   ...\n   fun:*OutQueue*write_with*\n}\n' "$i" "$i"
+    i=$((i + 1))
+done >"$logdir/queue.supp"
+vg="$vg --suppressions=$logdir/queue.supp"
 
 command -v valgrind >/dev/null || { echo "valgrind is not installed"; exit 1; }
 
