@@ -182,6 +182,10 @@ $(BENCH_OUT)/ns_work_base: bench/ns_work.c bench-base-lib
 	if ! $(CC) $(BENCH_CWARN) -I$(BENCH_BASE_SRC)/include $< -o $@ -L$(BENCH_BASE_LIB) \
 			-Wl,-rpath,'$$ORIGIN/base-lib' -lnetsock -lpthread; then \
 		echo "bench: bench/ns_work.c does not build against $(BENCH_BASE)'s header: using its own"; \
-		$(CC) $(BENCH_CWARN) -I$(BENCH_BASE_SRC)/include $(BENCH_BASE_SRC)/bench/ns_work.c -o $@ \
-			-L$(BENCH_BASE_LIB) -Wl,-rpath,'$$ORIGIN/base-lib' -lnetsock -lpthread; \
+		if [ -f $(BENCH_BASE_SRC)/bench/ns_work.c ]; then \
+			$(CC) $(BENCH_CWARN) -I$(BENCH_BASE_SRC)/include $(BENCH_BASE_SRC)/bench/ns_work.c -o $@ \
+				-L$(BENCH_BASE_LIB) -Wl,-rpath,'$$ORIGIN/base-lib' -lnetsock -lpthread; \
+		else \
+			echo "bench: $(BENCH_BASE) has no workers: netsock_w1-base is left out"; \
+		fi; \
 	fi
